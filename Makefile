@@ -1,0 +1,32 @@
+# guidedrl: set-up, tests, demo. `make demo` and `make test` each run `make setup` first.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+WORLD   ?= worlds/default
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+# torch is installed first with an exact pin: that takes the local CPU wheel; an unpinned torch
+# would pull a multi-GB CUDA build. The package's own torch range stays loose.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/pytest
+
+demo: setup
+	$(BIN)/guidedrl demo --world $(WORLD)
+
+bench: setup
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python bench/grpo_step.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
