@@ -1,0 +1,155 @@
+"""The ``guidedrl`` command line: world building, evaluation, training, analysis and the demo."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from guidedrl.config import world_preset
+from guidedrl.yaml_config import parse_overrides
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Guided RL with verifiable rewards.")
+world_app = typer.Typer(no_args_is_help=True, help="The embedded arithmetic world.")
+app.add_typer(world_app, name="world")
+console = Console()
+
+DEFAULT_WORLD = Path("worlds/default")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@world_app.command("build")
+def world_build(
+    out: Path = typer.Option(DEFAULT_WORLD, help="world directory"),
+    size: str = typer.Option("default", help="preset: default (the shipped world) or micro (seconds, for tests)"),
+    set_: list[str] = typer.Option([], "--set", help="override a world setting, e.g. --set teacher_steps=900"),
+) -> None:
+    """Generate problems, train the student and the teachers, sample the teacher pool, evaluate."""
+    from guidedrl.world.build import build_world
+    try:
+        cfg = world_preset(size, **parse_overrides(set_))
+    except ValueError as err:
+        _fail(str(err))
+    start = time.time()
+    manifest = build_world(out, cfg, console)
+    console.print(world_table(out))
+    console.print(f"world {out}: done in {time.time() - start:.0f} s "
+                  f"(build steps took {sum(manifest['seconds'].values()):.0f} s in all)")
+
+
+def world_table(world_dir: Path) -> Table:
+    """Student and teachers side by side: greedy accuracy, pass@1 and pass@k on test_id and test_ood."""
+    results = json.loads((world_dir / "eval.json").read_text())
+    any_report = next(iter(next(iter(results.values())).values()))
+    ks = sorted(int(k) for k in any_report["pass_at_k"])
+    table = Table(title=f"world {world_dir}: held-out evaluation")
+    table.add_column("model")
+    for split in ("test_id", "test_ood"):
+        table.add_column(f"{split} greedy", justify="right")
+        for k in ks:
+            table.add_column(f"{split} pass@{k}", justify="right")
+    table.add_column("all-wrong@8 (id)", justify="right")
+    for name, by_split in results.items():
+        cells = []
+        for split in ("test_id", "test_ood"):
+            r = by_split[split]
+            cells += [f"{100 * r['greedy_accuracy']:.1f}"] + [f"{100 * r['pass_at_k'][str(k)]:.1f}" for k in ks]
+        table.add_row(name, *cells, f"{100 * by_split['test_id']['all_wrong_share']:.0f}%")
+    return table
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Path = typer.Option(..., help="a Hugging Face causal LM directory (with its tokenizer)"),
+    split: str = typer.Option("test_id", help="world split (test_id | test_ood) when --dataset is not given"),
+    dataset: Path | None = typer.Option(None, help="JSONL / JSON / parquet / save_to_disk dataset with prompt, answer"),
+    world: Path = typer.Option(DEFAULT_WORLD, help="world whose split is evaluated"),
+    k: str = typer.Option("1,8,16", "-k", help="comma-separated k of pass@k"),
+    temperature: float = typer.Option(1.0, help="sampling temperature"),
+    max_new_tokens: int = typer.Option(128, help="generation limit"),
+    seed: int = typer.Option(0, help="sampling seed"),
+    output: Path | None = typer.Option(None, help="JSON report path (default runs/eval/<model>_<split>.json)"),
+) -> None:
+    """Greedy and sampled decoding, pass@k, mean response length and distinct correct solution paths."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from guidedrl.data import DatasetError, load_rows, validate_rows
+    from guidedrl.eval.evaluate import evaluate
+    from guidedrl.rollout.hf_engine import HFEngine
+
+    ks = [int(x) for x in k.split(",")]
+    source = dataset or world / "data" / f"{split}.jsonl"
+    try:
+        rows = validate_rows(load_rows(source), str(source))
+    except DatasetError as err:
+        _fail(str(err))
+    if not model.exists():
+        _fail(f"model path {model} does not exist")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    policy = AutoModelForCausalLM.from_pretrained(model).eval()
+    engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    name = dataset.stem if dataset else split
+    report = evaluate(engine, tokenizer, rows, split=name, ks=ks, temperature=temperature,
+                      max_new_tokens=max_new_tokens, seed=seed)
+    table = Table(title=f"{model} on {source} ({len(rows)} problems, {max(ks)} samples each)")
+    for col in ["greedy", *[f"pass@{k}" for k in ks], "mean length", "distinct correct paths"]:
+        table.add_column(col, justify="right")
+    table.add_row(f"{100 * report.greedy_accuracy:.1f}", *[f"{100 * report.pass_at_k[k]:.1f}" for k in ks],
+                  f"{report.mean_length:.1f}", f"{report.mean_distinct_paths:.2f}")
+    console.print(table)
+    output = output or Path("runs/eval") / f"{model.name}_{name}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report.write_json(output)
+    console.print(f"report written to {output}")
+
+
+@app.command()
+def train(
+    config: Path | None = typer.Argument(None, help="YAML config (see configs/); defaults train the world's student"),
+    resume: bool = typer.Option(False, help="continue from the newest checkpoint in output_dir"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set optim.lr=1e-4"),
+) -> None:
+    """Train a policy with the method the config names (GRPO by default)."""
+    from guidedrl.config import TrainConfig
+    from guidedrl.data import DatasetError
+    from guidedrl.trainer.loop import Trainer
+    from guidedrl.yaml_config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, TrainConfig, set_)
+        trainer = Trainer(cfg, resume=resume, console=console)
+    except (ConfigError, DatasetError) as err:
+        _fail(str(err))
+    summary = trainer.train()
+    console.print(before_after_table(summary, title=f"{config or 'defaults'}: held-out before / after"))
+    console.print(f"run written to {cfg.output_dir}")
+
+
+def before_after_table(summary: dict[str, dict[str, float]], title: str) -> Table:
+    """Every evaluation figure before and after training."""
+    table = Table(title=title)
+    for col in ("metric", "before", "after"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for key, after in summary["after"].items():
+        before = summary["before"].get(key, float("nan"))
+        scale = 1 if key.endswith(("length", "distinct_paths")) else 100
+        table.add_row(key.removeprefix("eval/"), f"{scale * before:.1f}", f"{scale * after:.1f}")
+    return table
+
+
+@app.command()
+def demo(world: Path = typer.Option(DEFAULT_WORLD, help="world directory (built if missing)")) -> None:
+    """The main job on the embedded world: build (or reuse) it and show student vs teachers."""
+    world_build(out=world, size="default", set_=[])
+
+
+if __name__ == "__main__":
+    app()

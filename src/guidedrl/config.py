@@ -1,0 +1,154 @@
+"""Every configuration section as a pydantic model: the one place where defaults live.
+
+YAML files are validated against these models by :func:`guidedrl.yaml_config.load_config`; an
+unknown key or a wrong type is an error that names the key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from guidedrl.yaml_config import StrictModel
+
+
+class WorldConfig(StrictModel):
+    """The embedded arithmetic world: problems, splits, and the tiny student and teachers trained on them."""
+
+    seed: int = Field(0, description="seed of the problem generator and of every model's training")
+    model_size: Literal["micro", "tiny"] = Field("tiny", description="zoo size of student and teachers")
+    id_operands: list[int] = Field([2, 3, 4], description="operand counts of training and test_id problems")
+    ood_operands: list[int] = Field([5], description="operand counts of test_ood problems (longer than training)")
+    operand_max: int = Field(9, ge=1, description="operands are drawn from 1..operand_max")
+    operators: str = Field("+-*", description="operators problems may use")
+    max_value: int = Field(99, ge=1, description="every intermediate value stays in [0, max_value]")
+    n_train: int = Field(2000, ge=1, description="problems in the RL training split")
+    n_test_id: int = Field(200, ge=1, description="held-out in-distribution problems")
+    n_test_ood: int = Field(200, ge=1, description="held-out out-of-distribution problems")
+    n_sft: int = Field(40000, ge=1, description="problems in the supervised corpus of student and teachers")
+    teacher_styles: list[str] = Field(["steps", "rewrite", "words", "running"],
+                                      description="one teacher model per solution style")
+    student_style: str = Field("steps", description="style of the student's supervised data")
+    teacher_steps: int = Field(700, ge=1, description="SFT steps per teacher (until strong)")
+    student_steps: int = Field(180, ge=1, description="SFT steps of the student (weak but not hopeless)")
+    student_hint_share: float = Field(0.25, ge=0, le=1,
+                                      description="share of the student's SFT prompts that carry the hint")
+    batch_size: int = Field(64, ge=1, description="SFT batch size")
+    lr: float = Field(3e-3, gt=0, description="SFT peak learning rate (warm-up then cosine)")
+    pool_samples: int = Field(4, ge=0, description="solutions sampled per training problem per teacher")
+    pool_temperature: float = Field(1.0, ge=0, description="sampling temperature of the teacher pool")
+    max_new_tokens: int = Field(128, ge=1, description="generation limit for pool and evaluation")
+    eval_samples: int = Field(8, ge=1, description="samples per problem in the build's evaluation")
+    eval_temperature: float = Field(1.0, ge=0, description="sampling temperature of the build's evaluation")
+
+    @model_validator(mode="after")
+    def _known_styles(self) -> WorldConfig:
+        from guidedrl.world.styles import STYLES
+        for style in [*self.teacher_styles, self.student_style]:
+            if style not in STYLES:
+                raise ValueError(f"unknown style {style!r}; known: {sorted(STYLES)}")
+        return self
+
+
+WORLD_PRESETS: dict[str, dict] = {
+    "default": {},
+    "micro": {"model_size": "micro", "id_operands": [2, 3], "ood_operands": [4], "n_train": 64, "n_test_id": 48,
+              "n_test_ood": 48, "n_sft": 8000, "teacher_styles": ["steps", "words"], "teacher_steps": 400,
+              "student_steps": 60, "lr": 1e-2, "pool_samples": 2, "max_new_tokens": 48,
+              "eval_samples": 4},
+}
+
+
+def world_preset(size: str, **overrides: object) -> WorldConfig:
+    """A world configuration by preset name, with field overrides."""
+    if size not in WORLD_PRESETS:
+        raise ValueError(f"unknown world size {size!r}; known: {sorted(WORLD_PRESETS)}")
+    return WorldConfig(**{**WORLD_PRESETS[size], **overrides})
+
+
+class RolloutConfig(StrictModel):
+    """How responses are sampled: G per prompt, from the current policy."""
+
+    backend: Literal["hf"] = Field("hf", description="rollout engine (transformers with a KV cache)")
+    prompts_per_step: int = Field(8, ge=1, description="prompts sampled per training step")
+    group_size: int = Field(8, ge=2, description="G: responses per prompt (a group of 1 has no baseline)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature, also used by the training forward")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; behaviour log-probs are untruncated")
+    max_new_tokens: int = Field(64, ge=1, description="response length limit")
+
+
+class RewardSpec(StrictModel):
+    """One registered reward function and its weight in the sum."""
+
+    name: str = Field(description="a key of guidedrl.rewards.REWARDS")
+    weight: float = Field(1.0, description="weight in the weighted sum")
+
+
+class AlgorithmConfig(StrictModel):
+    """The math of a step, each piece chosen by name from a registry of pure functions."""
+
+    advantage: str = Field("grpo", description="a key of ADVANTAGES: grpo, dr_grpo, grpo_split, rkl")
+    loss: str = Field("vanilla", description="a key of POLICY_LOSSES: vanilla, mixed")
+    adv_eps: float = Field(1e-6, gt=0, description="added to the group std")
+    eps_low: float = Field(0.2, ge=0, description="lower clip range of the ratio")
+    eps_high: float = Field(0.2, ge=0, description="upper clip range (DAPO's clip-higher: larger than eps_low)")
+    dual_clip: float | None = Field(None, gt=1, description="dual-clip constant c for negative advantages")
+    agg_mode: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = Field(
+        "token-mean", description="how token losses become one number")
+    norm_length: int | None = Field(None, ge=1, description="Dr.GRPO's constant (default: max_new_tokens)")
+    entropy_coef: float = Field(0.0, ge=0, description="entropy bonus coefficient")
+    kl_coef: float = Field(0.0, ge=0, description="β of the k3 KL to the frozen initial policy (0 = no reference)")
+    on_policy_clip: bool = Field(True, description="False = LUFFY's unclipped on-policy term")
+    off_policy_gamma: float = Field(0.1, gt=0, description="γ of the shaping f(p)=p/(p+γ) on teacher tokens")
+    hint_shaping: Literal["percentile", "constant", "clip"] = Field(
+        "percentile", description="how hinted rows' corrected ratio is treated (Guide)")
+    hint_gamma: float = Field(0.1, gt=0, description="γ when hint_shaping is constant")
+    hint_percentile: float = Field(0.9, gt=0, lt=1, description="quantile of the ratio used as γ (Guide)")
+
+
+class OptimConfig(StrictModel):
+    """Optimizer, schedule and how a rollout batch is split into updates."""
+
+    lr: float = Field(2e-4, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
+    schedule: Literal["constant", "cosine", "linear"] = Field("constant", description="decay after warm-up")
+    grad_clip: float = Field(1.0, gt=0, description="max global grad norm")
+    epochs: int = Field(1, ge=1, description="K: passes over each rollout batch")
+    mini_batches: int = Field(1, ge=1, description="optimizer steps per pass (AMPO: 2)")
+    micro_batch_size: int = Field(64, ge=1, description="rows per forward/backward (gradient accumulation)")
+
+
+class EvalConfig(StrictModel):
+    """Periodic held-out evaluation during training."""
+
+    every: int = Field(0, ge=0, description="evaluate every N steps (0 = only before and after training)")
+    ks: list[int] = Field([1, 8], description="pass@k reported")
+    samples: int = Field(8, ge=1, description="samples per problem")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature of evaluation")
+    max_problems: int | None = Field(None, ge=1, description="evaluate on the first N problems of each split")
+
+
+class TrainConfig(StrictModel):
+    """A training run. Without ``model``/``dataset`` it trains the embedded world's student on its train split."""
+
+    world: str = Field("worlds/default", description="embedded world supplying defaults for model and data")
+    model: str | None = Field(None, description="path of any HF causal LM (default: the world's student)")
+    dataset: str | None = Field(None, description="training data: JSONL / JSON / parquet / save_to_disk dir")
+    dataset_split: str | None = Field(None, description="split of a save_to_disk DatasetDict")
+    eval_datasets: dict[str, str] | None = Field(None, description="name -> path (default: world test_id, test_ood)")
+    output_dir: str = Field("runs/grpo", description="metrics, checkpoints and the final model go here")
+    seed: int = Field(0, description="seeds data order, sampling and initialisation")
+    steps: int = Field(100, ge=1, description="training steps")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="policy parameter dtype")
+    rewards: list[RewardSpec] = Field([RewardSpec(name="math_answer")], description="weighted sum of rewards")
+    correct_threshold: float = Field(0.6, description="a rollout counts as correct when its reward exceeds this")
+    rollout: RolloutConfig = RolloutConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    optim: OptimConfig = OptimConfig()
+    eval: EvalConfig = EvalConfig()
+    log_every: int = Field(1, ge=1, description="write metrics every N steps")
+    save_every: int = Field(50, ge=0, description="checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept on disk")

@@ -1,0 +1,101 @@
+"""Held-out evaluation: greedy accuracy, sampled pass@k, response length and solution-path diversity."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from guidedrl.data import encode_prompts
+from guidedrl.eval.metrics import distinct_correct_paths, mean_pass_at_k
+from guidedrl.rewards import RewardFn, math_answer_reward
+from guidedrl.rollout.engine import RolloutEngine, SamplingParams
+
+
+@dataclass
+class ProblemScore:
+    """One problem's outcome: samples drawn, samples correct, greedy correctness, diversity."""
+
+    prompt: str
+    answer: str
+    n: int
+    correct: int
+    greedy_correct: bool
+    distinct_paths: int
+    mean_length: float
+
+
+@dataclass
+class EvalReport:
+    """Aggregate figures over a split, with the per-problem scores they come from."""
+
+    split: str
+    greedy_accuracy: float
+    pass_at_k: dict[int, float]
+    mean_length: float
+    mean_distinct_paths: float
+    problems: list[ProblemScore] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """The aggregate figures only (what tables and logs show)."""
+        return {k: v for k, v in asdict(self).items() if k != "problems"}
+
+    def write_json(self, path: str | Path) -> None:
+        """Write the full report, per-problem scores included."""
+        Path(path).write_text(json.dumps(asdict(self), indent=1))
+
+
+def _chunks(items: Sequence, size: int) -> list[Sequence]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _score(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], n: int,
+           sampling: SamplingParams, reward_fn: RewardFn, rows_per_batch: int) -> tuple[list[list[str]], list[list[bool]], list[list[int]]]:
+    """Texts, correctness and token lengths of ``n`` responses per row, generated in batches."""
+    texts: list[list[str]] = []
+    correct: list[list[bool]] = []
+    lengths: list[list[int]] = []
+    for part in _chunks(rows, max(1, rows_per_batch // n)):
+        rollouts = engine.generate(encode_prompts(tokenizer, [r["prompt"] for r in part]), n, sampling)
+        outs = rollouts.response_texts(tokenizer)
+        prompts = [r["prompt"] for r in part for _ in range(n)]
+        answers = [r["answer"] for r in part for _ in range(n)]
+        rewards = reward_fn(prompts, outs, answer=answers)
+        lens = rollouts.response_lengths.tolist()
+        for i in range(len(part)):
+            sl = slice(i * n, (i + 1) * n)
+            texts.append(outs[sl])
+            correct.append([r >= 1.0 for r in rewards[sl]])
+            lengths.append(lens[sl])
+    return texts, correct, lengths
+
+
+def evaluate(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], *, split: str,
+             ks: Sequence[int] = (1, 8), n_samples: int | None = None, temperature: float = 1.0,
+             max_new_tokens: int = 128, seed: int = 0, reward_fn: RewardFn = math_answer_reward,
+             rows_per_batch: int = 512) -> EvalReport:
+    """Greedy decoding once and ``n_samples`` (default ``max(ks)``) sampled responses per problem."""
+    n = n_samples or max(ks)
+    if max(ks) > n:
+        raise ValueError(f"pass@{max(ks)} needs at least {max(ks)} samples per problem, got {n}")
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+    _, greedy_ok, _ = _score(engine, tokenizer, rows, 1, greedy, reward_fn, rows_per_batch)
+    sampled = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    texts, correct, lengths = _score(engine, tokenizer, rows, n, sampled, reward_fn, rows_per_batch)
+    problems = [ProblemScore(prompt=r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
+                             answer=str(r["answer"]), n=n, correct=sum(c), greedy_correct=g[0],
+                             distinct_paths=distinct_correct_paths(t, c), mean_length=sum(ln) / n)
+                for r, t, c, g, ln in zip(rows, texts, correct, greedy_ok, lengths)]
+    counts = [(p.n, p.correct) for p in problems]
+    solved = [p for p in problems if p.correct]
+    return EvalReport(
+        split=split,
+        greedy_accuracy=sum(p.greedy_correct for p in problems) / len(problems),
+        pass_at_k={k: mean_pass_at_k(counts, k) for k in ks},
+        mean_length=sum(p.mean_length for p in problems) / len(problems),
+        mean_distinct_paths=sum(p.distinct_paths for p in solved) / len(solved) if solved else 0.0,
+        problems=problems,
+    )

@@ -1,0 +1,228 @@
+"""The training loop: sample, score, guide, estimate advantages, update. Orchestration only.
+
+Every method (GRPO, LUFFY, AMPO, Guide, TGPO, RKL, PPO) runs through :meth:`Trainer.train_step`;
+a method is a config: a guidance strategy, an advantage estimator and a policy loss by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from guidedrl.algorithms.advantages import ADVANTAGES, AdvantageInputs
+from guidedrl.algorithms.losses import POLICY_LOSSES, LossInputs, LossSettings
+from guidedrl.batch import RolloutBatch
+from guidedrl.config import TrainConfig
+from guidedrl.data import encode_prompts, load_rows, validate_rows
+from guidedrl.eval.evaluate import evaluate
+from guidedrl.rewards import REWARDS, RewardFn, weighted_reward
+from guidedrl.rollout.engine import SamplingParams
+from guidedrl.rollout.forward import response_logprobs
+from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.trainer.checkpoint import checkpoints, load_state, save_checkpoint
+from guidedrl.trainer.logger import MetricsLogger
+from guidedrl.trainer.optim import build_optimizer
+from guidedrl.trainer.paths import RunPaths
+from guidedrl.trainer.sampler import PromptSampler
+from guidedrl.yaml_config import dump_config
+
+
+def build_reward(cfg: TrainConfig) -> RewardFn:
+    """The weighted sum of the configured registered rewards."""
+    return weighted_reward([(REWARDS[spec.name], spec.weight) for spec in cfg.rewards])
+
+
+def _mean_stats(acc: dict[str, float], stats: dict[str, float], weight: float) -> None:
+    for key, value in stats.items():
+        acc[key] = acc.get(key, 0.0) + weight * value
+
+
+class Trainer:
+    """Holds the run's state (policy, optimizer, data position) and steps it."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, console: Console | None = None) -> None:
+        self.cfg, self.console = cfg, console or Console()
+        self.paths = RunPaths.resolve(cfg)
+        self.out = Path(cfg.output_dir)
+        torch.manual_seed(cfg.seed)
+        last = checkpoints(self.out / "checkpoints")[-1] if resume and checkpoints(self.out / "checkpoints") else None
+        weights = last or self.paths.model
+        self.tokenizer = AutoTokenizer.from_pretrained(weights)
+        dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+        self.policy = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
+        self.engine = HFEngine(self.policy, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        self.rows = validate_rows(load_rows(self.paths.dataset, cfg.dataset_split), str(self.paths.dataset))
+        self.prompt_ids = encode_prompts(self.tokenizer, [r["prompt"] for r in self.rows])
+        self.eval_sets = {name: validate_rows(load_rows(path), str(path))[:cfg.eval.max_problems]
+                          for name, path in self.paths.eval_sets.items()}
+        self.reward_fn = build_reward(cfg)
+        self.reference = copy.deepcopy(self.policy).eval() if cfg.algorithm.kl_coef > 0 else None
+        self.optimizer, self.scheduler = build_optimizer(self.policy, cfg.optim, cfg.steps)
+        self.sampler = PromptSampler(len(self.rows), cfg.rollout.prompts_per_step, cfg.seed)
+        self.loss_fn = POLICY_LOSSES[cfg.algorithm.loss]
+        self.advantage_fn = ADVANTAGES[cfg.algorithm.advantage]
+        self.guidance = None
+        self.step = 0
+        self.logger = MetricsLogger(self.out)
+        if last is not None:
+            state = load_state(last)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.sampler.load_state_dict(state["sampler"])
+            self.step = int(state["step"])
+            self.logger.truncate_after(self.step)
+            self.console.print(f"resumed from {last} at step {self.step}")
+        else:
+            dump_config(cfg, self.out / "config.yaml")
+
+    # ---- one step -------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """Sample prompts, roll out G each, score, guide, compute advantages and update the policy."""
+        cfg, start = self.cfg, time.perf_counter()
+        indices = self.sampler.next_batch()
+        rows = [self.rows[i] for i in indices]
+        sampling = SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens,
+                                  seed=cfg.seed * 1_000_003 + self.step)
+        rollouts = self.engine.generate([self.prompt_ids[i] for i in indices], cfg.rollout.group_size, sampling)
+        batch = self.score(rollouts, rows)
+        rollouts_reward_mean = batch.rewards.mean().item()
+        all_wrong, all_right = batch.group_outcomes()
+        if self.guidance is not None:
+            batch = self.guidance(batch, rows)
+        advantages = self.advantage_fn(AdvantageInputs(
+            rewards=batch.rewards, response_mask=batch.rollouts.response_mask, group_index=batch.group_index,
+            on_policy=~batch.off_policy, behaviour_logp=batch.rollouts.behaviour_logp, teacher_logp=None),
+            cfg.algorithm.adv_eps)
+        stats = self.update(batch, advantages)
+        self.scheduler.step()
+        self.step += 1
+        seconds = time.perf_counter() - start
+        tokens = float(rollouts.response_mask.sum())
+        return {"reward": rollouts_reward_mean, "all_wrong": all_wrong,
+                "all_right": all_right, "response_length": tokens / rollouts.size,
+                "lr": self.scheduler.get_last_lr()[0], "step_time": seconds, "tokens_per_s": tokens / seconds, **stats}
+
+    def score(self, rollouts, rows: list[dict]) -> RolloutBatch:
+        """Rewards of every response, with the dataset's columns passed to the reward functions."""
+        n = self.cfg.rollout.group_size
+        completions = rollouts.response_texts(self.tokenizer)
+        columns = {k: [row[k] for row in rows for _ in range(n)] for k in rows[0] if k != "prompt"}
+        prompts = [row["prompt"] for row in rows for _ in range(n)]
+        rewards = torch.tensor(self.reward_fn(prompts, completions, **columns), dtype=torch.float32)
+        return RolloutBatch.on_policy(rollouts, rewards, rewards > self.cfg.correct_threshold)
+
+    def update(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+        """K epochs of ``mini_batches`` optimizer steps, each accumulated over micro-batches.
+
+        Micro-batch losses are weighted by their share of the mini-batch's tokens (token-mean) or rows
+        (the seq-mean modes), so accumulation gives the gradient of the whole mini-batch's loss. The
+        behaviour log-probs come from the sampler (same weights, same temperature): no second forward.
+        """
+        o = self.cfg.optim
+        settings = self._loss_settings()
+        per_token = self.cfg.algorithm.agg_mode == "token-mean"
+        updates = o.epochs * o.mini_batches
+        acc: dict[str, float] = {}
+        generator = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.step)
+        self.policy.train()
+        for _ in range(o.epochs):
+            order = torch.randperm(batch.size, generator=generator) if o.mini_batches > 1 else torch.arange(batch.size)
+            for mini in order.chunk(o.mini_batches):
+                weights = batch.rollouts.response_mask.sum(1) if per_token else torch.ones(batch.size)
+                total = float(weights[mini].sum()) or 1.0
+                self.optimizer.zero_grad(set_to_none=True)
+                for micro in mini.split(o.micro_batch_size):
+                    share = float(weights[micro].sum()) / total
+                    loss, stats = self._micro_loss(batch.select(micro), advantages[micro], settings)
+                    (loss * share).backward()
+                    _mean_stats(acc, stats, share / updates)
+                norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), o.grad_clip)
+                _mean_stats(acc, {"grad_norm": float(norm)}, 1.0 / updates)
+                self.optimizer.step()
+        self.policy.eval()
+        return acc
+
+    def _loss_settings(self) -> LossSettings:
+        a = self.cfg.algorithm
+        return LossSettings(
+            eps_low=a.eps_low, eps_high=a.eps_high, dual_clip=a.dual_clip, agg_mode=a.agg_mode,
+            norm_length=a.norm_length or self.cfg.rollout.max_new_tokens, off_policy_gamma=a.off_policy_gamma,
+            hint_shaping=a.hint_shaping, hint_gamma=a.hint_gamma, hint_percentile=a.hint_percentile,
+            on_policy_clip=a.on_policy_clip, entropy_coef=a.entropy_coef, kl_coef=a.kl_coef)
+
+    def _micro_loss(self, mb: RolloutBatch, advantages: torch.Tensor, settings: LossSettings
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """One forward on the training context and the registered loss on its response tokens."""
+        r = mb.rollouts
+        width = r.response_ids.shape[1]
+        temperature = self.cfg.rollout.temperature
+        out = response_logprobs(self.policy, r.input_ids, r.attention_mask, r.prompt_width, temperature,
+                                with_entropy=True)
+        ref_logp = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_logp = response_logprobs(self.reference, r.input_ids, r.attention_mask, r.prompt_width,
+                                             temperature).logp
+        return self.loss_fn(LossInputs(
+            logp=out.logp, behaviour_logp=r.behaviour_logp, advantages=advantages[:, :width],
+            response_mask=r.response_mask, off_policy_mask=mb.token_mask(mb.off_policy),
+            hint_mask=mb.token_mask(mb.hinted), entropy=out.entropy, ref_logp=ref_logp), settings)
+
+    # ---- evaluation, checkpoints, the run ------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """pass@k, greedy accuracy, length and distinct correct paths on every held-out set."""
+        e, metrics = self.cfg.eval, {}
+        for name, rows in self.eval_sets.items():
+            report = evaluate(self.engine, self.tokenizer, rows, split=name, ks=e.ks, n_samples=e.samples,
+                              temperature=e.temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
+                              seed=self.cfg.seed, reward_fn=self.reward_fn)
+            metrics[f"eval/{name}/greedy"] = report.greedy_accuracy
+            metrics.update({f"eval/{name}/pass@{k}": v for k, v in report.pass_at_k.items()})
+            metrics[f"eval/{name}/distinct_paths"] = report.mean_distinct_paths
+            metrics[f"eval/{name}/length"] = report.mean_length
+        return metrics
+
+    def save(self) -> Path:
+        """An atomic checkpoint of everything an exact resume needs."""
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "sampler": self.sampler.state_dict()}
+        return save_checkpoint(self.out / "checkpoints", self.step, self.policy, self.tokenizer, state,
+                               self.cfg.keep_checkpoints)
+
+    def train(self) -> dict[str, dict[str, float]]:
+        """Run to ``cfg.steps``: evaluate before (unless resumed), log, checkpoint, evaluate after."""
+        cfg = self.cfg
+        before_path = self.out / "eval_before.json"
+        if not before_path.exists():
+            before_path.write_text(json.dumps(self.evaluate(), indent=1))
+        before = json.loads(before_path.read_text())
+        columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
+                   TextColumn("reward {task.fields[reward]:.2f} all-wrong {task.fields[all_wrong]:.2f}"),
+                   TimeElapsedColumn()]
+        with Progress(*columns, console=self.console) as progress:
+            task = progress.add_task("train", total=cfg.steps, completed=self.step, reward=0.0, all_wrong=0.0)
+            while self.step < cfg.steps:
+                metrics = self.train_step()
+                if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
+                    metrics.update(self.evaluate())
+                if self.step % cfg.log_every == 0:
+                    self.logger.log(self.step, metrics)
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save()
+                progress.update(task, completed=self.step, reward=metrics["reward"], all_wrong=metrics["all_wrong"])
+        after = self.evaluate()
+        self.logger.log(self.step, after)
+        self.save()
+        self.policy.save_pretrained(self.out / "final")
+        self.tokenizer.save_pretrained(self.out / "final")
+        summary = {"before": before, "after": after}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        self.logger.close()
+        return summary

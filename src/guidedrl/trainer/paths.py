@@ -1,0 +1,32 @@
+"""Where a run's model and data come from: the user's paths, or the embedded world's defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from guidedrl.config import TrainConfig
+from guidedrl.yaml_config import ConfigError
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Resolved, existing paths of the policy, the training data and the held-out sets."""
+
+    model: Path
+    dataset: Path
+    eval_sets: dict[str, Path]
+
+    @classmethod
+    def resolve(cls, cfg: TrainConfig) -> RunPaths:
+        """Fill unset paths from ``cfg.world``; a path that does not exist is an error naming its key."""
+        world = Path(cfg.world)
+        model = Path(cfg.model) if cfg.model else world / "models" / "student"
+        dataset = Path(cfg.dataset) if cfg.dataset else world / "data" / "train.jsonl"
+        evals = ({k: Path(v) for k, v in cfg.eval_datasets.items()} if cfg.eval_datasets is not None else
+                 {s: world / "data" / f"{s}.jsonl" for s in ("test_id", "test_ood")})
+        hint = "" if cfg.model and cfg.dataset else f" (build the world with `guidedrl world build --out {world}`)"
+        for key, path in [("model", model), ("dataset", dataset), *((f"eval_datasets.{k}", p) for k, p in evals.items())]:
+            if not path.exists():
+                raise ConfigError(f"{key}: path {path} does not exist{hint}")
+        return cls(model, dataset, evals)

@@ -1,0 +1,207 @@
+"""``guidedrl world build``: problems, tokenizer, student, teachers, teacher pool and evaluation.
+
+Each stage writes its output atomically and is skipped when the output is already there, so an
+interrupted build resumes where it stopped and a second build with the same settings is a no-op.
+A world directory built with different settings is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from guidedrl.config import WorldConfig
+from guidedrl.data import encode_prompts, load_rows, write_jsonl
+from guidedrl.eval.evaluate import evaluate
+from guidedrl.rewards import math_answer_reward
+from guidedrl.rollout.engine import SamplingParams
+from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.world.problems import Expression
+from guidedrl.world.splits import HINT_TEMPLATE, make_splits, prompt_for, rows_for
+from guidedrl.world.styles import STYLES, hint_for
+from guidedrl.world.tokenizer import build_tokenizer
+from guidedrl.world.zoo import encode_pairs, make_model, sft
+
+STUDENT = "student"
+EVAL_SPLITS = ("test_id", "test_ood")
+
+
+def teacher_name(style: str) -> str:
+    """Directory and pool name of the teacher trained on ``style``."""
+    return f"teacher_{style}"
+
+
+def settings_hash(cfg: WorldConfig) -> str:
+    """A short digest of every setting that changes what the build produces."""
+    return hashlib.sha256(json.dumps(cfg.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _save_atomically(path: Path, *parts: PreTrainedModel | PreTrainedTokenizerBase) -> None:
+    """``save_pretrained`` every part into a temporary sibling, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part in parts:
+        part.save_pretrained(tmp)
+    tmp.rename(path)
+
+
+def _sft_pairs(tokenizer: PreTrainedTokenizerBase, exprs: list[Expression], style: str, hint_share: float,
+               seed: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt, solution) token pairs in one style; a share of prompts carries the problem's hint."""
+    rng = random.Random(seed)
+    prompts = [HINT_TEMPLATE.format(prompt=prompt_for(e), hint=hint_for(e)) if rng.random() < hint_share
+               else prompt_for(e) for e in exprs]
+    return encode_pairs(tokenizer, prompts, [STYLES[style](e) for e in exprs])
+
+
+def _train(name: str, seed: int, pairs: list[tuple[list[int], list[int]]], steps: int, cfg: WorldConfig,
+           tokenizer: PreTrainedTokenizerBase, progress: Progress) -> PreTrainedModel:
+    """SFT one zoo model with a progress bar that shows the running loss."""
+    task = progress.add_task(name, total=steps, loss=float("nan"))
+    model = make_model(tokenizer, cfg.model_size, seed)
+    sft(model, pairs, tokenizer.pad_token_id, steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+        on_step=lambda step, loss: progress.update(task, advance=1, loss=loss))
+    return model
+
+
+def _pool_for(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], name: str,
+              cfg: WorldConfig) -> list[list[dict]]:
+    """``pool_samples`` sampled solutions per row from one teacher, deduplicated, tagged with its name."""
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    per_batch = max(1, 512 // cfg.pool_samples)
+    out: list[list[dict]] = []
+    for start in range(0, len(rows), per_batch):
+        part = rows[start:start + per_batch]
+        ids = encode_prompts(tokenizer, [r["prompt"] for r in part])
+        sampling = SamplingParams(temperature=cfg.pool_temperature, max_new_tokens=cfg.max_new_tokens,
+                                  seed=cfg.seed + start)
+        texts = engine.generate(ids, cfg.pool_samples, sampling).response_texts(tokenizer)
+        for i in range(len(part)):
+            unique = dict.fromkeys(texts[i * cfg.pool_samples:(i + 1) * cfg.pool_samples])
+            out.append([{"teacher": name, "text": t} for t in unique])
+    return out
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description:<16}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console)
+
+
+def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None = None) -> dict:
+    """Build (or resume, or confirm) the world in ``out_dir``; returns its manifest (``world.json``)."""
+    console = console or Console()
+    out = Path(out_dir)
+    manifest_path = out / "world.json"
+    digest = settings_hash(cfg)
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("hash") == digest and manifest.get("complete"):
+            console.print(f"world {out} is up to date (settings {digest}); nothing to do")
+            return manifest
+        if manifest.get("hash") != digest:
+            console.print(f"world {out} was built with other settings; rebuilding")
+            for sub in ("tokenizer", "data", "models", "eval"):
+                shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"hash": digest, "complete": False, "config": cfg.model_dump(), "seconds": {}}
+    if manifest_path.exists():
+        manifest["seconds"] = json.loads(manifest_path.read_text()).get("seconds", {})
+    write_manifest = lambda: manifest_path.write_text(json.dumps(manifest, indent=1))  # noqa: E731
+    write_manifest()
+    torch.manual_seed(cfg.seed)
+
+    tokenizer = build_tokenizer()
+    if not (out / "tokenizer").exists():
+        _save_atomically(out / "tokenizer", tokenizer)
+    splits = make_splits(cfg.seed, cfg.id_operands, cfg.ood_operands, cfg.operand_max, cfg.operators,
+                         cfg.max_value, cfg.n_train, cfg.n_test_id, cfg.n_test_ood, cfg.n_sft)
+    for split in EVAL_SPLITS:
+        if not (out / "data" / f"{split}.jsonl").exists():
+            write_jsonl(out / "data" / f"{split}.jsonl", rows_for(splits[split], split))
+
+    names = [STUDENT] + [teacher_name(s) for s in cfg.teacher_styles]
+    styles = [cfg.student_style] + list(cfg.teacher_styles)
+    with _progress(console) as progress:
+        for i, (name, style) in enumerate(zip(names, styles)):
+            path = out / "models" / name
+            if path.exists():
+                continue
+            start = time.time()
+            is_student = name == STUDENT
+            pairs = _sft_pairs(tokenizer, splits["sft"], style, cfg.student_hint_share if is_student else 0.0,
+                               cfg.seed + i)
+            steps = cfg.student_steps if is_student else cfg.teacher_steps
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _save_atomically(path, _train(name, cfg.seed + i, pairs, steps, cfg, tokenizer, progress), tokenizer)
+            manifest["seconds"][f"train_{name}"] = round(time.time() - start, 1)
+            write_manifest()
+
+    train_path = out / "data" / "train.jsonl"
+    if not train_path.exists():
+        start = time.time()
+        rows = rows_for(splits["train"], "train")
+        pools: list[list[dict]] = [[] for _ in rows]
+        for style in cfg.teacher_styles:
+            console.print(f"sampling the offline pool of {teacher_name(style)}")
+            model = load_model(out, teacher_name(style))
+            for pool, extra in zip(pools, _pool_for(model, tokenizer, rows, teacher_name(style), cfg)):
+                pool.extend(extra)
+        for row, pool in zip(rows, pools):
+            row["teacher_solutions"] = pool
+        write_jsonl(train_path, rows)
+        manifest["seconds"]["teacher_pool"] = round(time.time() - start, 1)
+        write_manifest()
+
+    eval_path = out / "eval.json"
+    results = json.loads(eval_path.read_text()) if eval_path.exists() else {}
+    for name in names:
+        for split in EVAL_SPLITS:
+            if split in results.get(name, {}):
+                continue
+            start = time.time()
+            console.print(f"evaluating {name} on {split}")
+            report = evaluate(HFEngine(load_model(out, name), tokenizer.pad_token_id, tokenizer.eos_token_id),
+                              tokenizer, load_rows(out / "data" / f"{split}.jsonl"), split=split,
+                              ks=(1, cfg.eval_samples), temperature=cfg.eval_temperature,
+                              max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, reward_fn=math_answer_reward)
+            summary = report.summary()
+            summary["all_wrong_share"] = sum(p.correct == 0 for p in report.problems) / len(report.problems)
+            results.setdefault(name, {})[split] = summary
+            eval_path.write_text(json.dumps(results, indent=1))
+            manifest["seconds"][f"eval_{name}_{split}"] = round(time.time() - start, 1)
+            write_manifest()
+    manifest["complete"] = True
+    manifest["pool"] = pool_stats(load_rows(train_path), answer_key="answer")
+    write_manifest()
+    return manifest
+
+
+def pool_stats(rows: list[dict], answer_key: str = "answer") -> dict[str, dict[str, float]]:
+    """Per teacher: stored solutions per problem and the share of them that verify."""
+    counts: dict[str, list[int]] = {}
+    for row in rows:
+        for sol in row.get("teacher_solutions", []):
+            ok = math_answer_reward([row["prompt"]], [sol["text"]], answer=[row[answer_key]])[0]
+            total = counts.setdefault(sol["teacher"], [0, 0])
+            total[0] += 1
+            total[1] += int(ok >= 1.0)
+    return {t: {"per_problem": n / len(rows), "correct_share": c / n} for t, (n, c) in counts.items()}
+
+
+def load_model(world_dir: str | Path, name: str) -> PreTrainedModel:
+    """A world model loaded back through ``from_pretrained``, in eval mode."""
+    return AutoModelForCausalLM.from_pretrained(Path(world_dir) / "models" / name).eval()
+
+
+def load_tokenizer(world_dir: str | Path) -> PreTrainedTokenizerBase:
+    """The world's tokenizer loaded back through ``from_pretrained``."""
+    return AutoTokenizer.from_pretrained(Path(world_dir) / "tokenizer")

@@ -1,0 +1,95 @@
+"""The embedded world's problems, splits, styles, hints and tokenizer."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from guidedrl.config import world_preset
+from guidedrl.rewards import math_answer_reward
+from guidedrl.world.problems import Expression, evaluate, sample_expression
+from guidedrl.world.splits import make_splits, rows_for
+from guidedrl.world.styles import STYLES, hint_for
+from guidedrl.world.tokenizer import build_tokenizer
+
+SPLIT_ARGS = dict(id_operands=[2, 3, 4], ood_operands=[5], operand_max=9, operators="+-*", max_value=99,
+                  n_train=300, n_test_id=100, n_test_ood=100, n_sft=500)
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, list[Expression]]:
+    return make_splits(seed=3, **SPLIT_ARGS)
+
+
+def test_precedence_and_styles_on_a_known_problem() -> None:
+    expr = Expression((7, 4, 8, 5), ("+", "*", "-"))
+    assert expr.text == "7+4*8-5" and evaluate(expr) == 34
+    assert STYLES["steps"](expr) == "4*8=32\n7+32=39\n39-5=34\n\\boxed{34}"
+    assert STYLES["rewrite"](expr) == "=7+32-5\n=39-5\n=34\n\\boxed{34}"
+    assert STYLES["words"](expr) == "4 times 8 is 32\n7 plus 32 is 39\n39 minus 5 is 34\nso \\boxed{34}"
+    assert STYLES["running"](expr) == "t=7\nt=7+4*8=7+32=39\nt=39-5=34\n\\boxed{34}"
+    assert hint_for(expr) == "first 4*8=32"
+
+
+def test_splits_are_disjoint(splits: dict[str, list[Expression]]) -> None:
+    texts = {name: {e.text for e in exprs} for name, exprs in splits.items()}
+    held_out = texts["test_id"] | texts["test_ood"]
+    assert not texts["test_id"] & texts["test_ood"]
+    assert not texts["train"] & held_out
+    assert not texts["sft"] & held_out
+    assert len(texts["train"]) == 300 and len(texts["test_id"]) == 100
+    assert {len(e.operands) for e in splits["test_ood"]} == {5}
+    assert {len(e.operands) for e in splits["train"]} == {2, 3, 4}
+
+
+def test_splits_are_reproducible_from_the_seed(splits: dict[str, list[Expression]]) -> None:
+    again = make_splits(seed=3, **SPLIT_ARGS)
+    other = make_splits(seed=4, **SPLIT_ARGS)
+    assert all([e.text for e in splits[k]] == [e.text for e in again[k]] for k in splits)
+    assert [e.text for e in splits["train"]] != [e.text for e in other["train"]]
+
+
+def test_every_reference_solution_of_every_style_verifies(splits: dict[str, list[Expression]]) -> None:
+    exprs = splits["train"] + splits["test_id"] + splits["test_ood"]
+    answers = [str(evaluate(e)) for e in exprs]
+    for style, render in STYLES.items():
+        solutions = [render(e) for e in exprs]
+        assert math_answer_reward([""] * len(exprs), solutions, answer=answers) == [1.0] * len(exprs), style
+
+
+def test_styles_differ_textually(splits: dict[str, list[Expression]]) -> None:
+    for e in splits["test_ood"]:
+        assert len({render(e) for render in STYLES.values()}) == len(STYLES)
+
+
+def test_rows_have_the_dataset_columns(splits: dict[str, list[Expression]]) -> None:
+    row = rows_for(splits["test_id"][:1], "test_id")[0]
+    assert {"prompt", "answer", "solution", "hint", "style", "split"} <= set(row)
+    assert row["prompt"].endswith("\n") and row["split"] == "test_id" and row["solution"].endswith(f"{{{row['answer']}}}")
+
+
+def test_intermediate_values_stay_in_range() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        expr = sample_expression(rng, 4, 9, "+-*", 99)
+        assert 0 <= evaluate(expr) <= 99
+
+
+def test_tokenizer_round_trips_every_problem_and_solution(splits: dict[str, list[Expression]], tmp_path) -> None:
+    from transformers import AutoTokenizer
+    build_tokenizer().save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+    texts = [row[c] for row in rows_for(splits["train"] + splits["test_ood"], "x") for c in ("prompt", "solution", "hint")]
+    texts += [render(e) for e in splits["test_ood"] for render in STYLES.values()]
+    ids = tok(texts)["input_ids"]
+    assert all(seq[0] == tok.bos_token_id and tok.unk_token_id not in seq for seq in ids)
+    assert tok.batch_decode(ids, skip_special_tokens=True) == texts
+
+
+def test_unknown_style_or_preset_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown style 'poetry'"):
+        world_preset("default", teacher_styles=["poetry"])
+    with pytest.raises(ValueError, match="unknown world size 'huge'"):
+        world_preset("huge")
