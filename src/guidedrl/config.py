@@ -131,6 +131,46 @@ class EvalConfig(StrictModel):
     max_problems: int | None = Field(None, ge=1, description="evaluate on the first N problems of each split")
 
 
+class TeacherSource(StrictModel):
+    """One entry of the teacher pool: stored solutions (a dataset column) or a model asked on demand."""
+
+    kind: Literal["offline", "online"] = Field("offline", description="offline: the teacher_solutions column")
+    teachers: list[str] | None = Field(None, description="offline: names to use from the column (None = all)")
+    path: str | None = Field(None, description="online: path of a local HF causal LM")
+    name: str | None = Field(None, description="online: the teacher's name in metrics (default: the path's name)")
+    samples: int = Field(4, ge=1, description="online: solutions sampled per problem (cached per problem)")
+    temperature: float = Field(1.0, gt=0, description="online: sampling temperature")
+
+    @model_validator(mode="after")
+    def _online_needs_path(self) -> TeacherSource:
+        if self.kind == "online" and not self.path:
+            raise ValueError("an online teacher needs `path` (a local HF causal LM)")
+        return self
+
+
+class GuidanceConfig(StrictModel):
+    """What happens to a group the student fails: nothing (GRPO), teacher solutions (AMPO/LUFFY), hints (Guide).
+
+    ``ladder`` lists strategies in the order they are tried; a later one acts only on groups the earlier
+    ones left failing (e.g. ``[hint, teacher]``: re-roll with hints first, then insert teacher solutions).
+    """
+
+    ladder: list[Literal["teacher", "hint"]] = Field([], description="strategies in order ([] = none)")
+    trigger: Literal["all_wrong", "adaptive_k", "always"] = Field(
+        "all_wrong", description="all_wrong: no rollout correct (AMPO, Guide); adaptive_k: fewer than half "
+        "correct, k = min(max_guidance, G/2 - #correct) (AMPO's newer code); always: every group (LUFFY)")
+    num_guidance: int = Field(2, ge=1, description="k: teacher solutions inserted into a guided group")
+    max_guidance: int = Field(4, ge=1, description="adaptive_k: the largest k")
+    selection: Literal["comprehension", "random", "first"] = Field(
+        "comprehension", description="which verified candidates are inserted (random/first for ablations)")
+    format_weight: float = Field(0.1, ge=0, le=1, description="selection rank = (1-w)·comprehension + w·format")
+    teachers: list[TeacherSource] = Field([TeacherSource()], description="the teacher pool")
+    hint_template: str = Field("{prompt}hint: {hint}\n", description="sampling context of a hinted re-roll")
+    hint_replace_group: bool = Field(True, description="hinted rows replace the failed group (False: mix in)")
+    hint_steps_from_teacher: int = Field(1, ge=1, description="without a hint column: first N lines of a "
+                                         "verified teacher solution are the hint")
+
+
 class TrainConfig(StrictModel):
     """A training run. Without ``model``/``dataset`` it trains the embedded world's student on its train split."""
 
@@ -147,6 +187,7 @@ class TrainConfig(StrictModel):
     correct_threshold: float = Field(0.6, description="a rollout counts as correct when its reward exceeds this")
     rollout: RolloutConfig = RolloutConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
+    guidance: GuidanceConfig = GuidanceConfig()
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
     log_every: int = Field(1, ge=1, description="write metrics every N steps")

@@ -1,0 +1,62 @@
+"""What every guidance strategy is given, and the group bookkeeping they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from guidedrl.batch import RolloutBatch
+from guidedrl.rewards import RewardFn
+from guidedrl.rollout.engine import RolloutEngine
+
+
+@dataclass
+class GuidanceContext:
+    """The live pieces of a run a strategy may use: the current policy, its engine and the reward."""
+
+    policy: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    engine: RolloutEngine
+    reward_fn: RewardFn
+    correct_threshold: float
+    group_size: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+
+
+class Guidance(Protocol):
+    """Rewrites a scored batch: ``(batch, rows of its groups, step) -> (new batch, metrics)``."""
+
+    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]: ...
+
+
+def score_texts(ctx: GuidanceContext, rows: list[dict], texts: list[str]) -> Tensor:
+    """Rewards of ``texts[i]`` as an answer to ``rows[i]``, dataset columns passed through."""
+    columns = {k: [row[k] for row in rows] for k in rows[0] if k != "prompt"}
+    return torch.tensor(ctx.reward_fn([row["prompt"] for row in rows], texts, **columns), dtype=torch.float32)
+
+
+def prompt_tokens(batch: RolloutBatch, row: int) -> list[int]:
+    """The unpadded prompt ids of one row of the batch."""
+    r = batch.rollouts
+    return r.prompt_ids[row][r.prompt_mask[row].bool()].tolist()
+
+
+class Ladder:
+    """Strategies tried in order; each acts only on groups still failing after the ones before it."""
+
+    def __init__(self, steps: list[Guidance]) -> None:
+        self.steps = steps
+
+    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        metrics: dict[str, float] = {}
+        for strategy in self.steps:
+            batch, stats = strategy(batch, rows, step)
+            metrics.update(stats)
+        return batch, metrics

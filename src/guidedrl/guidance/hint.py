@@ -1,0 +1,82 @@
+"""Guide's guidance: re-roll failed prompts with a hint in the sampling context, train without it.
+
+The hinted responses keep the behaviour log-probs of the context that generated them (prompt + hint),
+while their training input is the hint-free prompt + the same response tokens. The ratio
+π_θ(o|q) / π_old(o|q,h) then falls out of the ordinary log-prob difference; the rows are flagged
+``hinted`` so the mixed loss can shape that ratio as the Guide authors do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from guidedrl.batch import RolloutBatch
+from guidedrl.config import GuidanceConfig
+from guidedrl.data import Prompt, encode_prompts
+from guidedrl.guidance.base import GuidanceContext, prompt_tokens, score_texts
+from guidedrl.guidance.trigger import guidance_demand
+from guidedrl.rollout.engine import Rollouts, SamplingParams
+from guidedrl.teachers.pool import TeacherPool
+
+
+def with_hint(prompt: Prompt, hint: str, template: str) -> Prompt:
+    """The prompt with the hint inserted by the template (into the last message of a conversation)."""
+    if isinstance(prompt, str):
+        return template.format(prompt=prompt, hint=hint)
+    messages = [dict(m) for m in prompt]
+    messages[-1]["content"] = template.format(prompt=messages[-1]["content"], hint=hint)
+    return messages
+
+
+class HintGuidance:
+    """Re-sample G responses with the hint for every triggered group; put them in as the method says."""
+
+    def __init__(self, cfg: GuidanceConfig, ctx: GuidanceContext, pools: list[TeacherPool]) -> None:
+        self.cfg, self.ctx, self.pools = cfg, ctx, pools
+
+    def hint_for(self, row: dict) -> str | None:
+        """The row's ``hint``, else the first lines of a verified teacher solution, else None."""
+        if row.get("hint"):
+            return row["hint"]
+        for pool in self.pools:
+            for sol in pool.solutions([row])[0]:
+                if score_texts(self.ctx, [row], [sol.text])[0] > self.ctx.correct_threshold:
+                    return "\n".join(sol.text.splitlines()[:self.cfg.hint_steps_from_teacher])
+        return None
+
+    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        cfg, ctx, tok = self.cfg, self.ctx, self.ctx.tokenizer
+        demand = guidance_demand(batch.correct, batch.group_index, "all_wrong" if cfg.trigger == "adaptive_k"
+                                 else cfg.trigger, 1, 1)
+        hints = {g: self.hint_for(rows[g]) for g in range(len(demand)) if demand[g] > 0}
+        groups = [g for g, h in hints.items() if h]
+        n_groups = len(torch.unique(batch.group_index))
+        metrics = {"hint/rate": len(hints) / n_groups}
+        if not groups:
+            return batch, metrics
+        ids = encode_prompts(tok, [with_hint(rows[g]["prompt"], hints[g], cfg.hint_template) for g in groups])
+        sampling = SamplingParams(ctx.temperature, ctx.top_p, ctx.max_new_tokens, seed=ctx.seed * 1_000_033 + step)
+        hinted = ctx.engine.generate(ids, ctx.group_size, sampling)
+        n = hinted.size
+        owner = [groups[int(i)] for i in hinted.prompt_index]
+        rewards = score_texts(ctx, [rows[g] for g in owner], hinted.response_texts(tok))
+        mask = hinted.response_mask.bool()
+        plain_prompt = {g: prompt_tokens(batch, int((batch.group_index == g).nonzero()[0])) for g in groups}
+        rebuilt = Rollouts.from_token_lists(
+            [plain_prompt[g] for g in owner], [hinted.response_ids[i][mask[i]].tolist() for i in range(n)],
+            tok.pad_token_id, tok.eos_token_id,
+            behaviour_logp=[hinted.behaviour_logp[i][mask[i]].tolist() for i in range(n)], prompt_index=owner)
+        correct = rewards > ctx.correct_threshold
+        hinted_rows = RolloutBatch(rebuilt, rewards, correct, torch.tensor(owner), torch.zeros(n, dtype=torch.bool),
+                                   torch.ones(n, dtype=torch.bool), ["hint"] * n)
+        solved = torch.zeros(len(demand)).index_add_(0, torch.tensor(owner), correct.float())
+        metrics.update({"hint/accuracy": correct.float().mean().item(),
+                        "hint/rescued": float((solved[groups] > 0).float().mean())})
+        parts = [hinted_rows]
+        if cfg.hint_replace_group:
+            keep = ~torch.isin(batch.group_index, torch.tensor(groups))
+            if keep.any():
+                parts.insert(0, batch.select(keep.nonzero().flatten()))
+        else:
+            parts.insert(0, batch)
+        return RolloutBatch.concat(parts, tok.pad_token_id), metrics

@@ -1,0 +1,37 @@
+"""Comprehension-based selection (AMPO): rank verified teacher solutions by how well the student follows them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from guidedrl.rewards import last_boxed_span
+
+
+def answer_slot_tokens(tokenizer: PreTrainedTokenizerBase, text: str, answer: str) -> tuple[list[int], list[int]] | None:
+    """The solution with the ground truth written into its last ``\\boxed{}``, tokenized without special
+    tokens, and the positions of the tokens that carry the answer; None when it has no answer block."""
+    span = last_boxed_span(text)
+    if span is None:
+        return None
+    start, end = span
+    rewritten = text[:start] + answer + text[end:]
+    enc = tokenizer(rewritten, add_special_tokens=False, return_offsets_mapping=True)
+    positions = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + len(answer) and b > start]
+    return list(enc["input_ids"]), positions
+
+
+def comprehension_scores(answer_logp: Tensor, answer_mask: Tensor) -> Tensor:
+    """Mean probability the student gives the ground-truth answer tokens (B); 0 for rows with none."""
+    probs = answer_logp.exp() * answer_mask
+    count = answer_mask.sum(1)
+    return torch.where(count > 0, probs.sum(1) / count.clamp(min=1), torch.zeros_like(count, dtype=probs.dtype))
+
+
+def rank_candidates(scores: Sequence[float], format_ok: Sequence[float], format_weight: float, k: int) -> list[int]:
+    """Indices of the top-k by (1-w)·score + w·format; ties keep pool order (stable sort)."""
+    ranked = sorted(range(len(scores)), key=lambda i: -((1 - format_weight) * scores[i] + format_weight * format_ok[i]))
+    return ranked[:k]

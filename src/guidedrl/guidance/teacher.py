@@ -1,0 +1,138 @@
+"""AMPO's (and LUFFY's) guidance: replace failed rollouts with verified teacher solutions.
+
+Only groups the trigger selects are touched; their candidates are verified with the task's reward
+(a wrong solution is never inserted), ranked by the student's comprehension in one batched forward,
+and the top k replace k wrong rows. Inserted rows are flagged off-policy with behaviour log-prob 0,
+so the mixed loss shapes them with f(π_θ) = π_θ/(π_θ+γ).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import torch
+
+from guidedrl.batch import RolloutBatch
+from guidedrl.config import GuidanceConfig
+from guidedrl.guidance.base import GuidanceContext, prompt_tokens, score_texts
+from guidedrl.guidance.selection import answer_slot_tokens, comprehension_scores, rank_candidates
+from guidedrl.guidance.trigger import guidance_demand
+from guidedrl.rewards import format_reward
+from guidedrl.rollout.engine import Rollouts
+from guidedrl.rollout.forward import response_logprobs
+from guidedrl.teachers.pool import TeacherPool, TeacherSolution
+
+log = logging.getLogger(__name__)
+
+
+class TeacherGuidance:
+    """Insert up to k verified teacher solutions into each triggered group."""
+
+    def __init__(self, cfg: GuidanceConfig, pools: list[TeacherPool], ctx: GuidanceContext) -> None:
+        self.cfg, self.pools, self.ctx = cfg, pools, ctx
+        self.verified: dict[str, list[tuple[TeacherSolution, float]]] = {}
+
+    def candidates(self, rows: list[dict]) -> list[list[tuple[TeacherSolution, float]]]:
+        """Verified (solution, reward) pairs per row, each problem verified once and cached."""
+        keys = [repr(row["prompt"]) for row in rows]
+        todo = [i for i, k in enumerate(keys) if k not in self.verified]
+        if todo:
+            found = [[] for _ in todo]
+            for pool in self.pools:
+                for slot, sols in zip(found, pool.solutions([rows[i] for i in todo])):
+                    slot.extend(sols)
+            flat = [(i, s) for i, sols in zip(todo, found) for s in sols]
+            rewards = score_texts(self.ctx, [rows[i] for i, _ in flat], [s.text for _, s in flat]) if flat else []
+            for i in todo:
+                self.verified[keys[i]] = []
+            for (i, sol), reward in zip(flat, rewards):
+                if reward > self.ctx.correct_threshold:
+                    self.verified[keys[i]].append((sol, float(reward)))
+        return [self.verified[k] for k in keys]
+
+    def comprehension(self, prompts: list[list[int]], texts: list[str], answers: list[str]) -> list[float]:
+        """AMPO's score of each candidate, all in one no-grad forward of the current student."""
+        tok = self.ctx.tokenizer
+        slots = [answer_slot_tokens(tok, t, a) for t, a in zip(texts, answers)]
+        usable = [i for i, s in enumerate(slots) if s is not None and s[1]]
+        scores = [0.0] * len(texts)
+        if not usable:
+            return scores
+        batch = Rollouts.from_token_lists([prompts[i] for i in usable],
+                                          [slots[i][0] + [tok.eos_token_id] for i in usable],
+                                          tok.pad_token_id, tok.eos_token_id)
+        mask = torch.zeros_like(batch.response_mask)
+        for row, i in enumerate(usable):
+            mask[row, slots[i][1]] = 1
+        with torch.no_grad():
+            logp = response_logprobs(self.ctx.policy, batch.input_ids, batch.attention_mask, batch.prompt_width).logp
+        for row, value in zip(usable, comprehension_scores(logp, mask).tolist()):
+            scores[row] = value
+        return scores
+
+    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        cfg, tok = self.cfg, self.ctx.tokenizer
+        demand = guidance_demand(batch.correct, batch.group_index, cfg.trigger, cfg.num_guidance, cfg.max_guidance)
+        groups = [g for g in range(len(demand)) if demand[g] > 0]
+        n_groups = len(torch.unique(batch.group_index))
+        metrics: dict[str, float] = {"guidance/rate": len(groups) / n_groups}
+        if not groups:
+            return batch, metrics
+        cands = self.candidates([rows[g] for g in groups])
+        first_row = {g: int((batch.group_index == g).nonzero()[0]) for g in groups}
+        flat = [(g, sol, reward) for g, cs in zip(groups, cands) for sol, reward in cs]
+        if cfg.selection == "comprehension":
+            scores = self.comprehension([prompt_tokens(batch, first_row[g]) for g, _, _ in flat],
+                                        [s.text for _, s, _ in flat], [str(rows[g]["answer"]) for g, _, _ in flat])
+        elif cfg.selection == "random":
+            gen = torch.Generator().manual_seed(self.ctx.seed * 31 + step)
+            scores = torch.rand(len(flat), generator=gen).tolist()
+        else:
+            scores = [0.0] * len(flat)
+        fmt = format_reward([""] * len(flat), [s.text for _, s, _ in flat]) if flat else []
+        gen = torch.Generator().manual_seed(self.ctx.seed * 17 + step)
+        drop: list[int] = []
+        new_prompts, new_texts, new_groups, new_rewards, new_sources = [], [], [], [], []
+        selected_scores, rejected_scores, empty = [], [], 0
+        for g in groups:
+            idx = [i for i, (h, _, _) in enumerate(flat) if h == g]
+            if not idx:
+                empty += 1
+                continue
+            wrong = ((batch.group_index == g) & ~batch.correct).nonzero().flatten()
+            k = min(int(demand[g]), len(idx), len(wrong))
+            picked = [idx[j] for j in rank_candidates([scores[i] for i in idx], [fmt[i] for i in idx],
+                                                      cfg.format_weight, k)]
+            selected_scores += [scores[i] for i in picked]
+            rejected_scores += [scores[i] for i in idx if i not in picked]
+            drop += wrong[torch.randperm(len(wrong), generator=gen)[:k]].tolist()
+            for i in picked:
+                _, sol, reward = flat[i]
+                new_prompts.append(prompt_tokens(batch, first_row[g]))
+                new_texts.append(sol.text)
+                new_groups.append(g)
+                new_rewards.append(reward)
+                new_sources.append(sol.teacher)
+        if empty:
+            log.warning("step %d: %d guided group(s) had no verified teacher solution; left on-policy", step, empty)
+        metrics.update({"guidance/empty_pool": empty / len(groups),
+                        "guidance/rescued": (len(groups) - empty) / len(groups),
+                        "guidance/inserted": float(len(new_texts))})
+        if selected_scores:
+            metrics["guidance/score_selected"] = sum(selected_scores) / len(selected_scores)
+        if rejected_scores:
+            metrics["guidance/score_rejected"] = sum(rejected_scores) / len(rejected_scores)
+        for teacher, count in Counter(new_sources).items():
+            metrics[f"guidance/selected/{teacher}"] = float(count)
+        if not new_texts:
+            return batch, metrics
+        responses = [ids + [tok.eos_token_id] for ids in tok(new_texts, add_special_tokens=False)["input_ids"]]
+        inserted = Rollouts.from_token_lists(new_prompts, responses, tok.pad_token_id, tok.eos_token_id,
+                                             prompt_index=new_groups)
+        n = len(new_texts)
+        teacher_rows = RolloutBatch(inserted, torch.tensor(new_rewards), torch.ones(n, dtype=torch.bool),
+                                    torch.tensor(new_groups), torch.ones(n, dtype=torch.bool),
+                                    torch.zeros(n, dtype=torch.bool), new_sources)
+        keep = torch.tensor([i for i in range(batch.size) if i not in set(drop)])
+        return RolloutBatch.concat([batch.select(keep), teacher_rows], tok.pad_token_id), metrics

@@ -1,0 +1,73 @@
+"""Teacher pools behind one interface: stored solutions per problem, or a local model asked on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from guidedrl.config import TeacherSource
+from guidedrl.data import encode_prompts
+from guidedrl.rollout.engine import SamplingParams
+from guidedrl.rollout.hf_engine import HFEngine
+
+
+@dataclass(frozen=True)
+class TeacherSolution:
+    """One candidate solution text and the teacher that wrote it."""
+
+    teacher: str
+    text: str
+
+
+class TeacherPool(Protocol):
+    """Candidate solutions for a batch of problems (unverified; the guidance strategy verifies them)."""
+
+    def solutions(self, rows: Sequence[dict]) -> list[list[TeacherSolution]]: ...
+
+
+class OfflinePool:
+    """Solutions stored in the dataset's ``teacher_solutions`` column, optionally only some teachers'."""
+
+    def __init__(self, teachers: Sequence[str] | None = None) -> None:
+        self.teachers = set(teachers) if teachers else None
+
+    def solutions(self, rows: Sequence[dict]) -> list[list[TeacherSolution]]:
+        return [[TeacherSolution(s["teacher"], s["text"]) for s in row.get("teacher_solutions", [])
+                 if self.teachers is None or s["teacher"] in self.teachers] for row in rows]
+
+
+class OnlinePool:
+    """A local HF causal LM that samples solutions when asked; each problem is asked once, then cached."""
+
+    def __init__(self, path: str, name: str | None, samples: int, temperature: float, max_new_tokens: int,
+                 seed: int = 0) -> None:
+        self.name = name or Path(path).name
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        self.engine = HFEngine(model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        self.samples, self.temperature, self.max_new_tokens, self.seed = samples, temperature, max_new_tokens, seed
+        self.cache: dict[str, list[TeacherSolution]] = {}
+
+    def solutions(self, rows: Sequence[dict]) -> list[list[TeacherSolution]]:
+        keys = [repr(row["prompt"]) for row in rows]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        if missing:
+            first = {k: row for k, row in zip(reversed(keys), reversed(list(rows)))}
+            ids = encode_prompts(self.tokenizer, [first[k]["prompt"] for k in missing])
+            sampling = SamplingParams(self.temperature, 1.0, self.max_new_tokens, seed=self.seed + len(self.cache))
+            texts = self.engine.generate(ids, self.samples, sampling).response_texts(self.tokenizer)
+            for i, key in enumerate(missing):
+                unique = dict.fromkeys(texts[i * self.samples:(i + 1) * self.samples])
+                self.cache[key] = [TeacherSolution(self.name, t) for t in unique]
+        return [self.cache[k] for k in keys]
+
+
+def build_pool(source: TeacherSource, max_new_tokens: int, seed: int) -> TeacherPool:
+    """The pool a config entry describes."""
+    if source.kind == "offline":
+        return OfflinePool(source.teachers)
+    return OnlinePool(source.path, source.name, source.samples, source.temperature, max_new_tokens, seed)
