@@ -22,6 +22,8 @@ from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
 from guidedrl.data import encode_prompts, load_rows, validate_rows
 from guidedrl.eval.evaluate import evaluate
+from guidedrl.guidance.base import GuidanceContext
+from guidedrl.guidance.build import build_guidance
 from guidedrl.rewards import REWARDS, RewardFn, weighted_reward
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.forward import response_logprobs
@@ -68,7 +70,11 @@ class Trainer:
         self.sampler = PromptSampler(len(self.rows), cfg.rollout.prompts_per_step, cfg.seed)
         self.loss_fn = POLICY_LOSSES[cfg.algorithm.loss]
         self.advantage_fn = ADVANTAGES[cfg.algorithm.advantage]
-        self.guidance = None
+        self.guidance = build_guidance(cfg.guidance, GuidanceContext(
+            policy=self.policy, tokenizer=self.tokenizer, engine=self.engine, reward_fn=self.reward_fn,
+            correct_threshold=cfg.correct_threshold, group_size=cfg.rollout.group_size,
+            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+            max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed))
         self.step = 0
         self.logger = MetricsLogger(self.out)
         if last is not None:
@@ -94,8 +100,9 @@ class Trainer:
         batch = self.score(rollouts, rows)
         rollouts_reward_mean = batch.rewards.mean().item()
         all_wrong, all_right = batch.group_outcomes()
+        guidance_stats: dict[str, float] = {}
         if self.guidance is not None:
-            batch = self.guidance(batch, rows)
+            batch, guidance_stats = self.guidance(batch, rows, self.step)
         advantages = self.advantage_fn(AdvantageInputs(
             rewards=batch.rewards, response_mask=batch.rollouts.response_mask, group_index=batch.group_index,
             on_policy=~batch.off_policy, behaviour_logp=batch.rollouts.behaviour_logp, teacher_logp=None),
@@ -107,7 +114,7 @@ class Trainer:
         tokens = float(rollouts.response_mask.sum())
         return {"reward": rollouts_reward_mean, "all_wrong": all_wrong,
                 "all_right": all_right, "response_length": tokens / rollouts.size,
-                "lr": self.scheduler.get_last_lr()[0], "step_time": seconds, "tokens_per_s": tokens / seconds, **stats}
+                "lr": self.scheduler.get_last_lr()[0], "step_time": seconds, "tokens_per_s": tokens / seconds, **guidance_stats, **stats}
 
     def score(self, rollouts, rows: list[dict]) -> RolloutBatch:
         """Rewards of every response, with the dataset's columns passed to the reward functions."""
