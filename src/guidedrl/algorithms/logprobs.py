@@ -1,0 +1,24 @@
+"""Token log-probabilities and entropies from logits, as pure tensor functions.
+
+Both scale the logits by the sampling temperature first, so training sees the distribution the
+rollouts were actually drawn from.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+    """``log_softmax(logits / temperature)`` at ``tokens`` (B×R), without materialising the B×R×V log-softmax."""
+    scaled = logits.float() / temperature
+    picked = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(scaled, dim=-1)
+
+
+def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy of ``softmax(logits / temperature)`` at every position (B×R)."""
+    scaled = logits.float() / temperature
+    logp = torch.log_softmax(scaled, dim=-1)
+    return -(logp.exp() * logp).sum(-1)

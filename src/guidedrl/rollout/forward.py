@@ -1,0 +1,42 @@
+"""The teacher-forced forward over prompt + response that training uses to score response tokens."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+from torch.nn import Module
+
+from guidedrl.algorithms.logprobs import entropy_from_logits, token_logprobs
+
+
+class ResponseLogprobs(NamedTuple):
+    """Per-response-token values, each B×R; the optional ones are None unless requested."""
+
+    logp: Tensor
+    entropy: Tensor | None
+    label_logp: Tensor | None
+
+
+def position_ids_from_mask(mask: Tensor) -> Tensor:
+    """Positions counted over real tokens only, so left padding does not shift a prompt's positions."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def response_logprobs(model: Module, input_ids: Tensor, attention_mask: Tensor, prompt_width: int,
+                      temperature: float = 1.0, labels: Tensor | None = None,
+                      with_entropy: bool = False) -> ResponseLogprobs:
+    """Log-probs at ``temperature`` of the response tokens (columns from ``prompt_width`` on), from one forward.
+
+    ``labels`` (B×R) are alternative tokens to score at the same positions, e.g. a teacher's argmax;
+    logits are only projected for the positions that predict response tokens.
+    """
+    width = input_ids.shape[1] - prompt_width
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=width + 1)
+    logits = out.logits[:, :-1]
+    return ResponseLogprobs(
+        token_logprobs(logits, input_ids[:, prompt_width:], temperature),
+        entropy_from_logits(logits, temperature) if with_entropy else None,
+        token_logprobs(logits, labels, temperature) if labels is not None else None,
+    )

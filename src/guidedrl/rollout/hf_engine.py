@@ -1,0 +1,114 @@
+"""``HFEngine``: batched sampling from a transformers causal LM with a KV cache.
+
+A hand-written decode loop rather than ``model.generate``: for the small models this library trains,
+per-token framework overhead dominates, so the loop does only a forward, a sample and a few writes
+into preallocated tensors per step. It also prefills each distinct prompt once (the ``n`` samples of a
+prompt share its KV cache) and drops finished rows from the batch as they accumulate.
+
+``behaviour_logp`` is ``log_softmax(logits / temperature)`` of the sampled token *before* top-p
+truncation, i.e. exactly what ``response_logprobs`` recomputes at the same temperature, so the
+importance ratio of an unchanged policy is 1 (greedy decoding reports temperature-1 log-probs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers import DynamicCache, PreTrainedModel
+
+from guidedrl.rollout.engine import Rollouts, SamplingParams
+from guidedrl.rollout.forward import position_ids_from_mask
+
+
+class HFEngine:
+    """The transformers rollout backend; it samples from the policy module itself, so weights are always current."""
+
+    def __init__(self, model: PreTrainedModel, pad_id: int, eos_id: int, check_every: int = 4,
+                 compact_below: float = 0.75) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.eos_id = eos_id
+        self.check_every = check_every  # steps between looks at how many rows are still running (each syncs)
+        self.compact_below = compact_below  # drop finished rows once the running share falls below this
+
+    def sync_weights(self, model: PreTrainedModel) -> None:
+        """Nothing to copy: the engine holds the policy module; a new module simply replaces it."""
+        self.model = model
+
+    def generate(self, prompts: list[list[int]], n: int, sampling: SamplingParams) -> Rollouts:
+        """``n`` samples per prompt (consecutive rows), stopping each row at EOS or ``max_new_tokens``."""
+        device = next(self.model.parameters()).device
+        unique = Rollouts.from_token_lists(prompts, [[] for _ in prompts], self.pad_id, self.eos_id)
+        prompt_ids = unique.prompt_ids.to(device)
+        prompt_mask = unique.prompt_mask.to(device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                ids, mask, logp = self._decode(prompt_ids, prompt_mask, n, sampling)
+        finally:
+            self.model.train(was_training)
+        return Rollouts(prompt_ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0), ids, mask, logp,
+                        torch.arange(len(prompts), device=device).repeat_interleave(n), (ids == self.eos_id).any(1))
+
+    def _decode(self, prompt_ids: Tensor, prompt_mask: Tensor, n: int, sampling: SamplingParams
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """Response ids, mask and behaviour log-probs (B×R, R trimmed to the longest response) for U×n rows."""
+        u, p = prompt_ids.shape
+        b, steps, device = u * n, sampling.max_new_tokens, prompt_ids.device
+        out_ids = torch.full((b, steps), self.pad_id, dtype=torch.long, device=device)
+        out_logp = torch.zeros((b, steps), device=device)
+        out_mask = torch.zeros((b, steps), device=device)
+        if b == 0 or steps == 0:
+            return out_ids[:, :0], out_mask[:, :0], out_logp[:, :0]
+        gen = None if sampling.seed is None else torch.Generator(device=device).manual_seed(sampling.seed)
+        positions = position_ids_from_mask(prompt_mask)
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = logits.repeat_interleave(n, 0)
+        cache.batch_repeat_interleave(n)
+        attention = torch.ones((b, p + steps), dtype=torch.long, device=device)
+        attention[:, :p] = prompt_mask.repeat_interleave(n, 0)
+        next_pos = (positions[:, -1:] + 1).repeat_interleave(n, 0)
+        rows = torch.arange(b, device=device)  # output row of each row still in the batch
+        alive = torch.ones(b, dtype=torch.bool, device=device)
+        for t in range(steps):
+            tok, tok_logp = _sample(logits, sampling, gen)
+            tok.masked_fill_(~alive, self.pad_id)
+            out_ids[rows, t] = tok
+            out_logp[rows, t] = tok_logp.masked_fill_(~alive, 0.0)
+            out_mask[rows, t] = alive.float()
+            alive &= tok != self.eos_id
+            if t + 1 == steps:
+                break
+            if (t + 1) % self.check_every == 0:
+                running = int(alive.sum())
+                if running == 0:
+                    break
+                if running < self.compact_below * len(alive):
+                    keep = alive.nonzero().squeeze(1)
+                    cache.batch_select_indices(keep)
+                    rows, alive, tok = rows[keep], alive[keep], tok[keep]
+                    attention, next_pos = attention[keep], next_pos[keep]
+            logits = self.model(input_ids=tok[:, None], attention_mask=attention[:, :p + t + 1],
+                                position_ids=next_pos + t, past_key_values=cache, use_cache=True).logits[:, -1]
+        width = int(out_mask.sum(1).max())
+        return out_ids[:, :width], out_mask[:, :width], out_logp[:, :width]
+
+
+def _sample(logits: Tensor, sampling: SamplingParams, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Next tokens (greedy, or nucleus sampling at the temperature) and their untruncated log-probs."""
+    logits = logits.float()
+    if sampling.temperature == 0:
+        tok = logits.argmax(-1)
+        return tok, torch.log_softmax(logits, dim=-1).gather(-1, tok[:, None]).squeeze(1)
+    logp = torch.log_softmax(logits / sampling.temperature, dim=-1)
+    probs = logp.exp()
+    if sampling.top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        sorted_p.masked_fill_(sorted_p.cumsum(-1) - sorted_p > sampling.top_p, 0.0)
+        tok = order.gather(-1, torch.multinomial(sorted_p, 1, generator=gen)).squeeze(1)
+    else:
+        tok = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    return tok, logp.gather(-1, tok[:, None]).squeeze(1)
