@@ -23,6 +23,14 @@ def position_ids_from_mask(mask: Tensor) -> Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def response_logits(model: Module, input_ids: Tensor, attention_mask: Tensor, prompt_width: int) -> Tensor:
+    """Logits (B×R×V) at the positions that predict each response token; prompt logits are never projected."""
+    width = input_ids.shape[1] - prompt_width
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=width + 1)
+    return out.logits[:, :-1]
+
+
 def response_logprobs(model: Module, input_ids: Tensor, attention_mask: Tensor, prompt_width: int,
                       temperature: float = 1.0, labels: Tensor | None = None,
                       with_entropy: bool = False) -> ResponseLogprobs:
@@ -31,10 +39,7 @@ def response_logprobs(model: Module, input_ids: Tensor, attention_mask: Tensor, 
     ``labels`` (B×R) are alternative tokens to score at the same positions, e.g. a teacher's argmax;
     logits are only projected for the positions that predict response tokens.
     """
-    width = input_ids.shape[1] - prompt_width
-    out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=width + 1)
-    logits = out.logits[:, :-1]
+    logits = response_logits(model, input_ids, attention_mask, prompt_width)
     return ResponseLogprobs(
         token_logprobs(logits, input_ids[:, prompt_width:], temperature),
         entropy_from_logits(logits, temperature) if with_entropy else None,

@@ -1,0 +1,65 @@
+"""The teacher's view of the student's own rollouts (TGPO, reverse-KL distillation).
+
+One no-grad forward of the teacher over prompt + student response gives, at every response
+position, the teacher's log-prob of the token the student sampled and the teacher's own label
+(its argmax, or a sample) conditioned on the student's prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from guidedrl.algorithms.logprobs import token_logprobs
+from guidedrl.rollout.engine import Rollouts
+from guidedrl.rollout.forward import response_logits
+
+
+class TokenizerMismatchError(ValueError):
+    """Teacher and student do not share a vocabulary, so per-token signals cannot be aligned."""
+
+
+def check_shared_vocab(student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase, teacher_path: str) -> None:
+    """Refuse a teacher whose token ids mean something else than the student's."""
+    s, t = student.get_vocab(), teacher.get_vocab()
+    differ = sorted(tok for tok in set(s) | set(t) if s.get(tok) != t.get(tok))
+    if differ:
+        raise TokenizerMismatchError(
+            f"teacher tokenizer at {teacher_path} does not match the student's: {len(differ)} tokens differ "
+            f"(e.g. {differ[:3]}); TGPO and reverse-KL distillation need a shared vocabulary")
+
+
+@dataclass
+class TeacherSignal:
+    """Per response token (B×R): teacher log-prob of the sampled token, and the teacher's label."""
+
+    logp: Tensor
+    label: Tensor
+
+
+class TeacherScorer:
+    """A frozen local HF causal LM that scores student rollouts in one batched forward."""
+
+    def __init__(self, path: str, student_tokenizer: PreTrainedTokenizerBase, label: str = "argmax",
+                 temperature: float = 1.0) -> None:
+        check_shared_vocab(student_tokenizer, AutoTokenizer.from_pretrained(path), path)
+        self.name = Path(path).name
+        self.model = AutoModelForCausalLM.from_pretrained(path).eval()
+        self.label, self.temperature = label, temperature
+
+    @torch.no_grad()
+    def score(self, rollouts: Rollouts, generator: torch.Generator | None = None) -> TeacherSignal:
+        """Teacher predictions on the student's prefixes; zero/pad outside the response mask."""
+        logits = response_logits(self.model, rollouts.input_ids, rollouts.attention_mask, rollouts.prompt_width)
+        mask = rollouts.response_mask.bool()
+        logp = token_logprobs(logits, rollouts.response_ids, self.temperature).masked_fill(~mask, 0.0)
+        if self.label == "sample":
+            probs = torch.softmax(logits.float() / self.temperature, -1)
+            label = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(mask.shape)
+        else:
+            label = logits.argmax(-1)
+        return TeacherSignal(logp, label.masked_fill(~mask, 0))
