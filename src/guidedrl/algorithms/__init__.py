@@ -1,0 +1,1 @@
+"""Advantage estimators, policy losses and per-token log-prob helpers."""
