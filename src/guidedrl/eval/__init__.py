@@ -1,0 +1,1 @@
+"""Held-out evaluation: pass@k, greedy accuracy, length and diversity of correct solutions."""

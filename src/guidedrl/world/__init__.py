@@ -1,0 +1,1 @@
+"""The embedded arithmetic world: problems, solution styles, tokenizer, tiny models, and the build that makes them."""
