@@ -16,11 +16,11 @@ from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.world.build import build_world
 
 
-def test_micro_world_builds_within_a_minute(micro_world: Path) -> None:
-    assert float((micro_world / "build_seconds.txt").read_text()) <= 60
+def test_micro_world_builds_completely(micro_world: Path) -> None:
+    """Every model is saved; the build time is a benchmark figure (bench/world_build.py), not asserted."""
     manifest = json.loads((micro_world / "world.json").read_text())
     assert manifest["complete"]
-    for name in ("student", "teacher_steps", "teacher_words"):
+    for name in ("student", "teacher_steps", "teacher_rewrite"):
         assert (micro_world / "models" / name / "model.safetensors").exists()
 
 
@@ -46,22 +46,25 @@ def test_second_build_is_a_no_op(micro_world: Path) -> None:
 def test_teacher_pool_is_real_sampling_with_names(micro_world: Path) -> None:
     rows = validate_rows(load_rows(micro_world / "data" / "train.jsonl"), "train.jsonl")
     sols = [(row, s) for row in rows for s in row["teacher_solutions"]]
-    assert {s["teacher"] for _, s in sols} == {"teacher_steps", "teacher_words"}
+    assert {s["teacher"] for _, s in sols} == {"teacher_steps", "teacher_rewrite"}
     verdicts = math_answer_reward([r["prompt"] for r, _ in sols], [s["text"] for _, s in sols],
                                   answer=[r["answer"] for r, _ in sols])
     assert 0.0 < sum(verdicts) < len(verdicts)  # sampled, so some right and some wrong
-    assert any("times" in s["text"] for _, s in sols) and any("*" in s["text"] for _, s in sols)
+    by_teacher = {name: [s["text"] for _, s in sols if s["teacher"] == name] for name in ("teacher_steps", "teacher_rewrite")}
+    # each teacher writes in its own style: rewrite lines restate the expression ("=7+32-5"), steps lines do not
+    assert sum(t.startswith("=") for t in by_teacher["teacher_rewrite"]) > 0.9 * len(by_teacher["teacher_rewrite"])
+    assert sum(t.startswith("=") for t in by_teacher["teacher_steps"]) < 0.1 * len(by_teacher["teacher_steps"])
 
 
 def test_an_interrupted_build_resumes_without_redoing_finished_stages(micro_world: Path, tmp_path: Path) -> None:
     import shutil
     copy = tmp_path / "w"
     shutil.copytree(micro_world, copy)
-    shutil.rmtree(copy / "models" / "teacher_words")
+    shutil.rmtree(copy / "models" / "teacher_rewrite")
     manifest = json.loads((copy / "world.json").read_text())
     manifest["complete"] = False
     (copy / "world.json").write_text(json.dumps(manifest))
     student_mtime = (copy / "models" / "student" / "model.safetensors").stat().st_mtime_ns
     build_world(copy, world_preset("micro"), Console(quiet=True))
-    assert (copy / "models" / "teacher_words" / "model.safetensors").exists()
+    assert (copy / "models" / "teacher_rewrite" / "model.safetensors").exists()
     assert (copy / "models" / "student" / "model.safetensors").stat().st_mtime_ns == student_mtime

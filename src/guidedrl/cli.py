@@ -14,6 +14,15 @@ from guidedrl.config import world_preset
 from guidedrl.yaml_config import parse_overrides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Guided RL with verifiable rewards.")
+
+
+@app.callback()
+def _quiet_hub_bars() -> None:
+    """Our own progress bars only: the per-load bars of transformers would flood the terminal."""
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+
+
 world_app = typer.Typer(no_args_is_help=True, help="The embedded arithmetic world.")
 app.add_typer(world_app, name="world")
 console = Console()
@@ -145,10 +154,62 @@ def before_after_table(summary: dict[str, dict[str, float]], title: str) -> Tabl
     return table
 
 
+def _run_means(run_dir: Path, keys: tuple[str, ...]) -> dict[str, float]:
+    """Means of training metrics over a run's metrics.jsonl (keys a run never logged are left out)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in records if "reward" in r]
+    return {k: sum(r[k] for r in records) / len(records) for k in keys if records and all(k in r for r in records)}
+
+
+def comparison_table(results: dict[str, dict], title: str) -> Table:
+    """Methods side by side: held-out pass@1 before -> after (ID, OOD), pass@k, diversity, guidance, speed."""
+    table = Table(title=title)
+    any_after = next(iter(results.values()))["after"]
+    big_k = max(int(k.rsplit("@", 1)[1]) for k in any_after if k.startswith("eval/test_id/pass@"))
+    for col in ("method", "ID pass@1", f"ID pass@{big_k}", "OOD pass@1", f"OOD pass@{big_k}",
+                "ID distinct paths", "guided groups", "s/step"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for method, r in results.items():
+        b, a, t = r["before"], r["after"], r["train"]
+        cell = lambda key: f"{100 * b[key]:.1f} -> {100 * a[key]:.1f}"  # noqa: E731
+        table.add_row(method, cell("eval/test_id/pass@1"), cell(f"eval/test_id/pass@{big_k}"),
+                      cell("eval/test_ood/pass@1"), cell(f"eval/test_ood/pass@{big_k}"),
+                      f"{a['eval/test_id/distinct_paths']:.2f}",
+                      f"{100 * t['guidance/rate']:.0f}%" if "guidance/rate" in t else "-", f"{t['step_time']:.2f}")
+    return table
+
+
 @app.command()
-def demo(world: Path = typer.Option(DEFAULT_WORLD, help="world directory (built if missing)")) -> None:
-    """The main job on the embedded world: build (or reuse) it and show student vs teachers."""
+def demo(
+    world: Path = typer.Option(DEFAULT_WORLD, help="world directory (built if missing)"),
+    methods: list[str] = typer.Option(["grpo", "ampo"], "--method", help="configs/<method>.yaml to compare"),
+    steps: int = typer.Option(60, help="training steps of every method (same seed, same data order)"),
+    configs: Path = typer.Option(Path("configs"), help="directory of the method configs"),
+    out: Path = typer.Option(Path("runs/demo"), help="runs are written to OUT/<method> (replaced)"),
+) -> None:
+    """The main job: build (or reuse) the world, then train the student with each method and compare."""
+    import shutil
+
+    from guidedrl.config import TrainConfig
+    from guidedrl.trainer.loop import Trainer
+    from guidedrl.yaml_config import ConfigError, load_config
+
     world_build(out=world, size="default", set_=[])
+    results = {}
+    for method in methods:
+        run_dir = out / method
+        try:
+            cfg = load_config(configs / f"{method}.yaml", TrainConfig, [
+                f"world={world}", f"steps={steps}", f"output_dir={run_dir}", "save_every=0", "eval.every=0"])
+        except ConfigError as err:
+            _fail(str(err))
+        shutil.rmtree(run_dir, ignore_errors=True)
+        console.rule(f"{method}: {steps} steps")
+        summary = Trainer(cfg, console=console).train()
+        results[method] = {**summary, "train": _run_means(run_dir, ("guidance/rate", "step_time"))}
+    console.print(comparison_table(results, f"{', '.join(methods)} on {world}: {steps} steps, seed 0, held-out"))
+    (out / "comparison.json").write_text(json.dumps(results, indent=1))
+    console.print(f"runs in {out}; comparison in {out / 'comparison.json'}")
 
 
 if __name__ == "__main__":

@@ -31,12 +31,14 @@ class WorldConfig(StrictModel):
                                       description="one teacher model per solution style")
     student_style: str = Field("steps", description="style of the student's supervised data")
     teacher_steps: int = Field(700, ge=1, description="SFT steps per teacher (until strong)")
-    student_steps: int = Field(180, ge=1, description="SFT steps of the student (weak but not hopeless)")
+    student_steps: int = Field(250, ge=1, description="SFT steps of the student (weak but not hopeless)")
     student_hint_share: float = Field(0.25, ge=0, le=1,
                                       description="share of the student's SFT prompts that carry the hint")
+    student_slip_share: float = Field(0.3, ge=0, le=1, description=(
+        "share of the student's SFT solutions whose final box miscopies the result (a habit RL can fix)"))
     batch_size: int = Field(64, ge=1, description="SFT batch size")
     lr: float = Field(3e-3, gt=0, description="SFT peak learning rate (warm-up then cosine)")
-    pool_samples: int = Field(4, ge=0, description="solutions sampled per training problem per teacher")
+    pool_samples: int = Field(2, ge=0, description="solutions sampled per training problem per teacher")
     pool_temperature: float = Field(1.0, ge=0, description="sampling temperature of the teacher pool")
     max_new_tokens: int = Field(128, ge=1, description="generation limit for pool and evaluation")
     eval_samples: int = Field(8, ge=1, description="samples per problem in the build's evaluation")
@@ -53,9 +55,9 @@ class WorldConfig(StrictModel):
 
 WORLD_PRESETS: dict[str, dict] = {
     "default": {},
-    "micro": {"model_size": "micro", "id_operands": [2, 3], "ood_operands": [4], "n_train": 64, "n_test_id": 48,
-              "n_test_ood": 48, "n_sft": 8000, "teacher_styles": ["steps", "words"], "teacher_steps": 400,
-              "student_steps": 60, "lr": 1e-2, "pool_samples": 2, "max_new_tokens": 48,
+    "micro": {"model_size": "micro", "id_operands": [2, 3], "ood_operands": [4], "n_train": 512, "n_test_id": 48,
+              "n_test_ood": 48, "n_sft": 8000, "teacher_styles": ["steps", "rewrite"], "teacher_steps": 600,
+              "student_steps": 450, "student_slip_share": 0.5, "lr": 1e-2, "pool_samples": 2, "max_new_tokens": 48,
               "eval_samples": 4},
 }
 

@@ -27,7 +27,7 @@ from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.world.problems import Expression
 from guidedrl.world.splits import HINT_TEMPLATE, make_splits, prompt_for, rows_for
-from guidedrl.world.styles import STYLES, hint_for
+from guidedrl.world.styles import STYLES, hint_for, slip_final_answer
 from guidedrl.world.tokenizer import build_tokenizer
 from guidedrl.world.zoo import encode_pairs, make_model, sft
 
@@ -55,12 +55,15 @@ def _save_atomically(path: Path, *parts: PreTrainedModel | PreTrainedTokenizerBa
 
 
 def _sft_pairs(tokenizer: PreTrainedTokenizerBase, exprs: list[Expression], style: str, hint_share: float,
-               seed: int) -> list[tuple[list[int], list[int]]]:
-    """(prompt, solution) token pairs in one style; a share of prompts carries the problem's hint."""
+               slip_share: float, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt, solution) token pairs in one style; a share of prompts carries the problem's hint and a
+    share of solutions miscopies its final answer."""
     rng = random.Random(seed)
     prompts = [HINT_TEMPLATE.format(prompt=prompt_for(e), hint=hint_for(e)) if rng.random() < hint_share
                else prompt_for(e) for e in exprs]
-    return encode_pairs(tokenizer, prompts, [STYLES[style](e) for e in exprs])
+    solutions = [slip_final_answer(STYLES[style](e), rng) if rng.random() < slip_share else STYLES[style](e)
+                 for e in exprs]
+    return encode_pairs(tokenizer, prompts, solutions)
 
 
 def _train(name: str, seed: int, pairs: list[tuple[list[int], list[int]]], steps: int, cfg: WorldConfig,
@@ -109,11 +112,13 @@ def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None =
             return manifest
         if manifest.get("hash") != digest:
             console.print(f"world {out} was built with other settings; rebuilding")
-            for sub in ("tokenizer", "data", "models", "eval"):
+            for sub in ("tokenizer", "data", "models"):
                 shutil.rmtree(out / sub, ignore_errors=True)
+            (out / "eval.json").unlink(missing_ok=True)
+            manifest_path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"hash": digest, "complete": False, "config": cfg.model_dump(), "seconds": {}}
-    if manifest_path.exists():
+    if manifest_path.exists():  # resuming an interrupted build of these settings: keep the stages' timings
         manifest["seconds"] = json.loads(manifest_path.read_text()).get("seconds", {})
     write_manifest = lambda: manifest_path.write_text(json.dumps(manifest, indent=1))  # noqa: E731
     write_manifest()
@@ -138,7 +143,7 @@ def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None =
             start = time.time()
             is_student = name == STUDENT
             pairs = _sft_pairs(tokenizer, splits["sft"], style, cfg.student_hint_share if is_student else 0.0,
-                               cfg.seed + i)
+                               cfg.student_slip_share if is_student else 0.0, cfg.seed + i)
             steps = cfg.student_steps if is_student else cfg.teacher_steps
             path.parent.mkdir(parents=True, exist_ok=True)
             _save_atomically(path, _train(name, cfg.seed + i, pairs, steps, cfg, tokenizer, progress), tokenizer)

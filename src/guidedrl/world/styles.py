@@ -6,6 +6,7 @@ are diverse, as the AMPO paper's teachers are. Every solution ends with ``\\boxe
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 from guidedrl.world.problems import Expression, Step, evaluate, precedence_steps, product_steps
@@ -59,25 +60,24 @@ def style_words(expr: Expression) -> str:
     return "\n".join(lines + ["so " + boxed(evaluate(expr))])
 
 
-def _term_chain(factors: list[int]) -> tuple[str, int]:
-    """A term multiplied out inline: [2,3,4] -> ('2*3*4=6*4=24', 24); [7] -> ('7', 7)."""
-    steps = product_steps(factors)
-    text = "*".join(map(str, factors))
-    for i, s in enumerate(steps):
-        text += "=" + "*".join(map(str, [s.result] + factors[i + 2:]))
-    return text, steps[-1].result if steps else factors[0]
+def _term_stages(factors: list[int]) -> tuple[list[str], int]:
+    """A term multiplied out stage by stage: [2,3,4] -> (['2*3*4', '6*4', '24'], 24); [7] -> (['7'], 7)."""
+    stages, acc = ["*".join(map(str, factors))], factors[0]
+    for i, s in enumerate(product_steps(factors)):
+        stages.append("*".join(map(str, [s.result] + factors[i + 2:])))
+        acc = s.result
+    return stages, acc
 
 
 def style_running(expr: Expression) -> str:
     """Left to right with a running total ``t``: a different step order from precedence-first."""
     terms = expr.terms()
-    first, total = _term_chain(terms[0][1])
-    lines = [f"t={first}"]
+    stages, total = _term_stages(terms[0][1])
+    lines = ["t=" + "=".join(stages)]
     for sign, factors in terms[1:]:
-        chain, value = _term_chain(factors)
+        stages, value = _term_stages(factors)
         new = total + value if sign == "+" else total - value
-        mid = f"={total}{sign}{value}" if len(factors) > 1 else ""
-        lines.append(f"t={total}{sign}{chain}{mid}={new}")
+        lines.append("t=" + "=".join(f"{total}{sign}{stage}" for stage in stages) + f"={new}")
         total = new
     return "\n".join(lines + [boxed(total)])
 
@@ -94,6 +94,15 @@ def hint_for(expr: Expression) -> str:
     """A short hint: the first step to take, which the solver must still build on."""
     steps = precedence_steps(expr)
     if not steps:
-        return f"the answer is a single number"
+        return "the answer is a single number"
     s = steps[0]
     return f"first {s.left}{s.op}{s.right}={s.result}"
+
+
+def slip_final_answer(solution: str, rng: random.Random) -> str:
+    """The solution with its final box miscopied by 1 to 3 (never below 0): the student's bad habit,
+    the kind of systematic slip RL removes quickly once it is rewarded for the right box."""
+    head, _, tail = solution.rpartition("\\boxed{")
+    value = int(tail.rstrip("}"))
+    slipped = value + rng.choice([-3, -2, -1, 1, 2, 3])
+    return head + boxed(slipped if slipped >= 0 else value + 1)
