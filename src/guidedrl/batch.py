@@ -26,6 +26,8 @@ class RolloutBatch:
     off_policy: Tensor  # B bool: a teacher's solution (behaviour log-probs are 0, i.e. ratio = π_θ)
     hinted: Tensor  # B bool: sampled with a hint, trained without it
     source: list[str]  # "policy", "hint", or the teacher's name
+    teacher_logp: Tensor | None = None  # B×R: a scoring teacher's log-probs of the response tokens (TGPO, RKL)
+    teacher_label: Tensor | None = None  # B×R long: the teacher's prediction at each response position
 
     @classmethod
     def on_policy(cls, rollouts: Rollouts, rewards: Tensor, correct: Tensor) -> RolloutBatch:
@@ -45,13 +47,18 @@ class RolloutBatch:
     def select(self, rows: Tensor) -> RolloutBatch:
         """The given rows, with padding columns no selected row needs trimmed away."""
         idx = rows.tolist()
-        return RolloutBatch(trim(self.rollouts.select(rows)), self.rewards[rows], self.correct[rows],
-                            self.group_index[rows], self.off_policy[rows], self.hinted[rows],
-                            [self.source[i] for i in idx])
+        rollouts = trim(self.rollouts.select(rows))
+        width = rollouts.response_ids.shape[1]
+        per_token = [None if t is None else t[rows, :width] for t in (self.teacher_logp, self.teacher_label)]
+        return RolloutBatch(rollouts, self.rewards[rows], self.correct[rows], self.group_index[rows],
+                            self.off_policy[rows], self.hinted[rows], [self.source[i] for i in idx], *per_token)
 
     @classmethod
     def concat(cls, parts: list[RolloutBatch], pad_id: int) -> RolloutBatch:
-        """Rows of several batches in order (prompts and responses re-padded to common widths)."""
+        """Rows of several batches in order (prompts and responses re-padded to common widths); teacher
+        scores are taken after guidance has assembled the batch, so parts must not carry them yet."""
+        if any(p.teacher_logp is not None for p in parts):
+            raise ValueError("concat of batches that already carry teacher scores")
         return cls(Rollouts.concat([p.rollouts for p in parts], pad_id),
                    *(torch.cat([getattr(p, f) for p in parts]) for f in
                      ("rewards", "correct", "group_index", "off_policy", "hinted")),

@@ -154,6 +154,37 @@ def before_after_table(summary: dict[str, dict[str, float]], title: str) -> Tabl
     return table
 
 
+@app.command()
+def analyze(
+    run_dir: Path = typer.Argument(..., help="a training run's output_dir"),
+    k: int | None = typer.Option(None, "-k", help="pass@k that decides 'solvable before' (default: the samples drawn)"),
+    solved_at: float = typer.Option(0.5, help="pass@1 before at or above which a problem counts as already solved"),
+) -> None:
+    """Capability-gain analysis: which held-out problems RL compressed, newly solved, or left alone."""
+    from guidedrl.eval.capability import CATEGORIES, capability_table
+
+    results = {}
+    for before_path in sorted((run_dir / "eval").glob("before_*.json")):
+        split = before_path.stem.removeprefix("before_")
+        after_path = run_dir / "eval" / f"after_{split}.json"
+        if not after_path.exists():
+            _fail(f"{after_path} is missing: the run has not finished")
+        before, after = (json.loads(p.read_text())["problems"] for p in (before_path, after_path))
+        results[split] = capability_table(before, after, k or before[0]["n"], solved_at)
+    if not results:
+        _fail(f"{run_dir / 'eval'} holds no before_*.json reports (runs write them when they start)")
+    table = Table(title=f"{run_dir}: what training changed, per held-out problem")
+    table.add_column("category")
+    for split in results:
+        table.add_column(split, justify="right")
+    for category in CATEGORIES:
+        table.add_row(category, *[f"{r['counts'][category]} ({100 * r['shares'][category]:.0f}%)"
+                                  for r in results.values()])
+    console.print(table)
+    (run_dir / "analysis.json").write_text(json.dumps(results, indent=1))
+    console.print(f"written to {run_dir / 'analysis.json'}")
+
+
 def _run_means(run_dir: Path, keys: tuple[str, ...]) -> dict[str, float]:
     """Means of training metrics over a run's metrics.jsonl (keys a run never logged are left out)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -90,7 +90,7 @@ class RewardSpec(StrictModel):
 class AlgorithmConfig(StrictModel):
     """The math of a step, each piece chosen by name from a registry of pure functions."""
 
-    advantage: str = Field("grpo", description="a key of ADVANTAGES: grpo, dr_grpo, grpo_split, rkl")
+    advantage: str = Field("grpo", description="a key of ADVANTAGES: grpo, dr_grpo, grpo_split, rkl, gae (PPO)")
     loss: str = Field("vanilla", description="a key of POLICY_LOSSES: vanilla, mixed")
     adv_eps: float = Field(1e-6, gt=0, description="added to the group std")
     eps_low: float = Field(0.2, ge=0, description="lower clip range of the ratio")
@@ -173,6 +173,38 @@ class GuidanceConfig(StrictModel):
                                          "verified teacher solution are the hint")
 
 
+class CriticConfig(StrictModel):
+    """PPO's value model (used when ``algorithm.advantage`` is ``gae``): a copy of the policy's body with a
+    scalar head, scoring the hint-free context; our choice for Guide-PPO, which the paper leaves open."""
+
+    lr: float = Field(1e-4, gt=0, description="critic learning rate (AdamW, constant)")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount γ")
+    lam: float = Field(1.0, ge=0, le=1, description="GAE λ")
+    value_clip: float | None = Field(0.5, gt=0, description="clip of the new value around the old one (None = off)")
+    grad_clip: float = Field(1.0, gt=0, description="max grad norm of the critic")
+
+
+class TeacherSignalConfig(StrictModel):
+    """TGPO and on-policy distillation: a frozen teacher scores the student's own rollouts every step.
+
+    The teacher must share the student's tokenizer. Its log-probs of the sampled tokens feed the ``rkl``
+    advantage, ``rkl_weight`` and KDRL's k2 term; its top-1 prediction on each student prefix is the label
+    of TGPO's cross-entropy, weighted by λ_k = max(ce_coef − (k−1)·ce_decay, ce_floor) at step k.
+    """
+
+    path: str | None = Field(None, description="teacher: a local HF causal LM, or a model name of the world "
+                             "(e.g. teacher_rewrite); None = no teacher signal")
+    label: Literal["argmax", "sample"] = Field("argmax", description="TGPO label: the teacher's top-1, or a "
+                                               "sample from it (ablation)")
+    temperature: float = Field(1.0, gt=0, description="temperature of the teacher's distribution")
+    ce_coef: float = Field(0.0, ge=0, description="λ_0 of TGPO's CE on the teacher's labels (authors: 0.002)")
+    ce_decay: float = Field(0.0, ge=0, description="δ: λ falls by this much per step (authors: 1e-5)")
+    ce_floor: float = Field(0.0, ge=0, description="λ never falls below this")
+    kdrl_coef: float = Field(0.0, ge=0, description="β of KDRL's ½(log π_T − log π_θ)² term (authors: 0.002)")
+    rkl_weight: float = Field(0.0, ge=0, description="adds w·(log π_T − log π_old) per token to the RLVR "
+                              "advantage (reverse-KL distillation combined with RLVR)")
+
+
 class TrainConfig(StrictModel):
     """A training run. Without ``model``/``dataset`` it trains the embedded world's student on its train split."""
 
@@ -190,8 +222,24 @@ class TrainConfig(StrictModel):
     rollout: RolloutConfig = RolloutConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
     guidance: GuidanceConfig = GuidanceConfig()
+    teacher_signal: TeacherSignalConfig = TeacherSignalConfig()
+    critic: CriticConfig = CriticConfig()
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
     save_every: int = Field(50, ge=0, description="checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept on disk")
+
+    @model_validator(mode="after")
+    def _pieces_fit(self) -> TrainConfig:
+        t, a = self.teacher_signal, self.algorithm
+        needs_teacher = [name for name, on in (("algorithm.advantage=rkl", a.advantage == "rkl"),
+                                               ("teacher_signal.ce_coef", t.ce_coef > 0),
+                                               ("teacher_signal.kdrl_coef", t.kdrl_coef > 0),
+                                               ("teacher_signal.rkl_weight", t.rkl_weight > 0)) if on]
+        if needs_teacher and t.path is None:
+            raise ValueError(f"teacher_signal.path is required by {', '.join(needs_teacher)}")
+        if self.guidance.ladder and a.loss == "vanilla":
+            raise ValueError("guidance inserts teacher or hinted rows: set algorithm.loss to mixed")
+        return self
+

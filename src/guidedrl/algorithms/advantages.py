@@ -25,6 +25,9 @@ class AdvantageInputs:
     on_policy: Tensor | None = None  # B bool: False on teacher (off-policy) rows
     behaviour_logp: Tensor | None = None  # B×R: log-probs of the sampling policy
     teacher_logp: Tensor | None = None  # B×R: the teacher's log-probs of the sampled tokens
+    values: Tensor | None = None  # B×R: a critic's value of the state before each response token (PPO)
+    gamma: float = 1.0  # GAE discount
+    lam: float = 1.0  # GAE λ
 
 
 class AdvantageFn(Protocol):
@@ -113,6 +116,16 @@ def rkl(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
     return (x.teacher_logp - x.behaviour_logp) * mask
 
 
+def plus_reverse_kl(advantages: Tensor, x: AdvantageInputs, weight: float) -> Tensor:
+    """RLVR advantages plus w·(teacher_logp − behaviour_logp) on the tokens of on-policy rows (reverse-KL
+    distillation combined with RLVR); teacher-written rows have no student behaviour log-prob and keep theirs."""
+    if x.teacher_logp is None or x.behaviour_logp is None:
+        raise ValueError("plus_reverse_kl needs teacher_logp and behaviour_logp (run a teacher scorer)")
+    rows = torch.ones_like(x.rewards, dtype=torch.bool) if x.on_policy is None else x.on_policy
+    mask = x.response_mask.bool() & rows[:, None]
+    return advantages + weight * torch.where(mask, x.teacher_logp - x.behaviour_logp, 0.0)
+
+
 def gae(rewards: Tensor, values: Tensor, response_mask: Tensor, gamma: float = 1.0, lam: float = 1.0
         ) -> tuple[Tensor, Tensor]:
     """PPO's GAE(γ, λ) with the outcome reward ``rewards`` (B) placed on each row's last real response token.
@@ -136,6 +149,19 @@ def gae(rewards: Tensor, values: Tensor, response_mask: Tensor, gamma: float = 1
         columns.append(adv)
     advantages = torch.where(mask, torch.stack(columns[::-1], dim=1), 0.0)
     return advantages, torch.where(mask, advantages + values, 0.0)
+
+
+@register_advantage("gae")
+def gae_whitened(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
+    """PPO: GAE(γ, λ) from the critic's values, whitened over all response tokens of the batch."""
+    if x.values is None:
+        raise ValueError("advantage 'gae' needs a critic's values (PPO)")
+    advantages, _ = gae(x.rewards, x.values, x.response_mask, x.gamma, x.lam)
+    mask = x.response_mask.bool()
+    real = advantages[mask]
+    if real.numel() < 2:
+        return advantages
+    return torch.where(mask, (advantages - real.mean()) / (real.std() + eps), 0.0)
 
 
 def linear_decay(step: int, start: float, delta: float, floor: float = 0.0) -> float:

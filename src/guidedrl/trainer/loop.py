@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -16,8 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from guidedrl.algorithms.advantages import ADVANTAGES, AdvantageInputs
-from guidedrl.algorithms.losses import POLICY_LOSSES, LossInputs, LossSettings
+from guidedrl.algorithms.advantages import ADVANTAGES, AdvantageInputs, linear_decay, plus_reverse_kl
+from guidedrl.algorithms.losses import POLICY_LOSSES, LossInputs, LossSettings, mean_reverse_kl, mismatch_ratio
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
 from guidedrl.data import encode_prompts, load_rows, validate_rows
@@ -25,15 +26,17 @@ from guidedrl.eval.evaluate import evaluate
 from guidedrl.guidance.base import GuidanceContext
 from guidedrl.guidance.build import build_guidance
 from guidedrl.rewards import REWARDS, RewardFn, weighted_reward
-from guidedrl.rollout.engine import SamplingParams
+from guidedrl.rollout.engine import Rollouts, SamplingParams
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.teachers.scorer import TeacherScorer, TokenizerMismatchError
+from guidedrl.trainer.critic import Critic
 from guidedrl.trainer.checkpoint import checkpoints, load_state, save_checkpoint
 from guidedrl.trainer.logger import MetricsLogger
 from guidedrl.trainer.optim import build_optimizer
 from guidedrl.trainer.paths import RunPaths
 from guidedrl.trainer.sampler import PromptSampler
-from guidedrl.yaml_config import dump_config
+from guidedrl.yaml_config import ConfigError, dump_config
 
 
 def build_reward(cfg: TrainConfig) -> RewardFn:
@@ -75,11 +78,16 @@ class Trainer:
             correct_threshold=cfg.correct_threshold, group_size=cfg.rollout.group_size,
             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
             max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed))
+        self.teacher = self._teacher_scorer()
+        self.critic = Critic(str(weights), cfg.critic, dtype) if cfg.algorithm.advantage == "gae" else None
         self.step = 0
         self.logger = MetricsLogger(self.out)
         if last is not None:
             state = load_state(last)
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.critic is not None:
+                self.critic.load_state_dict(state["critic"])
+                self.critic.optimizer.load_state_dict(state["critic_optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
             self.step = int(state["step"])
@@ -87,6 +95,16 @@ class Trainer:
             self.console.print(f"resumed from {last} at step {self.step}")
         else:
             dump_config(cfg, self.out / "config.yaml")
+
+    def _teacher_scorer(self) -> TeacherScorer | None:
+        """The TGPO/RKL teacher, if the config names one; a vocabulary mismatch is a config error."""
+        t = self.cfg.teacher_signal
+        if self.paths.teacher is None:
+            return None
+        try:
+            return TeacherScorer(str(self.paths.teacher), self.tokenizer, t.label, t.temperature)
+        except TokenizerMismatchError as err:
+            raise ConfigError(f"teacher_signal.path: {err}") from None
 
     # ---- one step -------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -103,20 +121,29 @@ class Trainer:
         guidance_stats: dict[str, float] = {}
         if self.guidance is not None:
             batch, guidance_stats = self.guidance(batch, rows, self.step)
-        advantages = self.advantage_fn(AdvantageInputs(
+        teacher_stats: dict[str, float] = {}
+        if self.teacher is not None:
+            batch, teacher_stats = self.score_with_teacher(batch)
+        values = self.critic.values(batch.rollouts) if self.critic is not None else None
+        inputs = AdvantageInputs(
             rewards=batch.rewards, response_mask=batch.rollouts.response_mask, group_index=batch.group_index,
-            on_policy=~batch.off_policy, behaviour_logp=batch.rollouts.behaviour_logp, teacher_logp=None),
-            cfg.algorithm.adv_eps)
+            on_policy=~batch.off_policy, behaviour_logp=batch.rollouts.behaviour_logp, teacher_logp=batch.teacher_logp,
+            values=values, gamma=cfg.critic.gamma, lam=cfg.critic.lam)
+        advantages = self.advantage_fn(inputs, cfg.algorithm.adv_eps)
+        if cfg.teacher_signal.rkl_weight > 0:
+            advantages = plus_reverse_kl(advantages, inputs, cfg.teacher_signal.rkl_weight)
         stats = self.update(batch, advantages)
+        if self.critic is not None:
+            stats.update(self.critic.fit(batch.rollouts, batch.rewards, values, cfg.optim.micro_batch_size))
         self.scheduler.step()
         self.step += 1
         seconds = time.perf_counter() - start
         tokens = float(rollouts.response_mask.sum())
-        return {"reward": rollouts_reward_mean, "all_wrong": all_wrong,
-                "all_right": all_right, "response_length": tokens / rollouts.size,
-                "lr": self.scheduler.get_last_lr()[0], "step_time": seconds, "tokens_per_s": tokens / seconds, **guidance_stats, **stats}
+        return {"reward": rollouts_reward_mean, "all_wrong": all_wrong, "all_right": all_right,
+                "response_length": tokens / rollouts.size, "lr": self.scheduler.get_last_lr()[0],
+                "step_time": seconds, "tokens_per_s": tokens / seconds, **guidance_stats, **teacher_stats, **stats}
 
-    def score(self, rollouts, rows: list[dict]) -> RolloutBatch:
+    def score(self, rollouts: Rollouts, rows: list[dict]) -> RolloutBatch:
         """Rewards of every response, with the dataset's columns passed to the reward functions."""
         n = self.cfg.rollout.group_size
         completions = rollouts.response_texts(self.tokenizer)
@@ -124,6 +151,17 @@ class Trainer:
         prompts = [row["prompt"] for row in rows for _ in range(n)]
         rewards = torch.tensor(self.reward_fn(prompts, completions, **columns), dtype=torch.float32)
         return RolloutBatch.on_policy(rollouts, rewards, rewards > self.cfg.correct_threshold)
+
+    def score_with_teacher(self, batch: RolloutBatch) -> tuple[RolloutBatch, dict[str, float]]:
+        """The teacher's log-probs and labels on every row, and the student–teacher gap on the student's own
+        samples (mismatch ratio, mean reverse KL), logged every step."""
+        signal = self.teacher.score(batch.rollouts)
+        own = batch.token_mask(~batch.off_policy & ~batch.hinted)
+        r = batch.rollouts
+        return replace(batch, teacher_logp=signal.logp, teacher_label=signal.label), {
+            "teacher/mismatch_ratio": mismatch_ratio(signal.label, r.response_ids, own),
+            "teacher/reverse_kl": mean_reverse_kl(r.behaviour_logp, signal.logp, own),
+            "teacher/ce_coef": self._loss_settings().label_ce_coef}
 
     def update(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
         """K epochs of ``mini_batches`` optimizer steps, each accumulated over micro-batches.
@@ -157,12 +195,13 @@ class Trainer:
         return acc
 
     def _loss_settings(self) -> LossSettings:
-        a = self.cfg.algorithm
+        a, t = self.cfg.algorithm, self.cfg.teacher_signal
         return LossSettings(
             eps_low=a.eps_low, eps_high=a.eps_high, dual_clip=a.dual_clip, agg_mode=a.agg_mode,
             norm_length=a.norm_length or self.cfg.rollout.max_new_tokens, off_policy_gamma=a.off_policy_gamma,
             hint_shaping=a.hint_shaping, hint_gamma=a.hint_gamma, hint_percentile=a.hint_percentile,
-            on_policy_clip=a.on_policy_clip, entropy_coef=a.entropy_coef, kl_coef=a.kl_coef)
+            on_policy_clip=a.on_policy_clip, entropy_coef=a.entropy_coef, kl_coef=a.kl_coef,
+            kdrl_coef=t.kdrl_coef, label_ce_coef=linear_decay(self.step + 1, t.ce_coef, t.ce_decay, t.ce_floor))
 
     def _micro_loss(self, mb: RolloutBatch, advantages: torch.Tensor, settings: LossSettings
                     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -171,7 +210,7 @@ class Trainer:
         width = r.response_ids.shape[1]
         temperature = self.cfg.rollout.temperature
         out = response_logprobs(self.policy, r.input_ids, r.attention_mask, r.prompt_width, temperature,
-                                with_entropy=True)
+                                labels=mb.teacher_label, with_entropy=True)
         ref_logp = None
         if self.reference is not None:
             with torch.no_grad():
@@ -180,16 +219,21 @@ class Trainer:
         return self.loss_fn(LossInputs(
             logp=out.logp, behaviour_logp=r.behaviour_logp, advantages=advantages[:, :width],
             response_mask=r.response_mask, off_policy_mask=mb.token_mask(mb.off_policy),
-            hint_mask=mb.token_mask(mb.hinted), entropy=out.entropy, ref_logp=ref_logp), settings)
+            hint_mask=mb.token_mask(mb.hinted), entropy=out.entropy, ref_logp=ref_logp,
+            teacher_logp=mb.teacher_logp, label_logp=out.label_logp), settings)
 
     # ---- evaluation, checkpoints, the run ------------------------------------------------------
-    def evaluate(self) -> dict[str, float]:
-        """pass@k, greedy accuracy, length and distinct correct paths on every held-out set."""
+    def evaluate(self, tag: str | None = None) -> dict[str, float]:
+        """pass@k, greedy accuracy, length and distinct correct paths on every held-out set; with a ``tag``,
+        the per-problem reports are kept as ``eval/<tag>_<set>.json`` (what ``guidedrl analyze`` reads)."""
         e, metrics = self.cfg.eval, {}
         for name, rows in self.eval_sets.items():
             report = evaluate(self.engine, self.tokenizer, rows, split=name, ks=e.ks, n_samples=e.samples,
                               temperature=e.temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
                               seed=self.cfg.seed, reward_fn=self.reward_fn)
+            if tag is not None:
+                (self.out / "eval").mkdir(exist_ok=True)
+                report.write_json(self.out / "eval" / f"{tag}_{name}.json")
             metrics[f"eval/{name}/greedy"] = report.greedy_accuracy
             metrics.update({f"eval/{name}/pass@{k}": v for k, v in report.pass_at_k.items()})
             metrics[f"eval/{name}/distinct_paths"] = report.mean_distinct_paths
@@ -200,6 +244,8 @@ class Trainer:
         """An atomic checkpoint of everything an exact resume needs."""
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "sampler": self.sampler.state_dict()}
+        if self.critic is not None:
+            state.update(critic=self.critic.state_dict(), critic_optimizer=self.critic.optimizer.state_dict())
         return save_checkpoint(self.out / "checkpoints", self.step, self.policy, self.tokenizer, state,
                                self.cfg.keep_checkpoints)
 
@@ -208,7 +254,7 @@ class Trainer:
         cfg = self.cfg
         before_path = self.out / "eval_before.json"
         if not before_path.exists():
-            before_path.write_text(json.dumps(self.evaluate(), indent=1))
+            before_path.write_text(json.dumps(self.evaluate("before"), indent=1))
         before = json.loads(before_path.read_text())
         columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("reward {task.fields[reward]:.2f} all-wrong {task.fields[all_wrong]:.2f}"),
@@ -224,7 +270,7 @@ class Trainer:
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save()
                 progress.update(task, completed=self.step, reward=metrics["reward"], all_wrong=metrics["all_wrong"])
-        after = self.evaluate()
+        after = self.evaluate("after")
         self.logger.log(self.step, after)
         self.save()
         self.policy.save_pretrained(self.out / "final")

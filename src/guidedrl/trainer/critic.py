@@ -1,0 +1,65 @@
+"""PPO's critic: a separate value model (the policy's body, initialized from its weights, plus a scalar
+head) that scores the *hint-free* training context, fitted to GAE returns with value clipping."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoModel
+
+from guidedrl.algorithms.advantages import gae
+from guidedrl.algorithms.losses import value_loss
+from guidedrl.batch import trim
+from guidedrl.config import CriticConfig
+from guidedrl.rollout.engine import Rollouts
+from guidedrl.rollout.forward import position_ids_from_mask
+
+
+class Critic(nn.Module):
+    """V(prompt, response[:t]) for every response position t, from the policy's architecture."""
+
+    def __init__(self, policy_path: str, cfg: CriticConfig, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.body = AutoModel.from_pretrained(policy_path, dtype=dtype)
+        self.head = nn.Linear(self.body.config.hidden_size, 1, dtype=dtype)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=0.0)
+
+    def forward(self, rollouts: Rollouts) -> Tensor:
+        """Values (B×R): position t holds the value of the state before response token t."""
+        hidden = self.body(input_ids=rollouts.input_ids, attention_mask=rollouts.attention_mask,
+                           position_ids=position_ids_from_mask(rollouts.attention_mask), use_cache=False).last_hidden_state
+        start = rollouts.prompt_width - 1
+        values = self.head(hidden[:, start:start + rollouts.response_ids.shape[1]]).squeeze(-1).float()
+        return values * rollouts.response_mask
+
+    @torch.no_grad()
+    def values(self, rollouts: Rollouts) -> Tensor:
+        """The critic's current estimates, without gradients (the 'old' values of this step)."""
+        self.eval()
+        return self(rollouts)
+
+    def fit(self, rollouts: Rollouts, rewards: Tensor, old_values: Tensor, micro_batch_size: int) -> dict[str, float]:
+        """One pass of value regression on GAE returns, accumulated over micro-batches (token-mean)."""
+        _, returns = gae(rewards, old_values, rollouts.response_mask, self.cfg.gamma, self.cfg.lam)
+        total = float(rollouts.response_mask.sum()) or 1.0
+        self.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for rows in torch.arange(rollouts.size).split(micro_batch_size):
+            part = trim(rollouts.select(rows))
+            width = part.response_ids.shape[1]
+            share = float(part.response_mask.sum()) / total
+            loss = value_loss(self(part), old_values[rows, :width], returns[rows, :width], part.response_mask,
+                              self.cfg.value_clip)
+            (loss * share).backward()
+            loss_sum += share * float(loss.detach())
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.eval()
+        mask = rollouts.response_mask.bool()
+        return {"critic/value_loss": loss_sum, "critic/grad_norm": float(norm),
+                "critic/value_mean": float(old_values[mask].mean()) if mask.any() else 0.0,
+                "critic/return_mean": float(returns[mask].mean()) if mask.any() else 0.0}

@@ -1,0 +1,129 @@
+"""TGPO / reverse-KL distillation: the teacher's view of the student's rollouts, the losses, the wiring."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from tokenizers import Tokenizer, models
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from guidedrl.algorithms.advantages import ADVANTAGES, AdvantageInputs, plus_reverse_kl
+from guidedrl.algorithms.losses import POLICY_LOSSES, LossInputs, LossSettings
+from guidedrl.config import TrainConfig
+from guidedrl.data import encode_prompts
+from guidedrl.rollout.engine import SamplingParams
+from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.teachers.scorer import TeacherScorer, TokenizerMismatchError
+from guidedrl.trainer.loop import Trainer
+from guidedrl.yaml_config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_teacher_logprobs_on_student_prefixes_equal_a_direct_forward(micro_world: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(micro_world / "models" / "student")
+    student = AutoModelForCausalLM.from_pretrained(micro_world / "models" / "student").eval()
+    prompts = encode_prompts(tok, ["3+4*2\n", "9-2\n", "5*5-7+1\n"])
+    rollouts = HFEngine(student, tok.pad_token_id, tok.eos_token_id).generate(
+        prompts, 2, SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=24, seed=3))
+    scorer = TeacherScorer(str(micro_world / "models" / "teacher_rewrite"), tok)
+    signal = scorer.score(rollouts)
+    teacher = AutoModelForCausalLM.from_pretrained(micro_world / "models" / "teacher_rewrite").eval()
+    for row in range(rollouts.size):  # one unpadded sequence at a time, no shared batching
+        p = [t for t, m in zip(rollouts.prompt_ids[row].tolist(), rollouts.prompt_mask[row].tolist()) if m]
+        n = int(rollouts.response_mask[row].sum())
+        r = rollouts.response_ids[row, :n].tolist()
+        with torch.no_grad():
+            logits = teacher(torch.tensor([p + r])).logits[0, len(p) - 1:len(p) - 1 + n]
+        direct = torch.log_softmax(logits.float(), -1)
+        expected = direct.gather(-1, torch.tensor(r)[:, None]).squeeze(-1)
+        torch.testing.assert_close(signal.logp[row, :n], expected, atol=1e-4, rtol=1e-4)
+        assert signal.label[row, :n].tolist() == direct.argmax(-1).tolist()
+        assert signal.logp[row, n:].abs().sum() == 0
+
+
+def test_mismatched_tokenizers_are_refused(micro_world: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other_teacher"
+    shutil.copytree(micro_world / "models" / "teacher_rewrite", other)
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "x": 4, "+": 5}  # ids mean other tokens
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+                            pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(other)
+    student_tok = AutoTokenizer.from_pretrained(micro_world / "models" / "student")
+    with pytest.raises(TokenizerMismatchError, match="does not match the student's"):
+        TeacherScorer(str(other), student_tok)
+    cfg = TrainConfig(world=str(micro_world), output_dir=str(tmp_path / "run"),
+                      teacher_signal={"path": str(other), "ce_coef": 0.1})
+    with pytest.raises(ConfigError, match="teacher_signal.path"):
+        Trainer(cfg, console=Console(quiet=True))
+
+
+def test_reverse_kl_advantage_and_tgpo_loss_on_a_tiny_vocabulary() -> None:
+    # vocabulary of 3 tokens; one row of 2 response tokens, sampled tokens [0, 2]
+    student_logits = torch.tensor([[[2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]], requires_grad=True)
+    teacher_logits = torch.tensor([[[0.0, 3.0, 0.0], [1.0, 0.0, 1.0]]])
+    tokens = torch.tensor([[0, 2]])
+    logp_all = torch.log_softmax(student_logits, -1)
+    t_all = torch.log_softmax(teacher_logits, -1)
+    logp = logp_all.gather(-1, tokens[..., None]).squeeze(-1)
+    teacher_logp = t_all.gather(-1, tokens[..., None]).squeeze(-1)
+    mask = torch.ones(1, 2)
+    behaviour = logp.detach()
+
+    # reverse KL advantage: log π_T(o_t) − log π_old(o_t), by hand
+    ls = lambda row: [math.log(math.exp(v) / sum(math.exp(u) for u in row)) for v in row]  # noqa: E731
+    expected_adv = [ls([0.0, 3.0, 0.0])[0] - ls([2.0, 1.0, 0.0])[0], ls([1.0, 0.0, 1.0])[2] - ls([0.0, 0.0, 1.0])[2]]
+    x = AdvantageInputs(rewards=torch.tensor([1.0]), response_mask=mask, group_index=torch.tensor([0]),
+                        behaviour_logp=behaviour, teacher_logp=teacher_logp)
+    torch.testing.assert_close(ADVANTAGES["rkl"](x)[0], torch.tensor(expected_adv))
+    # combined with RLVR: A + w·(log π_T − log π_old)
+    torch.testing.assert_close(plus_reverse_kl(torch.full((1, 2), 0.5), x, 0.1)[0],
+                               0.5 + 0.1 * torch.tensor(expected_adv))
+
+    # TGPO: GRPO surrogate (ratio 1 at the behaviour policy) + λ·mean_t −log π_θ(argmax π_T)
+    label = t_all.argmax(-1)  # [1, 0] (tie at t=1 resolves to the first)
+    label_logp = logp_all.gather(-1, label[..., None]).squeeze(-1)
+    adv = torch.tensor([[0.7, 0.7]])
+    lam = 0.05
+    loss, stats = POLICY_LOSSES["vanilla"](LossInputs(logp=logp, behaviour_logp=behaviour, advantages=adv,
+                                                      response_mask=mask, label_logp=label_logp),
+                                           LossSettings(label_ce_coef=lam))
+    ce = -(ls([2.0, 1.0, 0.0])[1] + ls([0.0, 0.0, 1.0])[0]) / 2
+    assert loss.item() == pytest.approx(-0.7 + lam * ce, abs=1e-6)
+    assert stats["label_ce"] == pytest.approx(ce, abs=1e-6)
+    loss.backward()
+    # d loss / d logit of token 1 at position 0, token-mean over 2 tokens: the PG term −0.7·ρ(token 0) gives
+    # +0.7·p1, the CE on label 1 gives λ·(p1 − 1)
+    p1 = math.exp(ls([2.0, 1.0, 0.0])[1])
+    assert student_logits.grad[0, 0, 1].item() == pytest.approx(0.5 * (0.7 * p1 + lam * (p1 - 1)), abs=1e-6)
+
+
+def _tiny_run(config: str, world: Path, out: Path, steps: int, *extra: str) -> TrainConfig:
+    return load_config(CONFIGS / config, TrainConfig, [
+        f"world={world}", f"output_dir={out}", f"steps={steps}", "save_every=0", "rollout.prompts_per_step=8",
+        "rollout.max_new_tokens=32", "optim.micro_batch_size=64", *extra])
+
+
+@pytest.mark.parametrize("config", ["tgpo.yaml", "rkl_distill.yaml"])
+def test_tgpo_and_rkl_configs_train_on_the_micro_world(config: str, micro_world: Path, tmp_path: Path) -> None:
+    trainer = Trainer(_tiny_run(config, micro_world, tmp_path / "run", 2), console=Console(quiet=True))
+    first, second = trainer.train_step(), trainer.train_step()
+    for m in (first, second):
+        assert 0.0 <= m["teacher/mismatch_ratio"] <= 1.0
+        assert math.isfinite(m["teacher/reverse_kl"]) and math.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
+    if config == "tgpo.yaml":
+        assert first["teacher/ce_coef"] == pytest.approx(0.05) and second["teacher/ce_coef"] == pytest.approx(0.0495)
+        assert first["label_ce"] > 0
+
+
+def test_tgpo_ce_lowers_the_student_teacher_mismatch(micro_world: Path, tmp_path: Path) -> None:
+    """With a strong CE weight, a few steps make the student's samples agree more with the teacher's labels."""
+    cfg = _tiny_run("tgpo.yaml", micro_world, tmp_path / "run", 12, "teacher_signal.ce_coef=1.0",
+                    "teacher_signal.ce_decay=0", "optim.lr=3e-3")
+    trainer = Trainer(cfg, console=Console(quiet=True))
+    ratios = [trainer.train_step()["teacher/mismatch_ratio"] for _ in range(12)]
+    assert sum(ratios[-3:]) / 3 < sum(ratios[:3]) / 3 - 0.05, ratios
