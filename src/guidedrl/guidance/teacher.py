@@ -32,6 +32,7 @@ class TeacherGuidance:
     def __init__(self, cfg: GuidanceConfig, pools: list[TeacherPool], ctx: GuidanceContext) -> None:
         self.cfg, self.pools, self.ctx = cfg, pools, ctx
         self.verified: dict[str, list[tuple[TeacherSolution, float]]] = {}
+        self.warned = False
 
     def candidates(self, rows: list[dict]) -> list[list[tuple[TeacherSolution, float]]]:
         """Verified (solution, reward) pairs per row, each problem verified once and cached."""
@@ -114,8 +115,10 @@ class TeacherGuidance:
                 new_groups.append(g)
                 new_rewards.append(reward)
                 new_sources.append(sol.teacher)
-        if empty:
-            log.warning("step %d: %d guided group(s) had no verified teacher solution; left on-policy", step, empty)
+        if empty and not self.warned:
+            log.warning("step %d: %d guided group(s) had no verified teacher solution and stay on-policy; later "
+                        "occurrences are counted in the metric guidance/empty_pool", step, empty)
+            self.warned = True
         metrics.update({"guidance/empty_pool": empty / len(groups),
                         "guidance/rescued": (len(groups) - empty) / len(groups),
                         "guidance/inserted": float(len(new_texts))})

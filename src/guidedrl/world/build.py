@@ -142,7 +142,10 @@ def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None =
                 continue
             start = time.time()
             is_student = name == STUDENT
-            pairs = _sft_pairs(tokenizer, splits["sft"], style, cfg.student_hint_share if is_student else 0.0,
+            corpus = splits["sft"]
+            if is_student and cfg.student_operands is not None:
+                corpus = [e for e in corpus if len(e.operands) in cfg.student_operands]
+            pairs = _sft_pairs(tokenizer, corpus, style, cfg.student_hint_share if is_student else 0.0,
                                cfg.student_slip_share if is_student else 0.0, cfg.seed + i)
             steps = cfg.student_steps if is_student else cfg.teacher_steps
             path.parent.mkdir(parents=True, exist_ok=True)
