@@ -68,7 +68,8 @@ def main() -> None:
         output_dir=str(tmp / "trl"), max_steps=args.steps, per_device_train_batch_size=PROMPTS * GROUP,
         num_generations=GROUP, max_completion_length=NEW_TOKENS, learning_rate=LR, beta=0.0, num_iterations=1,
         temperature=1.0, top_p=1.0, top_k=0, lr_scheduler_type="constant", warmup_steps=0,
-        logging_steps=10**6, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0)
+        logging_steps=10**6, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
+        gradient_checkpointing=False)  # TRL turns it on by default; it only costs time at this size
     timer = Interleave(ours)
     trl = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(student), reward_funcs=math_answer_reward,
                       args=trl_args, processing_class=tokenizer, callbacks=[timer],
