@@ -29,11 +29,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--methods", nargs="+", default=["grpo", "ampo"])
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/ampo_vs_grpo"))
     args = parser.parse_args()
     setup()
-    overrides = ["eval.samples=16", "eval.ks=[1,16]", f"eval.every={args.eval_every}", "eval.max_problems=200"]
+    overrides = ["eval.samples=16", "eval.ks=[1,16]", f"eval.every={args.eval_every}", "eval.max_problems=100"]
     results = {m: [run(f"{m}.yaml", s, args.steps, args.out, overrides) for s in args.seeds] for m in args.methods}
     save(results, args.out)
     console = Console()

@@ -35,6 +35,7 @@ class Interleave(TrainerCallback):
 
     def __init__(self, ours: Trainer) -> None:
         self.ours, self.trl_times, self.our_times, self.start = ours, [], [], 0.0
+        self.our_phases: list[dict[str, float]] = []
 
     def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
         self.start = time.perf_counter()
@@ -42,7 +43,7 @@ class Interleave(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
         self.trl_times.append(time.perf_counter() - self.start)
         start = time.perf_counter()
-        self.ours.train_step()
+        self.our_phases.append(self.ours.train_step())
         self.our_times.append(time.perf_counter() - start)
 
 
@@ -88,6 +89,9 @@ def main() -> None:
     table.add_row("guidedrl", f"{our_s:.3f}", f"{1 / our_s:.2f}")
     Console().print(table)
     print(f"guidedrl throughput = {trl_s / our_s:.2f}x TRL's")
+    phases = {k: statistics.median(m[k] for m in timer.our_phases[args.warmup:])
+              for k in ("time/rollout", "time/score_guide", "time/update")}
+    print("where guidedrl's step goes (median s): " + ", ".join(f"{k.removeprefix('time/')} {v:.3f}" for k, v in phases.items()))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/guide_vs_grpo"))
     args = parser.parse_args()
     setup()
-    overrides = ["eval.samples=16", "eval.ks=[1,16]", "eval.every=0", "eval.max_problems=200"]
+    overrides = ["eval.samples=16", "eval.ks=[1,16]", "eval.every=0", "eval.max_problems=100"]
     results = {m: [run(f"{m}.yaml", s, args.steps, args.out, overrides) for s in args.seeds] for m in args.methods}
     save(results, args.out)
     console = Console()

@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/tgpo_vs_rkl"))
     args = parser.parse_args()
     setup()
-    evals = ["eval.samples=16", "eval.ks=[1,16]", "eval.every=0", "eval.max_problems=200"]
+    evals = ["eval.samples=16", "eval.ks=[1,16]", "eval.every=0", "eval.max_problems=100"]
     results = {"grpo": [run("grpo.yaml", s, args.steps, args.out, evals) for s in args.seeds]}
     for kind, teacher in TEACHERS.items():
         for method in ("tgpo", "rkl_distill"):

@@ -127,3 +127,15 @@ def test_tgpo_ce_lowers_the_student_teacher_mismatch(micro_world: Path, tmp_path
     trainer = Trainer(cfg, console=Console(quiet=True))
     ratios = [trainer.train_step()["teacher/mismatch_ratio"] for _ in range(12)]
     assert sum(ratios[-3:]) / 3 < sum(ratios[:3]) / 3 - 0.05, ratios
+
+
+def test_hints_teacher_solutions_and_teacher_signal_compose_in_one_run(micro_world: Path, tmp_path: Path) -> None:
+    """Guide's hints, then AMPO's teacher solutions for groups hints did not rescue, and TGPO's CE, together."""
+    cfg = _tiny_run("tgpo.yaml", micro_world, tmp_path / "run", 3, "guidance.ladder=[hint,teacher]",
+                    "algorithm.loss=mixed", "rollout.prompts_per_step=16")
+    trainer = Trainer(cfg, console=Console(quiet=True))
+    metrics = [trainer.train_step() for _ in range(3)]
+    for m in metrics:
+        assert {"hint/rate", "guidance/rate", "teacher/mismatch_ratio", "label_ce"} <= set(m)
+        assert m["guidance/rate"] <= m["hint/rate"]  # the teacher rung only sees groups the hints left failing
+    assert any(m["hint/rate"] > 0 for m in metrics)

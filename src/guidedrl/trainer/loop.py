@@ -115,6 +115,7 @@ class Trainer:
         sampling = SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens,
                                   seed=cfg.seed * 1_000_003 + self.step)
         rollouts = self.engine.generate([self.prompt_ids[i] for i in indices], cfg.rollout.group_size, sampling)
+        generated = time.perf_counter()
         batch = self.score(rollouts, rows)
         rollouts_reward_mean = batch.rewards.mean().item()
         all_wrong, all_right = batch.group_outcomes()
@@ -132,6 +133,7 @@ class Trainer:
         advantages = self.advantage_fn(inputs, cfg.algorithm.adv_eps)
         if cfg.teacher_signal.rkl_weight > 0:
             advantages = plus_reverse_kl(advantages, inputs, cfg.teacher_signal.rkl_weight)
+        prepared = time.perf_counter()
         stats = self.update(batch, advantages)
         if self.critic is not None:
             stats.update(self.critic.fit(batch.rollouts, batch.rewards, values, cfg.optim.micro_batch_size))
@@ -141,7 +143,9 @@ class Trainer:
         tokens = float(rollouts.response_mask.sum())
         return {"reward": rollouts_reward_mean, "all_wrong": all_wrong, "all_right": all_right,
                 "response_length": tokens / rollouts.size, "lr": self.scheduler.get_last_lr()[0],
-                "step_time": seconds, "tokens_per_s": tokens / seconds, **guidance_stats, **teacher_stats, **stats}
+                "step_time": seconds, "tokens_per_s": tokens / seconds, "time/rollout": generated - start,
+                "time/score_guide": prepared - generated, "time/update": start + seconds - prepared,
+                **guidance_stats, **teacher_stats, **stats}
 
     def score(self, rollouts: Rollouts, rows: list[dict]) -> RolloutBatch:
         """Rewards of every response, with the dataset's columns passed to the reward functions."""
