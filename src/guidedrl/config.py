@@ -31,12 +31,14 @@ class WorldConfig(StrictModel):
                                       description="one teacher model per solution style")
     student_style: str = Field("steps", description="style of the student's supervised data")
     teacher_steps: int = Field(700, ge=1, description="SFT steps per teacher (until strong)")
+    teacher_steps_by_style: dict[str, int] = Field({"rewrite": 1400, "running": 1400}, description=(
+        "SFT steps of the teachers of these styles (the ones with longer solutions learn more slowly)"))
     student_steps: int = Field(500, ge=1, description="SFT steps of the student (weak but not hopeless)")
     student_hint_share: float = Field(0.25, ge=0, le=1,
                                       description="share of the student's SFT prompts that carry the hint")
     student_operands: list[int] | None = Field([2, 3], description=(
-        "operand counts in the student's SFT corpus (None = id_operands): a student that never practised the "
-        "longest in-distribution problems fails them, the all-wrong groups guidance is for"))
+        "operand counts of the student's hint-free SFT examples (None = all): longer ID problems it practised "
+        "only with a hint, so alone it fails them (the all-wrong groups guidance is for) and a hint helps"))
     student_slip_share: float = Field(0.3, ge=0, le=1, description=(
         "share of the student's SFT solutions whose final box miscopies the result (a habit RL can fix)"))
     batch_size: int = Field(64, ge=1, description="SFT batch size")
@@ -60,7 +62,7 @@ WORLD_PRESETS: dict[str, dict] = {
     "default": {},
     "micro": {"model_size": "micro", "id_operands": [2, 3], "ood_operands": [4], "n_train": 512, "n_test_id": 48,
               "n_test_ood": 48, "n_sft": 8000, "teacher_styles": ["steps", "rewrite"], "teacher_steps": 600,
-              "student_steps": 450, "student_operands": None, "student_slip_share": 0.5, "lr": 1e-2,
+              "student_steps": 450, "student_operands": None, "teacher_steps_by_style": {}, "student_slip_share": 0.5, "lr": 1e-2,
               "pool_samples": 2, "max_new_tokens": 48,
               "eval_samples": 4},
 }

@@ -171,7 +171,8 @@ class Trainer:
         """K epochs of ``mini_batches`` optimizer steps, each accumulated over micro-batches.
 
         Micro-batch losses are weighted by their share of the mini-batch's tokens (token-mean) or rows
-        (the seq-mean modes), so accumulation gives the gradient of the whole mini-batch's loss. The
+        (the seq-mean modes), so accumulation gives the gradient of the whole mini-batch's loss, whatever
+        the split; rows are grouped by length into micro-batches so that each is padded little. The
         behaviour log-probs come from the sampler (same weights, same temperature): no second forward.
         """
         o = self.cfg.optim
@@ -180,10 +181,12 @@ class Trainer:
         updates = o.epochs * o.mini_batches
         acc: dict[str, float] = {}
         generator = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.step)
+        lengths = batch.rollouts.prompt_mask.sum(1) + batch.rollouts.response_mask.sum(1)
         self.policy.train()
         for _ in range(o.epochs):
             order = torch.randperm(batch.size, generator=generator) if o.mini_batches > 1 else torch.arange(batch.size)
             for mini in order.chunk(o.mini_batches):
+                mini = mini[lengths[mini].argsort(stable=True)]  # similar lengths share a micro-batch: less padding
                 weights = batch.rollouts.response_mask.sum(1) if per_token else torch.ones(batch.size)
                 total = float(weights[mini].sum()) or 1.0
                 self.optimizer.zero_grad(set_to_none=True)

@@ -55,14 +55,19 @@ def _save_atomically(path: Path, *parts: PreTrainedModel | PreTrainedTokenizerBa
 
 
 def _sft_pairs(tokenizer: PreTrainedTokenizerBase, exprs: list[Expression], style: str, hint_share: float,
-               slip_share: float, seed: int) -> list[tuple[list[int], list[int]]]:
-    """(prompt, solution) token pairs in one style; a share of prompts carries the problem's hint and a
-    share of solutions miscopies its final answer."""
+               slip_share: float, plain_operands: list[int] | None, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt, solution) token pairs in one style. A share of prompts carries the problem's hint; problems
+    whose operand count is not in ``plain_operands`` are kept only with a hint (a skill practised only with
+    help); a share of solutions miscopies its final answer."""
     rng = random.Random(seed)
-    prompts = [HINT_TEMPLATE.format(prompt=prompt_for(e), hint=hint_for(e)) if rng.random() < hint_share
-               else prompt_for(e) for e in exprs]
-    solutions = [slip_final_answer(STYLES[style](e), rng) if rng.random() < slip_share else STYLES[style](e)
-                 for e in exprs]
+    prompts, solutions = [], []
+    for e in exprs:
+        hinted = rng.random() < hint_share
+        slipped = rng.random() < slip_share
+        if not hinted and plain_operands is not None and len(e.operands) not in plain_operands:
+            continue
+        prompts.append(HINT_TEMPLATE.format(prompt=prompt_for(e), hint=hint_for(e)) if hinted else prompt_for(e))
+        solutions.append(slip_final_answer(STYLES[style](e), rng) if slipped else STYLES[style](e))
     return encode_pairs(tokenizer, prompts, solutions)
 
 
@@ -142,12 +147,10 @@ def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None =
                 continue
             start = time.time()
             is_student = name == STUDENT
-            corpus = splits["sft"]
-            if is_student and cfg.student_operands is not None:
-                corpus = [e for e in corpus if len(e.operands) in cfg.student_operands]
-            pairs = _sft_pairs(tokenizer, corpus, style, cfg.student_hint_share if is_student else 0.0,
-                               cfg.student_slip_share if is_student else 0.0, cfg.seed + i)
-            steps = cfg.student_steps if is_student else cfg.teacher_steps
+            pairs = _sft_pairs(tokenizer, splits["sft"], style, cfg.student_hint_share if is_student else 0.0,
+                               cfg.student_slip_share if is_student else 0.0,
+                               cfg.student_operands if is_student else None, cfg.seed + i)
+            steps = cfg.student_steps if is_student else cfg.teacher_steps_by_style.get(style, cfg.teacher_steps)
             path.parent.mkdir(parents=True, exist_ok=True)
             _save_atomically(path, _train(name, cfg.seed + i, pairs, steps, cfg, tokenizer, progress), tokenizer)
             manifest["seconds"][f"train_{name}"] = round(time.time() - start, 1)
