@@ -1,6 +1,6 @@
 """AMPO vs GRPO (and LUFFY) on the embedded world: equal steps, same seeds, held-out ID/OOD pass@k.
 
-    python bench/ampo_vs_grpo.py [--seeds 0 1 2] [--steps 60] [--out runs/bench/ampo_vs_grpo]
+    python bench/ampo_vs_grpo.py [--seeds 0 1 2] [--steps 60] [--out runs/bench/ampo_vs_grpo] [--set key=value ...]
 
 Prints mean ± std over seeds of pass@1 and pass@16 (ID, OOD), distinct correct paths, median step
 time, and the step at which AMPO's periodic evaluation first reaches GRPO's final ID pass@1.
@@ -31,9 +31,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["grpo", "ampo"])
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/ampo_vs_grpo"))
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run, e.g. optim.lr=3e-4")
     args = parser.parse_args()
     setup()
-    overrides = ["eval.samples=16", "eval.ks=[1,16]", f"eval.every={args.eval_every}", "eval.max_problems=100"]
+    overrides = ["eval.samples=16", "eval.ks=[1,16]", f"eval.every={args.eval_every}", "eval.max_problems=100",
+                 *args.set]
     results = {m: [run(f"{m}.yaml", s, args.steps, args.out, overrides) for s in args.seeds] for m in args.methods}
     save(results, args.out)
     console = Console()

@@ -31,7 +31,7 @@ def test_teacher_logprobs_on_student_prefixes_equal_a_direct_forward(micro_world
     prompts = encode_prompts(tok, ["3+4*2\n", "9-2\n", "5*5-7+1\n"])
     rollouts = HFEngine(student, tok.pad_token_id, tok.eos_token_id).generate(
         prompts, 2, SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=24, seed=3))
-    scorer = TeacherScorer(str(micro_world / "models" / "teacher_rewrite"), tok)
+    scorer = TeacherScorer(str(micro_world / "models" / "teacher_rewrite"), tok, top_k=3)
     signal = scorer.score(rollouts)
     teacher = AutoModelForCausalLM.from_pretrained(micro_world / "models" / "teacher_rewrite").eval()
     for row in range(rollouts.size):  # one unpadded sequence at a time, no shared batching
@@ -44,6 +44,9 @@ def test_teacher_logprobs_on_student_prefixes_equal_a_direct_forward(micro_world
         expected = direct.gather(-1, torch.tensor(r)[:, None]).squeeze(-1)
         torch.testing.assert_close(signal.logp[row, :n], expected, atol=1e-4, rtol=1e-4)
         assert signal.label[row, :n].tolist() == direct.argmax(-1).tolist()
+        top = direct.topk(3, dim=-1)
+        assert signal.topk_ids[row, :n].tolist() == top.indices.tolist()
+        torch.testing.assert_close(signal.topk_logp[row, :n], top.values, atol=1e-4, rtol=1e-4)
         assert signal.logp[row, n:].abs().sum() == 0
 
 

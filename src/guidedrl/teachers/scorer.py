@@ -35,21 +35,24 @@ def check_shared_vocab(student: PreTrainedTokenizerBase, teacher: PreTrainedToke
 
 @dataclass
 class TeacherSignal:
-    """Per response token (B×R): teacher log-prob of the sampled token, and the teacher's label."""
+    """Per response token (B×R): teacher log-prob of the sampled token and the teacher's label; with
+    ``top_k`` > 0 also the teacher's k most likely tokens and their log-probs (B×R×k, best first)."""
 
     logp: Tensor
     label: Tensor
+    topk_ids: Tensor | None = None
+    topk_logp: Tensor | None = None
 
 
 class TeacherScorer:
     """A frozen local HF causal LM that scores student rollouts in one batched forward."""
 
     def __init__(self, path: str, student_tokenizer: PreTrainedTokenizerBase, label: str = "argmax",
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, top_k: int = 0) -> None:
         check_shared_vocab(student_tokenizer, AutoTokenizer.from_pretrained(path), path)
         self.name = Path(path).name
         self.model = AutoModelForCausalLM.from_pretrained(path).eval()
-        self.label, self.temperature = label, temperature
+        self.label, self.temperature, self.top_k = label, temperature, top_k
 
     @torch.no_grad()
     def score(self, rollouts: Rollouts, generator: torch.Generator | None = None) -> TeacherSignal:
@@ -62,4 +65,9 @@ class TeacherScorer:
             label = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(mask.shape)
         else:
             label = logits.argmax(-1)
-        return TeacherSignal(logp, label.masked_fill(~mask, 0))
+        signal = TeacherSignal(logp, label.masked_fill(~mask, 0))
+        if self.top_k > 0:
+            top = torch.log_softmax(logits.float() / self.temperature, -1).topk(self.top_k, dim=-1)
+            signal.topk_ids = top.indices.masked_fill(~mask[..., None], 0)
+            signal.topk_logp = top.values.masked_fill(~mask[..., None], 0.0)
+        return signal
