@@ -1,7 +1,8 @@
 """TGPO vs reverse-KL distillation vs GRPO, with a divergent teacher (another solution style than the
 student's) and a matched one (the student's style): equal steps, same seeds, held-out ID/OOD pass@1.
 
-    python bench/tgpo_vs_rkl.py [--seeds 0 1 2] [--steps 60]
+    python bench/tgpo_vs_rkl.py [--seeds 0 1 2] [--steps 60] [--methods grpo tgpo rkl_distill]
+        [--teachers divergent matched] [--set teacher_signal.ce_coef=0.01 ...]
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/tgpo_vs_rkl"))
+    parser.add_argument("--methods", nargs="+", default=["grpo", "tgpo", "rkl_distill"])
+    parser.add_argument("--teachers", nargs="+", default=list(TEACHERS), choices=list(TEACHERS))
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run, e.g. "
+                        "teacher_signal.ce_coef=0.01")
     args = parser.parse_args()
     setup()
-    evals = ["eval.samples=16", "eval.ks=[1,16]", "eval.every=0", "eval.max_problems=100"]
-    results = {"grpo": [run("grpo.yaml", s, args.steps, args.out, evals) for s in args.seeds]}
-    for kind, teacher in TEACHERS.items():
-        for method in ("tgpo", "rkl_distill"):
+    evals = ["eval.samples=16", "eval.ks=[1,16]", "eval.every=0", "eval.max_problems=100", *args.set]
+    results = {}
+    if "grpo" in args.methods:
+        results["grpo"] = [run("grpo.yaml", s, args.steps, args.out, evals) for s in args.seeds]
+    for kind in args.teachers:
+        teacher = TEACHERS[kind]
+        for method in [m for m in args.methods if m != "grpo"]:
             out = args.out / kind
             results[f"{method} ({kind})"] = [run(f"{method}.yaml", s, args.steps, out,
                                                  [*evals, f"teacher_signal.path={teacher}"]) for s in args.seeds]
