@@ -42,9 +42,11 @@ def main() -> None:
     console = Console()
     console.print(table(results, (1, 16), f"TGPO vs RKL vs GRPO: {args.steps} steps, seeds {args.seeds}"))
     for name, runs in results.items():
-        gaps = [r["steps"][0].get("teacher/mismatch_ratio") for r in runs if "teacher/mismatch_ratio" in r["steps"][0]]
-        if gaps:
-            console.print(f"{name}: teacher/student mismatch ratio at step 1: {statistics.fmean(gaps):.2f}")
+        if "teacher/mismatch_ratio" not in runs[0]["steps"][0]:
+            continue
+        first = statistics.fmean(r["steps"][0]["teacher/mismatch_ratio"] for r in runs)
+        last = statistics.fmean(statistics.fmean(s["teacher/mismatch_ratio"] for s in r["steps"][-10:]) for r in runs)
+        console.print(f"{name}: teacher/student mismatch ratio {first:.2f} at step 1, {last:.2f} over the last 10 steps")
 
 
 if __name__ == "__main__":

@@ -165,6 +165,9 @@ def test_token_logprobs_by_hand():
     torch.testing.assert_close(token_logprobs(logits, tokens, 0.5), expected)
     assert token_logprobs(logits, tokens, 1.0)[0, 0].item() == pytest.approx(
         2.0 - math.log(math.exp(1.0) + math.exp(2.0) + math.exp(0.5)))
+    several = torch.tensor([[[1, 0], [2, 2]]])  # k = 2 tokens per position
+    torch.testing.assert_close(token_logprobs(logits, several, 0.5),
+                               torch.log_softmax(logits / 0.5, -1).gather(-1, several))
 
 
 def test_entropy_two_token_vocab():

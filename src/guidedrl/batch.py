@@ -28,6 +28,8 @@ class RolloutBatch:
     source: list[str]  # "policy", "hint", or the teacher's name
     teacher_logp: Tensor | None = None  # B×R: a scoring teacher's log-probs of the response tokens (TGPO, RKL)
     teacher_label: Tensor | None = None  # B×R long: the teacher's prediction at each response position
+    teacher_topk_ids: Tensor | None = None  # B×R×k long: the teacher's k most likely tokens there (top-k KL)
+    teacher_topk_logp: Tensor | None = None  # B×R×k: the teacher's log-probs of those tokens
 
     @classmethod
     def on_policy(cls, rollouts: Rollouts, rewards: Tensor, correct: Tensor) -> RolloutBatch:
@@ -49,7 +51,8 @@ class RolloutBatch:
         idx = rows.tolist()
         rollouts = trim(self.rollouts.select(rows))
         width = rollouts.response_ids.shape[1]
-        per_token = [None if t is None else t[rows, :width] for t in (self.teacher_logp, self.teacher_label)]
+        per_token = [None if t is None else t[rows, :width] for t in
+                     (self.teacher_logp, self.teacher_label, self.teacher_topk_ids, self.teacher_topk_logp)]
         return RolloutBatch(rollouts, self.rewards[rows], self.correct[rows], self.group_index[rows],
                             self.off_policy[rows], self.hinted[rows], [self.source[i] for i in idx], *per_token)
 

@@ -195,7 +195,8 @@ class TeacherSignalConfig(StrictModel):
 
     The teacher must share the student's tokenizer. Its log-probs of the sampled tokens feed the ``rkl``
     advantage, ``rkl_weight`` and KDRL's k2 term; its top-1 prediction on each student prefix is the label
-    of TGPO's cross-entropy, weighted by λ_k = max(ce_coef − (k−1)·ce_decay, ce_floor) at step k.
+    of TGPO's term, weighted by λ_k = max(ce_coef − (k−1)·ce_decay, ce_floor) at step k: a cross-entropy
+    (``form: reg``, the paper's final TGPO) or a bonus on the advantages (``form: adv``, TGPO-Adv).
     """
 
     path: str | None = Field(None, description="teacher: a local HF causal LM, or a model name of the world "
@@ -203,9 +204,14 @@ class TeacherSignalConfig(StrictModel):
     label: Literal["argmax", "sample"] = Field("argmax", description="TGPO label: the teacher's top-1, or a "
                                                "sample from it (ablation)")
     temperature: float = Field(1.0, gt=0, description="temperature of the teacher's distribution")
-    ce_coef: float = Field(0.0, ge=0, description="λ_0 of TGPO's CE on the teacher's labels (authors: 0.002)")
-    ce_decay: float = Field(0.0, ge=0, description="δ: λ falls by this much per step (authors: 1e-5)")
+    ce_coef: float = Field(0.0, ge=0, description="λ_0 of TGPO's teacher term (authors: 0.002 reg, 0.02 adv)")
+    ce_decay: float = Field(0.0, ge=0, description="δ: λ falls by this much per step (authors: 1e-5 reg, 1e-4 adv)")
     ce_floor: float = Field(0.0, ge=0, description="λ never falls below this")
+    form: Literal["reg", "adv"] = Field("reg", description="reg: loss + λ_k·CE(teacher label); adv (TGPO-Adv): "
+                                        "λ_k·π_old(label) added to the advantage of the sampled token")
+    target: Literal["label", "topk"] = Field("label", description="what form reg fits: the label (CE), or the "
+                                             "teacher's top-k distribution renormalized (forward KL, ablation)")
+    top_k: int = Field(8, ge=1, description="k of target topk")
     kdrl_coef: float = Field(0.0, ge=0, description="β of KDRL's ½(log π_T − log π_θ)² term (authors: 0.002)")
     rkl_weight: float = Field(0.0, ge=0, description="adds w·(log π_T − log π_old) per token to the RLVR "
                               "advantage (reverse-KL distillation combined with RLVR)")
@@ -245,6 +251,11 @@ class TrainConfig(StrictModel):
                                                ("teacher_signal.rkl_weight", t.rkl_weight > 0)) if on]
         if needs_teacher and t.path is None:
             raise ValueError(f"teacher_signal.path is required by {', '.join(needs_teacher)}")
+        if t.form == "adv" and t.target == "topk":
+            raise ValueError("teacher_signal.target=topk needs form=reg (TGPO-Adv uses the label)")
+        if t.form == "adv" and t.ce_coef > 0 and (self.optim.epochs, self.optim.mini_batches) != (1, 1):
+            raise ValueError("teacher_signal.form=adv needs optim.epochs=1 and optim.mini_batches=1: its bonus "
+                             "π_old(label) is read from the policy before its one update")
         if self.guidance.ladder and a.loss == "vanilla":
             raise ValueError("guidance inserts teacher or hinted rows: set algorithm.loss to mixed")
         return self

@@ -11,10 +11,12 @@ from torch import Tensor
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
-    """``log_softmax(logits / temperature)`` at ``tokens`` (B×R), without materialising the B×R×V log-softmax."""
+    """``log_softmax(logits / temperature)`` at ``tokens`` — B×R, or B×R×k for k tokens per position — without
+    materialising the B×R×V log-softmax."""
     scaled = logits.float() / temperature
-    picked = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(scaled, dim=-1)
+    several = tokens.dim() == logits.dim()
+    picked = scaled.gather(-1, tokens if several else tokens.unsqueeze(-1)) - torch.logsumexp(scaled, -1, keepdim=True)
+    return picked if several else picked.squeeze(-1)
 
 
 def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:

@@ -99,6 +99,20 @@ def label_ce(label_logp: Tensor) -> Tensor:
     return -label_logp
 
 
+def topk_forward_kl(topk_logp: Tensor, teacher_topk_logp: Tensor) -> Tensor:
+    """Forward KL from the teacher's top-k distribution (renormalized over its k tokens) to the student:
+    Σ_j p̃_T(v_j) (log p̃_T(v_j) − log π_θ(v_j)) over the last dimension (B×R×k → B×R); ≥ 0, the TGPO
+    ablation that replaces the hard label by the teacher's k best tokens."""
+    teacher = torch.log_softmax(teacher_topk_logp.detach().float(), -1)
+    return (teacher.exp() * (teacher - topk_logp)).sum(-1)
+
+
+def plus_label_bonus(advantages: Tensor, label_logp: Tensor, coef: float, mask: Tensor) -> Tensor:
+    """TGPO-Adv: A_t + λ·π_old(ŷ_t), the student's own (detached) probability of the teacher's label added
+    to the advantage of the token it sampled at that position, on every response token."""
+    return advantages + coef * label_logp.detach().exp() * mask
+
+
 # ---- diagnostics -----------------------------------------------------------------------------------------
 def mismatch_ratio(teacher_argmax: Tensor, tokens: Tensor, mask: Tensor) -> float:
     """Share of masked tokens where the teacher's argmax differs from the sampled token (TGPO's gap measure)."""
@@ -126,7 +140,9 @@ class LossInputs:
     entropy: Tensor | None = None  # per-token entropy of π_θ
     ref_logp: Tensor | None = None  # log π_ref, for the k3 KL
     teacher_logp: Tensor | None = None  # log π_T of the sampled tokens, for KDRL's k2
-    label_logp: Tensor | None = None  # log π_θ of the teacher's label ŷ_t, for TGPO's CE
+    label_logp: Tensor | None = None  # log π_θ of the teacher's label ŷ_t, for TGPO's CE and TGPO-Adv's bonus
+    topk_logp: Tensor | None = None  # B×R×k: log π_θ of the teacher's top-k tokens, for the top-k forward KL
+    teacher_topk_logp: Tensor | None = None  # B×R×k: the teacher's log-probs of those tokens
 
 
 @dataclass(frozen=True)
@@ -147,6 +163,8 @@ class LossSettings:
     kl_coef: float = 0.0  # β of the k3 KL to the reference
     kdrl_coef: float = 0.0  # β of KDRL's k2 term to the teacher
     label_ce_coef: float = 0.0  # λ_k of TGPO's CE on the teacher's label
+    topk_kl_coef: float = 0.0  # λ_k of the forward KL to the teacher's top-k distribution (TGPO ablation)
+    label_bonus_coef: float = 0.0  # λ_k of TGPO-Adv's π_old(ŷ_t) added to the advantages
     reg_agg_mode: str | None = None  # aggregation of the regularizers; None = agg_mode (AMPO's code: token-mean)
 
 
@@ -178,6 +196,7 @@ def _regularizers(x: LossInputs, s: LossSettings) -> tuple[Tensor, dict[str, flo
         ("kl", s.kl_coef, "ref_logp", lambda v: k3_kl(x.logp, v)),
         ("kdrl", s.kdrl_coef, "teacher_logp", lambda v: k2_kl(x.logp, v)),
         ("label_ce", s.label_ce_coef, "label_logp", label_ce),
+        ("topk_kl", s.topk_kl_coef, "topk_logp", lambda v: topk_forward_kl(v, x.teacher_topk_logp)),
     )
     mode = s.reg_agg_mode or s.agg_mode
     total = x.logp.new_zeros(())
@@ -204,6 +223,8 @@ def mixed(x: LossInputs, s: LossSettings) -> tuple[Tensor, dict[str, float]]:
     ρ = π_θ as in LUFFY. Hinted tokens: ρ = π_θ(o|q) / π_old(o|q,h) from the hint-free ``logp`` over the
     hinted ``behaviour_logp``, then f(ρ) with γ = the ``hint_percentile`` quantile of ρ over the hinted
     tokens ("percentile"), γ = ``hint_gamma`` ("constant"), or the clipped surrogate ("clip").
+    With ``label_bonus_coef`` (TGPO-Adv) the advantages first get λ·π(ŷ_t) from the detached ``label_logp``,
+    which is π_old's when the trainer makes one optimizer update per step (it requires that).
     """
     if s.hint_shaping not in HINT_SHAPINGS:
         raise ValueError(f"unknown hint_shaping {s.hint_shaping!r}; expected one of {', '.join(HINT_SHAPINGS)}")
@@ -215,6 +236,10 @@ def mixed(x: LossInputs, s: LossSettings) -> tuple[Tensor, dict[str, float]]:
         raise ValueError("a token cannot be both off-policy (teacher) and hinted")
     on = mask & ~off & ~hint
     adv = x.advantages.detach()
+    if s.label_bonus_coef:
+        if x.label_logp is None:
+            raise ValueError(f"the label bonus coefficient is {s.label_bonus_coef} but LossInputs.label_logp is missing")
+        adv = plus_label_bonus(adv, x.label_logp, s.label_bonus_coef, mask)
     ratio = ratio_of(x.logp, x.behaviour_logp)
     clipped, clipped_mask = clipped_surrogate(x.logp, x.behaviour_logp, adv, s.eps_low, s.eps_high, s.dual_clip)
     on_loss = clipped if s.on_policy_clip else -adv * ratio

@@ -16,6 +16,7 @@ class ResponseLogprobs(NamedTuple):
     logp: Tensor
     entropy: Tensor | None
     label_logp: Tensor | None
+    topk_logp: Tensor | None  # B×R×k
 
 
 def position_ids_from_mask(mask: Tensor) -> Tensor:
@@ -33,15 +34,16 @@ def response_logits(model: Module, input_ids: Tensor, attention_mask: Tensor, pr
 
 def response_logprobs(model: Module, input_ids: Tensor, attention_mask: Tensor, prompt_width: int,
                       temperature: float = 1.0, labels: Tensor | None = None,
-                      with_entropy: bool = False) -> ResponseLogprobs:
+                      with_entropy: bool = False, topk_ids: Tensor | None = None) -> ResponseLogprobs:
     """Log-probs at ``temperature`` of the response tokens (columns from ``prompt_width`` on), from one forward.
 
-    ``labels`` (B×R) are alternative tokens to score at the same positions, e.g. a teacher's argmax;
-    logits are only projected for the positions that predict response tokens.
+    ``labels`` (B×R) are alternative tokens to score at the same positions, e.g. a teacher's argmax, and
+    ``topk_ids`` (B×R×k) several per position; logits are only projected where they predict response tokens.
     """
     logits = response_logits(model, input_ids, attention_mask, prompt_width)
     return ResponseLogprobs(
         token_logprobs(logits, input_ids[:, prompt_width:], temperature),
         entropy_from_logits(logits, temperature) if with_entropy else None,
         token_logprobs(logits, labels, temperature) if labels is not None else None,
+        token_logprobs(logits, topk_ids, temperature) if topk_ids is not None else None,
     )

@@ -67,7 +67,7 @@ class TeacherScorer:
             label = logits.argmax(-1)
         signal = TeacherSignal(logp, label.masked_fill(~mask, 0))
         if self.top_k > 0:
-            top = torch.log_softmax(logits.float() / self.temperature, -1).topk(self.top_k, dim=-1)
-            signal.topk_ids = top.indices.masked_fill(~mask[..., None], 0)
-            signal.topk_logp = top.values.masked_fill(~mask[..., None], 0.0)
+            ids = logits.topk(self.top_k, dim=-1).indices.masked_fill(~mask[..., None], 0)
+            signal.topk_ids = ids
+            signal.topk_logp = token_logprobs(logits, ids, self.temperature).masked_fill(~mask[..., None], 0.0)
         return signal

@@ -102,7 +102,8 @@ class Trainer:
         if self.paths.teacher is None:
             return None
         try:
-            return TeacherScorer(str(self.paths.teacher), self.tokenizer, t.label, t.temperature)
+            return TeacherScorer(str(self.paths.teacher), self.tokenizer, t.label, t.temperature,
+                                 t.top_k if t.target == "topk" else 0)
         except TokenizerMismatchError as err:
             raise ConfigError(f"teacher_signal.path: {err}") from None
 
@@ -162,10 +163,11 @@ class Trainer:
         signal = self.teacher.score(batch.rollouts)
         own = batch.token_mask(~batch.off_policy & ~batch.hinted)
         r = batch.rollouts
-        return replace(batch, teacher_logp=signal.logp, teacher_label=signal.label), {
-            "teacher/mismatch_ratio": mismatch_ratio(signal.label, r.response_ids, own),
-            "teacher/reverse_kl": mean_reverse_kl(r.behaviour_logp, signal.logp, own),
-            "teacher/ce_coef": self._loss_settings().label_ce_coef}
+        batch = replace(batch, teacher_logp=signal.logp, teacher_label=signal.label,
+                        teacher_topk_ids=signal.topk_ids, teacher_topk_logp=signal.topk_logp)
+        return batch, {"teacher/mismatch_ratio": mismatch_ratio(signal.label, r.response_ids, own),
+                       "teacher/reverse_kl": mean_reverse_kl(r.behaviour_logp, signal.logp, own),
+                       "teacher/ce_coef": self._teacher_coef()}
 
     def update(self, batch: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
         """K epochs of ``mini_batches`` optimizer steps, each accumulated over micro-batches.
@@ -201,14 +203,22 @@ class Trainer:
         self.policy.eval()
         return acc
 
+    def _teacher_coef(self) -> float:
+        """λ_k of TGPO's teacher term at the coming update (linear decay from ``ce_coef``)."""
+        t = self.cfg.teacher_signal
+        return linear_decay(self.step + 1, t.ce_coef, t.ce_decay, t.ce_floor)
+
     def _loss_settings(self) -> LossSettings:
         a, t = self.cfg.algorithm, self.cfg.teacher_signal
+        lam = self._teacher_coef()
+        reg = t.form == "reg"
         return LossSettings(
             eps_low=a.eps_low, eps_high=a.eps_high, dual_clip=a.dual_clip, agg_mode=a.agg_mode,
             norm_length=a.norm_length or self.cfg.rollout.max_new_tokens, off_policy_gamma=a.off_policy_gamma,
             hint_shaping=a.hint_shaping, hint_gamma=a.hint_gamma, hint_percentile=a.hint_percentile,
             on_policy_clip=a.on_policy_clip, entropy_coef=a.entropy_coef, kl_coef=a.kl_coef,
-            kdrl_coef=t.kdrl_coef, label_ce_coef=linear_decay(self.step + 1, t.ce_coef, t.ce_decay, t.ce_floor))
+            kdrl_coef=t.kdrl_coef, label_ce_coef=lam if reg and t.target == "label" else 0.0,
+            topk_kl_coef=lam if reg and t.target == "topk" else 0.0, label_bonus_coef=0.0 if reg else lam)
 
     def _micro_loss(self, mb: RolloutBatch, advantages: torch.Tensor, settings: LossSettings
                     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -217,7 +227,7 @@ class Trainer:
         width = r.response_ids.shape[1]
         temperature = self.cfg.rollout.temperature
         out = response_logprobs(self.policy, r.input_ids, r.attention_mask, r.prompt_width, temperature,
-                                labels=mb.teacher_label, with_entropy=True)
+                                labels=mb.teacher_label, with_entropy=True, topk_ids=mb.teacher_topk_ids)
         ref_logp = None
         if self.reference is not None:
             with torch.no_grad():
@@ -227,7 +237,8 @@ class Trainer:
             logp=out.logp, behaviour_logp=r.behaviour_logp, advantages=advantages[:, :width],
             response_mask=r.response_mask, off_policy_mask=mb.token_mask(mb.off_policy),
             hint_mask=mb.token_mask(mb.hinted), entropy=out.entropy, ref_logp=ref_logp,
-            teacher_logp=mb.teacher_logp, label_logp=out.label_logp), settings)
+            teacher_logp=mb.teacher_logp, label_logp=out.label_logp, topk_logp=out.topk_logp,
+            teacher_topk_logp=mb.teacher_topk_logp), settings)
 
     # ---- evaluation, checkpoints, the run ------------------------------------------------------
     def evaluate(self, tag: str | None = None) -> dict[str, float]:
