@@ -13,7 +13,8 @@ from tokenizers import Tokenizer, models
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from guidedrl.algorithms.advantages import ADVANTAGES, AdvantageInputs, plus_reverse_kl
-from guidedrl.algorithms.losses import POLICY_LOSSES, LossInputs, LossSettings, plus_label_bonus, topk_forward_kl
+from guidedrl.algorithms.losses import (POLICY_LOSSES, LossInputs, LossSettings, plus_label_bonus, teacher_token_mask,
+                                        topk_forward_kl)
 from guidedrl.config import TrainConfig
 from guidedrl.data import encode_prompts
 from guidedrl.rollout.engine import SamplingParams
@@ -136,6 +137,27 @@ def test_tgpo_adv_bonus_and_topk_forward_kl_on_a_tiny_vocabulary() -> None:
     assert (kl > 0).all()
 
 
+def test_teacher_token_sets_by_hand() -> None:
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    tokens, label = torch.tensor([[5, 6, 7, 8], [5, 5, 0, 0]]), torch.tensor([[5, 0, 7, 0], [1, 5, 0, 0]])
+    entropy = torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.2, 0.6, 9.0, 9.0]])  # padding entropies must not count
+    as_lists = lambda kind: teacher_token_mask(kind, mask, tokens, label, entropy, share=0.5).int().tolist()  # noqa: E731
+    assert as_lists("all") == mask.tolist()
+    assert as_lists("disagree") == [[0, 1, 0, 1], [1, 0, 0, 0]]
+    # per row, the median of the real tokens' entropies (0.4 and 0.4) splits them
+    assert as_lists("high_entropy") == [[0, 1, 1, 0], [0, 1, 0, 0]]
+    assert as_lists("low_entropy") == [[1, 0, 0, 1], [1, 0, 0, 0]]
+
+    # the CE then counts only those tokens, still divided by all response tokens (token-mean)
+    logp = torch.log(torch.tensor([[0.5, 0.5]]))
+    label_logp = torch.log(torch.tensor([[0.2, 0.4]]))
+    x = LossInputs(logp=logp, behaviour_logp=logp, advantages=torch.zeros(1, 2), response_mask=torch.ones(1, 2),
+                   label_logp=label_logp, teacher_tokens=torch.tensor([[False, True]]))
+    loss, stats = POLICY_LOSSES["vanilla"](x, LossSettings(label_ce_coef=0.1))
+    assert stats["label_ce"] == pytest.approx(-math.log(0.4) / 2)
+    assert loss.item() == pytest.approx(0.1 * -math.log(0.4) / 2)
+
+
 def test_tgpo_forms_are_validated(micro_world: Path) -> None:
     base = ["teacher_signal.path=teacher_rewrite", "teacher_signal.ce_coef=0.02", "teacher_signal.form=adv"]
     with pytest.raises(ConfigError, match="form=adv needs optim.epochs=1"):
@@ -147,6 +169,7 @@ def test_tgpo_forms_are_validated(micro_world: Path) -> None:
 @pytest.mark.parametrize(("extra", "expect"), [
     (("teacher_signal.form=adv", "teacher_signal.ce_coef=0.02"), {"label_bonus_coef": 0.02, "label_ce_coef": 0.0}),
     (("teacher_signal.target=topk", "teacher_signal.top_k=4"), {"topk_kl_coef": 0.01, "label_ce_coef": 0.0}),
+    (("teacher_signal.tokens=high_entropy",), {"label_ce_coef": 0.01}),
 ])
 def test_tgpo_adv_and_topk_train_on_the_micro_world(extra: tuple[str, ...], expect: dict[str, float],
                                                     micro_world: Path, tmp_path: Path) -> None:
@@ -157,8 +180,7 @@ def test_tgpo_adv_and_topk_train_on_the_micro_world(extra: tuple[str, ...], expe
         assert getattr(settings, name) == pytest.approx(value)
     m = trainer.train_step()
     assert math.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
-    if "topk_kl_coef" in expect:
-        assert m["topk_kl"] > 0
+    assert m["topk_kl" if "topk_kl_coef" in expect else "label_ce"] > 0
 
 
 def _tiny_run(config: str, world: Path, out: Path, steps: int, *extra: str) -> TrainConfig:

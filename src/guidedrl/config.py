@@ -212,6 +212,10 @@ class TeacherSignalConfig(StrictModel):
     target: Literal["label", "topk"] = Field("label", description="what form reg fits: the label (CE), or the "
                                              "teacher's top-k distribution renormalized (forward KL, ablation)")
     top_k: int = Field(8, ge=1, description="k of target topk")
+    tokens: Literal["all", "disagree", "high_entropy", "low_entropy"] = Field(
+        "all", description="where the teacher term applies: every response token (paper), tokens that differ "
+        "from the teacher's label, or each row's entropy_share of highest / lowest-entropy tokens (ablations)")
+    entropy_share: float = Field(0.2, gt=0, le=1, description="share of each row's tokens for the entropy sets")
     kdrl_coef: float = Field(0.0, ge=0, description="β of KDRL's ½(log π_T − log π_θ)² term (authors: 0.002)")
     rkl_weight: float = Field(0.0, ge=0, description="adds w·(log π_T − log π_old) per token to the RLVR "
                               "advantage (reverse-KL distillation combined with RLVR)")

@@ -107,6 +107,26 @@ def topk_forward_kl(topk_logp: Tensor, teacher_topk_logp: Tensor) -> Tensor:
     return (teacher.exp() * (teacher - topk_logp)).sum(-1)
 
 
+TEACHER_TOKENS = ("all", "disagree", "high_entropy", "low_entropy")
+
+
+def teacher_token_mask(kind: str, mask: Tensor, tokens: Tensor | None = None, label: Tensor | None = None,
+                       entropy: Tensor | None = None, share: float = 0.2) -> Tensor:
+    """Tokens TGPO's teacher term applies to (B×R bool): every response token, those where the sampled token
+    differs from the teacher's label, or each row's ``share`` of tokens with the highest / lowest entropy."""
+    m = mask.bool()
+    if kind == "all":
+        return m
+    if kind == "disagree":
+        return m & (tokens != label)
+    if kind not in TEACHER_TOKENS:
+        raise ValueError(f"unknown teacher token set {kind!r}; expected one of {', '.join(TEACHER_TOKENS)}")
+    ent = entropy.detach().float().masked_fill(~m, float("nan"))
+    if kind == "high_entropy":
+        return m & (ent >= torch.nanquantile(ent, 1.0 - share, dim=-1, keepdim=True))
+    return m & (ent <= torch.nanquantile(ent, share, dim=-1, keepdim=True))
+
+
 def plus_label_bonus(advantages: Tensor, label_logp: Tensor, coef: float, mask: Tensor) -> Tensor:
     """TGPO-Adv: A_t + λ·π_old(ŷ_t), the student's own (detached) probability of the teacher's label added
     to the advantage of the token it sampled at that position, on every response token."""
@@ -143,6 +163,7 @@ class LossInputs:
     label_logp: Tensor | None = None  # log π_θ of the teacher's label ŷ_t, for TGPO's CE and TGPO-Adv's bonus
     topk_logp: Tensor | None = None  # B×R×k: log π_θ of the teacher's top-k tokens, for the top-k forward KL
     teacher_topk_logp: Tensor | None = None  # B×R×k: the teacher's log-probs of those tokens
+    teacher_tokens: Tensor | None = None  # B×R bool: where TGPO's teacher term applies (None = every response token)
 
 
 @dataclass(frozen=True)
@@ -190,13 +211,15 @@ def _masked_mean(values: Tensor, mask: Tensor) -> float | None:
 
 
 def _regularizers(x: LossInputs, s: LossSettings) -> tuple[Tensor, dict[str, float]]:
-    """Σ coef·aggregate(term) over entropy (as a bonus), k3 KL, k2 KDRL and TGPO CE, plus each available term's value."""
+    """Σ coef·aggregate(term) over entropy (as a bonus), k3 KL, k2 KDRL and TGPO's teacher term, plus each available
+    term's value. The teacher term is zero outside ``teacher_tokens`` and still averaged over all response tokens."""
+    teacher_only = 1.0 if x.teacher_tokens is None else x.teacher_tokens.to(x.logp.dtype)
     terms = (  # stat name, coefficient (sign included), the LossInputs field it needs, its B×R matrix
         ("entropy", -s.entropy_coef, "entropy", lambda v: v),
         ("kl", s.kl_coef, "ref_logp", lambda v: k3_kl(x.logp, v)),
         ("kdrl", s.kdrl_coef, "teacher_logp", lambda v: k2_kl(x.logp, v)),
-        ("label_ce", s.label_ce_coef, "label_logp", label_ce),
-        ("topk_kl", s.topk_kl_coef, "topk_logp", lambda v: topk_forward_kl(v, x.teacher_topk_logp)),
+        ("label_ce", s.label_ce_coef, "label_logp", lambda v: label_ce(v) * teacher_only),
+        ("topk_kl", s.topk_kl_coef, "topk_logp", lambda v: topk_forward_kl(v, x.teacher_topk_logp) * teacher_only),
     )
     mode = s.reg_agg_mode or s.agg_mode
     total = x.logp.new_zeros(())
@@ -239,7 +262,8 @@ def mixed(x: LossInputs, s: LossSettings) -> tuple[Tensor, dict[str, float]]:
     if s.label_bonus_coef:
         if x.label_logp is None:
             raise ValueError(f"the label bonus coefficient is {s.label_bonus_coef} but LossInputs.label_logp is missing")
-        adv = plus_label_bonus(adv, x.label_logp, s.label_bonus_coef, mask)
+        adv = plus_label_bonus(adv, x.label_logp, s.label_bonus_coef,
+                               mask if x.teacher_tokens is None else mask & x.teacher_tokens.bool())
     ratio = ratio_of(x.logp, x.behaviour_logp)
     clipped, clipped_mask = clipped_surrogate(x.logp, x.behaviour_logp, adv, s.eps_low, s.eps_high, s.dual_clip)
     on_loss = clipped if s.on_policy_clip else -adv * ratio

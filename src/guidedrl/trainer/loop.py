@@ -18,7 +18,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guidedrl.algorithms.advantages import ADVANTAGES, AdvantageInputs, linear_decay, plus_reverse_kl
-from guidedrl.algorithms.losses import POLICY_LOSSES, LossInputs, LossSettings, mean_reverse_kl, mismatch_ratio
+from guidedrl.algorithms.losses import (POLICY_LOSSES, LossInputs, LossSettings, mean_reverse_kl, mismatch_ratio,
+                                        teacher_token_mask)
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
 from guidedrl.data import encode_prompts, load_rows, validate_rows
@@ -238,7 +239,16 @@ class Trainer:
             response_mask=r.response_mask, off_policy_mask=mb.token_mask(mb.off_policy),
             hint_mask=mb.token_mask(mb.hinted), entropy=out.entropy, ref_logp=ref_logp,
             teacher_logp=mb.teacher_logp, label_logp=out.label_logp, topk_logp=out.topk_logp,
-            teacher_topk_logp=mb.teacher_topk_logp), settings)
+            teacher_topk_logp=mb.teacher_topk_logp, teacher_tokens=self._teacher_tokens(mb, out.entropy)), settings)
+
+    def _teacher_tokens(self, mb: RolloutBatch, entropy: torch.Tensor) -> torch.Tensor | None:
+        """Where TGPO's teacher term applies in this micro-batch (None: every response token)."""
+        t = self.cfg.teacher_signal
+        if mb.teacher_label is None or t.tokens == "all":
+            return None
+        r = mb.rollouts
+        return teacher_token_mask(t.tokens, r.response_mask, r.response_ids, mb.teacher_label, entropy,
+                                  t.entropy_share)
 
     # ---- evaluation, checkpoints, the run ------------------------------------------------------
     def evaluate(self, tag: str | None = None) -> dict[str, float]:
