@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from guidedrl.algorithms.advantages import ADVANTAGES, AdvantageInputs, plus_reverse_kl
 from guidedrl.algorithms.losses import (POLICY_LOSSES, LossInputs, LossSettings, plus_label_bonus, teacher_token_mask,
                                         topk_forward_kl)
+from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
 from guidedrl.data import encode_prompts
 from guidedrl.rollout.engine import SamplingParams
@@ -162,13 +164,54 @@ def test_tgpo_forms_are_validated(micro_world: Path) -> None:
     base = ["teacher_signal.path=teacher_rewrite", "teacher_signal.ce_coef=0.02", "teacher_signal.form=adv"]
     with pytest.raises(ConfigError, match="form=adv needs optim.epochs=1"):
         load_config(CONFIGS / "tgpo.yaml", TrainConfig, [*base, "optim.epochs=2"])
+    with pytest.raises(ConfigError, match="form=adv needs optim.epochs=1"):
+        load_config(CONFIGS / "tgpo.yaml", TrainConfig, [*base, "optim.mini_batches=2"])
+    with pytest.raises(ConfigError, match="form=adv needs optim.epochs=1"):  # λ comes from the floor alone
+        load_config(CONFIGS / "tgpo.yaml", TrainConfig, [*base, "teacher_signal.ce_coef=0",
+                                                         "teacher_signal.ce_floor=0.01", "optim.epochs=2"])
     with pytest.raises(ConfigError, match="target=topk needs form=reg"):
         load_config(CONFIGS / "tgpo.yaml", TrainConfig, [*base, "teacher_signal.target=topk"])
 
 
+def _scored_batch(trainer: Trainer) -> RolloutBatch:
+    """One step's rollouts of the trainer's policy, rewarded and scored by its teacher (no update)."""
+    idx = trainer.sampler.next_batch()
+    rollouts = trainer.engine.generate([trainer.prompt_ids[i] for i in idx], trainer.cfg.rollout.group_size,
+                                       SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=32, seed=5))
+    batch, _ = trainer.score_with_teacher(trainer.score(rollouts, [trainer.rows[i] for i in idx]))
+    return batch.select(torch.arange(batch.size))  # as the update does: copies out of the sampler's inference mode
+
+
+def test_teacher_variants_on_one_scored_batch(micro_world: Path, tmp_path: Path) -> None:
+    cfg = _tiny_run("tgpo.yaml", micro_world, tmp_path / "run", 1, "teacher_signal.ce_decay=0",
+                    "teacher_signal.target=topk", "teacher_signal.top_k=4")
+    trainer = Trainer(cfg, console=Console(quiet=True))
+    batch = _scored_batch(trainer)
+    zeros = torch.zeros(batch.size, batch.rollouts.response_ids.shape[1])
+    settings = trainer._loss_settings()
+
+    # top-k KL of the whole batch = the token-weighted mean over two micro-batches (select slices B×R×k)
+    _, whole = trainer._micro_loss(batch, zeros, settings)
+    tokens = batch.rollouts.response_mask.sum(1).float()
+    parts = sum(trainer._micro_loss(batch.select(h), zeros[h], settings)[1]["topk_kl"] * float(tokens[h].sum())
+                for h in torch.arange(batch.size).chunk(2)) / float(tokens.sum())
+    assert whole["topk_kl"] > 0 and parts == pytest.approx(whole["topk_kl"], rel=1e-4)
+
+    # TGPO-Adv: with zero verifier advantages, only the bonus moves the policy-gradient term
+    _, without = trainer._micro_loss(batch, zeros, replace(settings, topk_kl_coef=0.0))
+    _, with_bonus = trainer._micro_loss(batch, zeros, replace(settings, topk_kl_coef=0.0, label_bonus_coef=0.05))
+    assert without["pg_loss"] == 0.0 and with_bonus["pg_loss"] < -1e-4
+
+    # the high-entropy token set keeps a fifth of each row's tokens: its CE sum is a part of the full one
+    trainer.cfg.teacher_signal.tokens = "high_entropy"
+    _, restricted = trainer._micro_loss(batch, zeros, settings)
+    assert 0 < restricted["label_ce"] < whole["label_ce"]
+
+
 @pytest.mark.parametrize(("extra", "expect"), [
     (("teacher_signal.form=adv", "teacher_signal.ce_coef=0.02"), {"label_bonus_coef": 0.02, "label_ce_coef": 0.0}),
-    (("teacher_signal.target=topk", "teacher_signal.top_k=4"), {"topk_kl_coef": 0.01, "label_ce_coef": 0.0}),
+    (("teacher_signal.target=topk", "teacher_signal.top_k=4", "optim.micro_batch_size=16"),
+     {"topk_kl_coef": 0.01, "label_ce_coef": 0.0}),
     (("teacher_signal.tokens=high_entropy",), {"label_ce_coef": 0.01}),
 ])
 def test_tgpo_adv_and_topk_train_on_the_micro_world(extra: tuple[str, ...], expect: dict[str, float],

@@ -250,14 +250,15 @@ class TrainConfig(StrictModel):
     def _pieces_fit(self) -> TrainConfig:
         t, a = self.teacher_signal, self.algorithm
         needs_teacher = [name for name, on in (("algorithm.advantage=rkl", a.advantage == "rkl"),
-                                               ("teacher_signal.ce_coef", t.ce_coef > 0),
+                                               ("teacher_signal.ce_coef", max(t.ce_coef, t.ce_floor) > 0),
                                                ("teacher_signal.kdrl_coef", t.kdrl_coef > 0),
                                                ("teacher_signal.rkl_weight", t.rkl_weight > 0)) if on]
         if needs_teacher and t.path is None:
             raise ValueError(f"teacher_signal.path is required by {', '.join(needs_teacher)}")
         if t.form == "adv" and t.target == "topk":
             raise ValueError("teacher_signal.target=topk needs form=reg (TGPO-Adv uses the label)")
-        if t.form == "adv" and t.ce_coef > 0 and (self.optim.epochs, self.optim.mini_batches) != (1, 1):
+        one_update = (self.optim.epochs, self.optim.mini_batches) == (1, 1)
+        if t.form == "adv" and max(t.ce_coef, t.ce_floor) > 0 and not one_update:
             raise ValueError("teacher_signal.form=adv needs optim.epochs=1 and optim.mini_batches=1: its bonus "
                              "π_old(label) is read from the policy before its one update")
         if self.guidance.ladder and a.loss == "vanilla":

@@ -129,7 +129,7 @@ def teacher_token_mask(kind: str, mask: Tensor, tokens: Tensor | None = None, la
 
 def plus_label_bonus(advantages: Tensor, label_logp: Tensor, coef: float, mask: Tensor) -> Tensor:
     """TGPO-Adv: A_t + λ·π_old(ŷ_t), the student's own (detached) probability of the teacher's label added
-    to the advantage of the token it sampled at that position, on every response token."""
+    to the advantage of the token it sampled at that position, on the tokens of ``mask``."""
     return advantages + coef * label_logp.detach().exp() * mask
 
 
@@ -246,8 +246,9 @@ def mixed(x: LossInputs, s: LossSettings) -> tuple[Tensor, dict[str, float]]:
     ρ = π_θ as in LUFFY. Hinted tokens: ρ = π_θ(o|q) / π_old(o|q,h) from the hint-free ``logp`` over the
     hinted ``behaviour_logp``, then f(ρ) with γ = the ``hint_percentile`` quantile of ρ over the hinted
     tokens ("percentile"), γ = ``hint_gamma`` ("constant"), or the clipped surrogate ("clip").
-    With ``label_bonus_coef`` (TGPO-Adv) the advantages first get λ·π(ŷ_t) from the detached ``label_logp``,
-    which is π_old's when the trainer makes one optimizer update per step (it requires that).
+    With ``label_bonus_coef`` (TGPO-Adv) the advantages of the student's own (on-policy) tokens first get
+    λ·π(ŷ_t) from the detached ``label_logp``, which is π_old's when the trainer makes one optimizer update
+    per step (it requires that); teacher and hinted tokens get no bonus.
     """
     if s.hint_shaping not in HINT_SHAPINGS:
         raise ValueError(f"unknown hint_shaping {s.hint_shaping!r}; expected one of {', '.join(HINT_SHAPINGS)}")
@@ -263,7 +264,7 @@ def mixed(x: LossInputs, s: LossSettings) -> tuple[Tensor, dict[str, float]]:
         if x.label_logp is None:
             raise ValueError(f"the label bonus coefficient is {s.label_bonus_coef} but LossInputs.label_logp is missing")
         adv = plus_label_bonus(adv, x.label_logp, s.label_bonus_coef,
-                               mask if x.teacher_tokens is None else mask & x.teacher_tokens.bool())
+                               on if x.teacher_tokens is None else on & x.teacher_tokens.bool())
     ratio = ratio_of(x.logp, x.behaviour_logp)
     clipped, clipped_mask = clipped_surrogate(x.logp, x.behaviour_logp, adv, s.eps_low, s.eps_high, s.dual_clip)
     on_loss = clipped if s.on_policy_clip else -adv * ratio

@@ -52,6 +52,9 @@ class TeacherScorer:
         check_shared_vocab(student_tokenizer, AutoTokenizer.from_pretrained(path), path)
         self.name = Path(path).name
         self.model = AutoModelForCausalLM.from_pretrained(path).eval()
+        if top_k > self.model.config.vocab_size:
+            raise ValueError(f"top_k {top_k} exceeds the vocabulary of the teacher at {path} "
+                             f"({self.model.config.vocab_size} tokens)")
         self.label, self.temperature, self.top_k = label, temperature, top_k
 
     @torch.no_grad()

@@ -107,6 +107,8 @@ class Trainer:
                                  t.top_k if t.target == "topk" else 0)
         except TokenizerMismatchError as err:
             raise ConfigError(f"teacher_signal.path: {err}") from None
+        except ValueError as err:
+            raise ConfigError(f"teacher_signal: {err}") from None
 
     # ---- one step -------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
