@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from guidedrl.algorithms.advantages import (
-    ADVANTAGES, AdvantageInputs, broadcast, gae, group_stats, linear_decay, register_advantage)
+    ADVANTAGES, AdvantageInputs, broadcast, gae, group_stats, linear_decay, register_advantage, rows_with_signal)
 
 # Two groups with non-contiguous ids: group 7 = rows 0, 2, 4; group 3 = rows 1, 3.
 REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5])
@@ -135,3 +135,11 @@ def test_linear_decay() -> None:
     assert linear_decay(201, 0.002, 1e-5) == pytest.approx(0.0, abs=1e-12)
     assert linear_decay(300, 0.002, 1e-5) == 0.0
     assert linear_decay(300, 0.002, 1e-5, floor=5e-4) == 5e-4
+
+
+def test_rows_with_signal_keeps_groups_of_unequal_rewards() -> None:
+    # group 7 (rows 0, 2, 4) has rewards 1, 0, 0.5; group 3 (rows 1, 3) 0, 1; group 5 (rows 5, 6) 1, 1
+    rewards = torch.cat([REWARDS, torch.tensor([1.0, 1.0])])
+    groups = torch.cat([GROUPS, torch.tensor([5, 5])])
+    assert rows_with_signal(rewards, groups).tolist() == [True] * 5 + [False, False]
+    assert not rows_with_signal(torch.zeros(4), torch.tensor([0, 0, 1, 1])).any()

@@ -20,7 +20,7 @@ def _config(world: Path, out: Path, **overrides) -> TrainConfig:
             "optim": {"lr": 3e-3, "micro_batch_size": 32},
             "eval": {"samples": 2, "ks": [1, 2], "max_problems": 8}}
     for key, value in overrides.items():
-        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return TrainConfig(**base)
 
 
@@ -67,6 +67,22 @@ def test_a_resumed_run_equals_an_uninterrupted_one(micro_world: Path, tmp_path: 
         resumed.train_step()
     for a, b in zip(whole.policy.parameters(), resumed.policy.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_filter_groups_drops_flat_groups_and_skips_a_step_without_signal(micro_world: Path, tmp_path: Path) -> None:
+    trainer = Trainer(_config(micro_world, tmp_path / "run", save_every=0, algorithm={"filter_groups": True}),
+                      console=Console(quiet=True))
+    m = trainer.train_step()  # 0/1 rewards: a group is flat exactly when it is all wrong or all right
+    assert m["filtered_rows"] == pytest.approx(m["all_wrong"] + m["all_right"])
+    assert ("grad_norm" in m) == (m["filtered_rows"] < 1.0)
+
+    # one new token cannot hold a boxed answer: every reward is 0, so nothing is learned and nothing moves
+    flat = Trainer(_config(micro_world, tmp_path / "flat", save_every=0, algorithm={"filter_groups": True},
+                           rollout={"max_new_tokens": 1}), console=Console(quiet=True))
+    before = [p.detach().clone() for p in flat.policy.parameters()]
+    m = flat.train_step()
+    assert m["filtered_rows"] == 1.0 and "grad_norm" not in m and flat.step == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, flat.policy.parameters()))
 
 
 def test_bad_configs_are_clear_errors(micro_world: Path, tmp_path: Path) -> None:

@@ -105,6 +105,8 @@ class AlgorithmConfig(StrictModel):
     agg_mode: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = Field(
         "token-mean", description="how token losses become one number")
     norm_length: int | None = Field(None, ge=1, description="Dr.GRPO's constant (default: max_new_tokens)")
+    filter_groups: bool = Field(False, description="DAPO's dynamic-sampling filter: drop groups whose rewards are "
+                                "all equal from the update (no refill; no update when every group is flat)")
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus coefficient")
     kl_coef: float = Field(0.0, ge=0, description="β of the k3 KL to the frozen initial policy (0 = no reference)")
     on_policy_clip: bool = Field(True, description="False = LUFFY's unclipped on-policy term")
@@ -255,6 +257,9 @@ class TrainConfig(StrictModel):
                                                ("teacher_signal.rkl_weight", t.rkl_weight > 0)) if on]
         if needs_teacher and t.path is None:
             raise ValueError(f"teacher_signal.path is required by {', '.join(needs_teacher)}")
+        if a.filter_groups and a.advantage == "rkl":
+            raise ValueError("algorithm.filter_groups drops groups by their verifier rewards, which advantage rkl "
+                             "does not use")
         if t.form == "adv" and t.target == "topk":
             raise ValueError("teacher_signal.target=topk needs form=reg (TGPO-Adv uses the label)")
         one_update = (self.optim.epochs, self.optim.mini_batches) == (1, 1)

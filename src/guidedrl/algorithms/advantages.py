@@ -70,6 +70,12 @@ def group_stats(values: Tensor, group_index: Tensor, rows_mask: Tensor | None = 
     return mean[slot], std[slot]
 
 
+def rows_with_signal(rewards: Tensor, group_index: Tensor) -> Tensor:
+    """B bool: rows whose group's rewards are not all equal — the groups DAPO's dynamic sampling keeps."""
+    _, std = group_stats(rewards, group_index)
+    return std > 0
+
+
 def broadcast(per_row: Tensor, response_mask: Tensor) -> Tensor:
     """A per-row value (B) repeated over that row's response tokens (B×R), zero on padding."""
     return per_row.unsqueeze(-1) * response_mask.to(per_row.dtype)

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from guidedrl.algorithms.advantages import ADVANTAGES, AdvantageInputs, linear_decay, plus_reverse_kl
+from guidedrl.algorithms.advantages import (ADVANTAGES, AdvantageInputs, linear_decay, plus_reverse_kl,
+                                            rows_with_signal)
 from guidedrl.algorithms.losses import (POLICY_LOSSES, LossInputs, LossSettings, mean_reverse_kl, mismatch_ratio,
                                         teacher_token_mask)
 from guidedrl.batch import RolloutBatch
@@ -126,6 +127,26 @@ class Trainer:
         guidance_stats: dict[str, float] = {}
         if self.guidance is not None:
             batch, guidance_stats = self.guidance(batch, rows, self.step)
+        if cfg.algorithm.filter_groups:  # DAPO: a group of equal rewards carries no signal
+            keep = rows_with_signal(batch.rewards, batch.group_index)
+            guidance_stats["filtered_rows"] = 1.0 - keep.float().mean().item()
+            batch = batch.select(keep.nonzero().squeeze(1)) if keep.any() else None
+        stats: dict[str, float] = {"time/update": 0.0}
+        if batch is not None:
+            stats = self.learn(batch)
+            self.scheduler.step()  # the schedule counts optimizer updates
+        self.step += 1
+        seconds = time.perf_counter() - start
+        tokens = float(rollouts.response_mask.sum())
+        return {"reward": rollouts_reward_mean, "all_wrong": all_wrong, "all_right": all_right,
+                "response_length": tokens / rollouts.size, "lr": self.scheduler.get_last_lr()[0],
+                "step_time": seconds, "tokens_per_s": tokens / seconds, "time/rollout": generated - start,
+                "time/score_guide": start + seconds - generated - stats["time/update"], **guidance_stats, **stats}
+
+    def learn(self, batch: RolloutBatch) -> dict[str, float]:
+        """Teacher scores and advantages of the step's final batch, then the policy (and critic) update;
+        ``time/update`` is the update alone."""
+        cfg = self.cfg
         teacher_stats: dict[str, float] = {}
         if self.teacher is not None:
             batch, teacher_stats = self.score_with_teacher(batch)
@@ -141,15 +162,7 @@ class Trainer:
         stats = self.update(batch, advantages)
         if self.critic is not None:
             stats.update(self.critic.fit(batch.rollouts, batch.rewards, values, cfg.optim.micro_batch_size))
-        self.scheduler.step()
-        self.step += 1
-        seconds = time.perf_counter() - start
-        tokens = float(rollouts.response_mask.sum())
-        return {"reward": rollouts_reward_mean, "all_wrong": all_wrong, "all_right": all_right,
-                "response_length": tokens / rollouts.size, "lr": self.scheduler.get_last_lr()[0],
-                "step_time": seconds, "tokens_per_s": tokens / seconds, "time/rollout": generated - start,
-                "time/score_guide": prepared - generated, "time/update": start + seconds - prepared,
-                **guidance_stats, **teacher_stats, **stats}
+        return {**teacher_stats, **stats, "time/update": time.perf_counter() - prepared}
 
     def score(self, rollouts: Rollouts, rows: list[dict]) -> RolloutBatch:
         """Rewards of every response, with the dataset's columns passed to the reward functions."""
