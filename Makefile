@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 WORLD   ?= worlds/default
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test test-matrix demo bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/pytest
+
+# the suite as another machine would run it: one torch thread, generic vector kernels, another world seed
+test-matrix: setup
+	GUIDEDRL_TEST_THREADS=1 $(BIN)/pytest
+	ATEN_CPU_CAPABILITY=default $(BIN)/pytest
+	GUIDEDRL_TEST_WORLD_SEED=7 $(BIN)/pytest
 
 demo: setup
 	$(BIN)/guidedrl demo --world $(WORLD)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from guidedrl.config import world_preset
+from guidedrl.world.settings import world_preset
 from guidedrl.world.build import build_world
 
 

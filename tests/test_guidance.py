@@ -10,19 +10,20 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from guidedrl.batch import RolloutBatch
-from guidedrl.config import GuidanceConfig
+from guidedrl.batch import RolloutBatch, trim
+from guidedrl.config import GuidanceConfig, RewardSpec
 from guidedrl.data import encode_prompts
 from guidedrl.guidance.base import GuidanceContext
 from guidedrl.guidance.hint import HintGuidance, with_hint
 from guidedrl.guidance.selection import answer_slot_tokens, comprehension_scores, rank_candidates
 from guidedrl.guidance.teacher import TeacherGuidance
 from guidedrl.guidance.trigger import guidance_demand
-from guidedrl.rewards import math_answer_reward
+from guidedrl.rewards import Reward
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.teachers.pool import OfflinePool
+from scripted import build_tiny_world
 
 
 def test_trigger_fires_exactly_on_all_wrong_groups() -> None:
@@ -63,12 +64,17 @@ def test_answer_slot_holds_the_ground_truth(tmp_path: Path) -> None:
     assert answer_slot_tokens(tok, "no answer here", "3") is None
 
 
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_world(tmp_path_factory.mktemp("tiny"), ROWS)
+
+
 @pytest.fixture()
-def student(micro_world: Path):
-    tok = AutoTokenizer.from_pretrained(micro_world / "models" / "student")
-    model = AutoModelForCausalLM.from_pretrained(micro_world / "models" / "student").eval()
+def student(tiny_world: Path):
+    tok = AutoTokenizer.from_pretrained(tiny_world / "models" / "student")
+    model = AutoModelForCausalLM.from_pretrained(tiny_world / "models" / "student").eval()
     engine = HFEngine(model, tok.pad_token_id, tok.eos_token_id)
-    ctx = GuidanceContext(policy=model, tokenizer=tok, engine=engine, reward_fn=math_answer_reward,
+    ctx = GuidanceContext(policy=model, tokenizer=tok, engine=engine, reward=Reward([RewardSpec(name="math_answer")]),
                           correct_threshold=0.6, group_size=4, temperature=1.0, top_p=1.0, max_new_tokens=40, seed=0)
     return tok, engine, ctx
 
@@ -93,8 +99,8 @@ def _batch(tok, engine, correct: list[bool]) -> RolloutBatch:
 def test_teacher_guidance_replaces_failed_rows_with_verified_solutions_only(student) -> None:
     tok, engine, ctx = student
     batch = _batch(tok, engine, [False] * 4 + [True, False, False, False])
-    guided, metrics = TeacherGuidance(GuidanceConfig(ladder=["teacher"]), [OfflinePool()], ctx)(batch, ROWS, 0)
-    assert guided.size == batch.size and metrics["guidance/rate"] == 0.5
+    guided, metrics = TeacherGuidance(GuidanceConfig(ladder=["teacher"]), ctx, [OfflinePool()])(batch, ROWS, 0)
+    assert guided.size == batch.size and metrics["guidance/teacher/rate"] == 0.5
     teacher_rows = guided.off_policy.nonzero().flatten().tolist()
     assert len(teacher_rows) == 2 and set(guided.group_index[teacher_rows].tolist()) == {0}
     texts = guided.rollouts.select(teacher_rows).response_texts(tok)
@@ -104,12 +110,12 @@ def test_teacher_guidance_replaces_failed_rows_with_verified_solutions_only(stud
     # the solved group is left exactly as it was
     untouched = lambda b: sorted(b.rollouts.select((b.group_index == 1).nonzero().flatten()).response_texts(tok))
     assert untouched(guided) == untouched(batch)
-    assert metrics["guidance/selected/a"] + metrics["guidance/selected/b"] == 2
+    assert metrics["guidance/teacher/selected/a"] + metrics["guidance/teacher/selected/b"] == 2
 
 
 def test_selection_prefers_the_solution_the_student_comprehends(student) -> None:
     tok, engine, ctx = student
-    strategy = TeacherGuidance(GuidanceConfig(ladder=["teacher"], num_guidance=1), [OfflinePool()], ctx)
+    strategy = TeacherGuidance(GuidanceConfig(ladder=["teacher"], num_guidance=1), ctx, [OfflinePool()])
     prompt = encode_prompts(tok, [ROWS[0]["prompt"]])[0]
     texts = [s["text"] for s in ROWS[0]["teacher_solutions"]]
     scores = strategy.comprehension([prompt] * 3, texts, ["39"] * 3)
@@ -119,7 +125,8 @@ def test_selection_prefers_the_solution_the_student_comprehends(student) -> None
     picked = guided.rollouts.select(guided.off_policy.nonzero().flatten()).response_texts(tok)
     best_correct = max([0, 2], key=lambda i: scores[i])
     assert texts[best_correct] in picked
-    assert metrics["guidance/score_selected"] >= metrics.get("guidance/score_rejected", 0.0)
+    # the one rejected candidate is the worse verified solution of the first problem (the second has one only)
+    assert metrics["guidance/teacher/score_rejected"] == pytest.approx(min(scores[0], scores[2]))
 
 
 def test_an_empty_or_all_wrong_pool_leaves_the_group_on_policy_with_a_warning(student, caplog) -> None:
@@ -127,9 +134,9 @@ def test_an_empty_or_all_wrong_pool_leaves_the_group_on_policy_with_a_warning(st
     rows = [dict(r, teacher_solutions=[{"teacher": "b", "text": "\\boxed{0}"}]) for r in ROWS]
     batch = _batch(tok, engine, [False] * 8)
     with caplog.at_level(logging.WARNING):
-        guided, metrics = TeacherGuidance(GuidanceConfig(ladder=["teacher"]), [OfflinePool()], ctx)(batch, rows, 3)
+        guided, metrics = TeacherGuidance(GuidanceConfig(ladder=["teacher"]), ctx, [OfflinePool()])(batch, rows, 3)
     assert not guided.off_policy.any() and guided.size == batch.size
-    assert metrics["guidance/empty_pool"] == 1.0
+    assert metrics["guidance/teacher/empty_pool"] == 1.0
     assert "no verified teacher solution" in caplog.text
 
 
@@ -139,10 +146,10 @@ def test_hinted_rows_are_trained_without_the_hint_and_keep_hinted_behaviour_logp
     batch = _batch(tok, engine, [False] * 4 + [True] * 4)
     guided, metrics = HintGuidance(cfg, ctx, [])(batch, ROWS, 0)
     hinted = guided.hinted.nonzero().flatten()
-    assert len(hinted) == 4 and metrics["hint/rate"] == 0.5
+    assert len(hinted) == 4 and metrics["guidance/hint/rate"] == 0.5
     assert not (guided.group_index[hinted] - 0).any()
     assert guided.size == 8  # the failed group was replaced, not extended
-    sub = guided.rollouts.select(hinted)
+    sub = trim(guided.rollouts.select(hinted))
     inputs = tok.batch_decode(sub.input_ids, skip_special_tokens=True)
     assert all("hint" not in text for text in inputs)
     assert all(text.startswith(ROWS[0]["prompt"]) for text in inputs)

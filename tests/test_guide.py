@@ -1,4 +1,4 @@
-"""Guide: the capability-gain analysis, PPO's critic and whitened GAE, and the Guide/PPO configs end to end."""
+"""Guide's lens and PPO's pieces: the capability-gain analysis, whitened GAE, the critic, `guidedrl analyze`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from guidedrl.algorithms.advantages import ADVANTAGES, AdvantageInputs
+from guidedrl.algorithms.advantages import AdvantageInputs
 from guidedrl.cli import app
 from guidedrl.config import CriticConfig, TrainConfig
 from guidedrl.eval.capability import capability_table, classify
+from guidedrl.registry import ADVANTAGES
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.trainer.critic import Critic
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import load_config
+from scripted import ScriptedEngine, build_tiny_world
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -44,15 +46,26 @@ def test_gae_advantage_is_whitened_over_response_tokens() -> None:
     # γ = λ = 1: advantage of each token = R − V(t) → row 0: [0.5, 0.5], row 1: [−0.2]
     raw = torch.tensor([0.5, 0.5, -0.2])
     expected = (raw - raw.mean()) / raw.std()
-    out = ADVANTAGES["gae"](AdvantageInputs(rewards=rewards, response_mask=mask, group_index=torch.tensor([0, 0]),
+    out = ADVANTAGES.get("gae")(AdvantageInputs(rewards=rewards, response_mask=mask, group_index=torch.tensor([0, 0]),
                                             values=values), 0.0)
     torch.testing.assert_close(out[mask.bool()], expected)
     assert out[~mask.bool()].abs().sum() == 0
 
 
-def test_critic_fits_the_returns_of_a_fixed_batch(micro_world: Path) -> None:
+ROWS = [{"prompt": "2+3\n", "answer": "5", "hint": "first 2+3=5"}, {"prompt": "4*2\n", "answer": "8", "hint": "x"}]
+SCRIPT = {"2+3\n": ["\\boxed{5}", "\\boxed{4}"], "4*2\n": ["\\boxed{8}", "8"],
+          "2+3\nhint: first 2+3=5\n": ["\\boxed{5}"] * 2, "4*2\nhint: x\n": ["8"] * 2}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_world(tmp_path_factory.mktemp("tiny"), ROWS)
+
+
+def test_critic_fits_the_returns_of_a_fixed_batch(world: Path) -> None:
+    """A small learning check with a huge margin: 30 full-batch steps of value regression on two rows."""
     torch.manual_seed(0)
-    critic = Critic(str(micro_world / "models" / "student"), CriticConfig(lr=3e-3, value_clip=None))
+    critic = Critic(str(world / "models" / "student"), CriticConfig(lr=3e-3, value_clip=None))
     rollouts = Rollouts.from_token_lists([[1, 10, 11], [1, 12]], [[20, 21, 2], [22, 2]], pad_id=0, eos_id=2)
     rewards = torch.tensor([1.0, 0.0])
     assert critic.values(rollouts).abs().sum() == 0  # the head starts at zero
@@ -62,40 +75,17 @@ def test_critic_fits_the_returns_of_a_fixed_batch(micro_world: Path) -> None:
     assert values[0, :3].mean() > values[1, :2].mean() + 0.5  # the rewarded row is valued higher
 
 
-def _micro(config: str, world: Path, out: Path, steps: int, *extra: str) -> TrainConfig:
-    return load_config(CONFIGS / config, TrainConfig, [
-        f"world={world}", f"output_dir={out}", f"steps={steps}", "save_every=0", "rollout.prompts_per_step=8",
-        "rollout.max_new_tokens=32", "optim.micro_batch_size=64", "eval.samples=2", "eval.ks=[1,2]",
-        "eval.max_problems=8", *extra])
-
-
-@pytest.mark.parametrize("config", ["guide_grpo.yaml", "guide_ppo.yaml", "ppo.yaml"])
-def test_guide_and_ppo_configs_train(config: str, micro_world: Path, tmp_path: Path) -> None:
-    trainer = Trainer(_micro(config, micro_world, tmp_path / "run", 2), console=Console(quiet=True))
-    metrics = [trainer.train_step() for _ in range(2)]
-    if "guide" in config:
-        assert all("hint/rate" in m for m in metrics)
-        assert any(m.get("hint/rate", 0) > 0 for m in metrics)  # the micro student fails some groups
-    if "ppo" in config:
-        assert all("critic/value_loss" in m for m in metrics)
-
-
-def test_analyze_reads_a_finished_run(micro_world: Path, tmp_path: Path) -> None:
+def test_analyze_reads_a_finished_run(world: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    Trainer(_micro("guide_grpo.yaml", micro_world, run, 1), console=Console(quiet=True)).train()
+    cfg = load_config(CONFIGS / "guide_grpo.yaml", TrainConfig, [
+        f"world={world}", f"output_dir={run}", "steps=1", "save_every=0", "rollout.prompts_per_step=2",
+        "rollout.group_size=2", "eval.samples=2", "eval.ks=[1,2]"])
+    Trainer(cfg, console=Console(quiet=True), engine=lambda p, t, _: ScriptedEngine(p, t, SCRIPT)).train()
     result = CliRunner().invoke(app, ["analyze", str(run)])
     assert result.exit_code == 0, result.output
     analysis = json.loads((run / "analysis.json").read_text())
     assert set(analysis) == {"test_id", "test_ood"}
-    assert analysis["test_id"]["problems_compared"] == 8
-    assert sum(analysis["test_id"]["counts"].values()) == 8
-
-
-def test_ppo_resume_restores_the_critic(micro_world: Path, tmp_path: Path) -> None:
-    cfg = _micro("ppo.yaml", micro_world, tmp_path / "run", 2)
-    first = Trainer(cfg, console=Console(quiet=True))
-    first.train_step()
-    first.save()
-    resumed = Trainer(cfg, resume=True, console=Console(quiet=True))
-    for a, b in zip(first.critic.state_dict().values(), resumed.critic.state_dict().values()):
-        torch.testing.assert_close(a, b)
+    # scripted: greedy and samples alike answer 2+3 right half the time, 4*2 right half the time (one boxed answer)
+    assert analysis["test_id"]["problems_compared"] == 2
+    assert analysis["test_id"]["counts"] == {"already_solved": 2, "compressed": 0, "capability_gain": 0,
+                                             "not_improved": 0, "unsolved": 0}

@@ -1,16 +1,22 @@
-"""Policy losses, shaping, regularizers and aggregation against values computed by hand."""
+"""Surrogates, shaping, regularizers, aggregation and the policy loss against values computed by hand."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
-from guidedrl.algorithms.losses import (
-    POLICY_LOSSES, LossInputs, LossSettings, aggregate, clipped_surrogate, k2_kl, k3_kl, label_ce,
-    mean_reverse_kl, mismatch_ratio, percentile_gamma, ratio_of, register_policy_loss, shape, value_loss)
+from guidedrl.algorithms.aggregation import Denominators, aggregate
+from guidedrl.algorithms.distill import mean_reverse_kl, mismatch_ratio
+from guidedrl.algorithms.losses import LossInputs, policy_loss, value_loss
+from guidedrl.algorithms.regularizers import k2_kl, k3_kl
+from guidedrl.algorithms.surrogates import SurrogateParams, quantile_gamma, ratio_of, shape
+from guidedrl.config import AGG_MODES, AlgorithmConfig
+from guidedrl.registry import SURROGATES
+
+POLICY, TEACHER, HINTED = 0, 1, 2
+clipped_surrogate = SURROGATES.get("clip")
 
 
 def assert_values(t: torch.Tensor, expected: list | float, atol: float = 1e-6) -> None:
@@ -21,6 +27,20 @@ def assert_values(t: torch.Tensor, expected: list | float, atol: float = 1e-6) -
 def logs(*probs: float) -> torch.Tensor:
     """A 1×n row of log-probabilities that carries grad."""
     return torch.tensor([[math.log(p) for p in probs]], requires_grad=True)
+
+
+def inputs(logp: torch.Tensor, behaviour: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor | None = None,
+           kind: int | list[int] = POLICY, **extra: torch.Tensor) -> LossInputs:
+    """LossInputs with every row of one kind (or a kind per row)."""
+    b = logp.shape[0]
+    kinds = torch.tensor(kind if isinstance(kind, list) else [kind] * b)
+    return LossInputs(logp=logp, behaviour_logp=behaviour, advantages=adv,
+                      response_mask=torch.ones_like(logp) if mask is None else mask, kind=kinds, **extra)
+
+
+def loss_of(x: LossInputs, step: int = 1, **algo: object) -> tuple[torch.Tensor, dict[str, float]]:
+    """The policy loss under an AlgorithmConfig built from ``algo``."""
+    return policy_loss(x, AlgorithmConfig(**algo), step, x.logp.shape[1])
 
 
 # ---- aggregation -------------------------------------------------------------------------------------------
@@ -48,6 +68,18 @@ def test_aggregate_empty_mask_is_zero_with_grad(mode: str) -> None:
     assert torch.equal(loss_mat.grad, torch.zeros(2, 3))
 
 
+@pytest.mark.parametrize("mode", AGG_MODES)
+def test_micro_batches_with_mini_batch_denominators_add_up_to_the_whole(mode: str) -> None:
+    torch.manual_seed(0)
+    loss_mat, mask = torch.randn(5, 4), torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0],
+                                                      [1, 1, 1, 0]])
+    whole = aggregate(loss_mat, mask, mode, 6)
+    d = Denominators.of(mask)
+    parts = sum(aggregate(loss_mat[rows], mask[rows], mode, 6, d) for rows in ([0, 3], [1], [2, 4]))
+    assert_values(parts, float(whole), atol=1e-6)
+    assert d.tokens == 10 and d.rows == 4
+
+
 def test_aggregate_unknown_mode_names_it() -> None:
     with pytest.raises(ValueError, match="seq-sum"):
         aggregate(LOSS_MAT, AGG_MASK, "seq-sum")
@@ -59,7 +91,7 @@ def test_clipped_surrogate_both_sides() -> None:
     # A<0, ρ=0.5 < 0.8: max(0.5, 0.8) = 0.8 (clipped); A<0, ρ=1.1: 1.1.
     logp = logs(1.5, 0.9, 0.5, 1.1)
     adv = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
-    loss, clipped = clipped_surrogate(logp, torch.zeros(1, 4), adv, 0.2, 0.2)
+    loss, clipped = clipped_surrogate(logp, torch.zeros(1, 4), adv, SurrogateParams())
     assert_values(loss, [[-1.2, -0.9, 0.8, 1.1]])
     assert clipped.tolist() == [[True, False, True, False]]
     loss.sum().backward()
@@ -68,7 +100,8 @@ def test_clipped_surrogate_both_sides() -> None:
 
 
 def test_clipped_surrogate_asymmetric_clip_higher() -> None:
-    loss, clipped = clipped_surrogate(logs(1.25, 1.3, 0.75), torch.zeros(1, 3), torch.ones(1, 3), 0.2, 0.28)
+    loss, clipped = clipped_surrogate(logs(1.25, 1.3, 0.75), torch.zeros(1, 3), torch.ones(1, 3),
+                                      SurrogateParams(eps_high=0.28))
     assert_values(loss, [[-1.25, -1.28, -0.75]])  # ρ=0.75 < 0.8 with A>0 keeps the unclipped −0.75
     assert clipped.tolist() == [[False, True, False]]
 
@@ -78,14 +111,14 @@ def test_dual_clip_only_for_negative_advantages() -> None:
     # A=−1, ρ=2: max(2, 1.2) = 2 < 3 stays. A=−2, ρ=4: max(8, 2.4) = 8 → min(8, 6) = 6.
     logp = logs(5.0, 5.0, 2.0, 4.0)
     adv = torch.tensor([[-1.0, 1.0, -1.0, -2.0]])
-    loss, clipped = clipped_surrogate(logp, torch.zeros(1, 4), adv, 0.2, 0.2, dual_clip=3.0)
+    loss, clipped = clipped_surrogate(logp, torch.zeros(1, 4), adv, SurrogateParams(dual_clip=3.0))
     assert_values(loss, [[3.0, -1.2, 2.0, 6.0]], atol=1e-5)
     assert clipped.tolist() == [[True, True, False, True]]
 
 
 def test_log_ratio_clamped_before_exp() -> None:
     assert_values(ratio_of(torch.tensor([50.0, -50.0]), torch.zeros(2)), [math.exp(20), math.exp(-20)], atol=1.0)
-    loss, _ = clipped_surrogate(torch.tensor([[80.0]]), torch.zeros(1, 1), -torch.ones(1, 1), 0.2, 0.2)
+    loss, _ = clipped_surrogate(torch.tensor([[80.0]]), torch.zeros(1, 1), -torch.ones(1, 1), SurrogateParams())
     assert torch.isfinite(loss).all()
 
 
@@ -94,82 +127,80 @@ def test_shape_value() -> None:
     assert_values(shape(torch.tensor([0.3, 1.0]), 0.1), [0.3 / 0.4, 1.0 / 1.1])
 
 
-def test_percentile_gamma_ignores_padding_and_is_detached() -> None:
+def test_quantile_gamma_ignores_padding_and_is_detached() -> None:
     ratio = torch.tensor([[1.0, 2.0, 100.0], [4.0, 50.0, 7.0]], requires_grad=True)
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    gamma = percentile_gamma(ratio, mask, q=0.9)
+    gamma = quantile_gamma(ratio, mask, q=0.9)
     # masked values sorted (1, 2, 4); position (3 − 1)·0.9 = 1.8 → 2 + 0.8·(4 − 2) = 3.6
     assert_values(gamma, 3.6, atol=1e-5)
     assert not gamma.requires_grad
 
 
-def test_percentile_gamma_floor() -> None:
-    assert_values(percentile_gamma(torch.full((1, 3), 1e-7), torch.ones(1, 3)), 1e-4, atol=1e-9)
-    assert_values(percentile_gamma(torch.ones(1, 3), torch.zeros(1, 3)), 1e-4, atol=1e-9)
+def test_quantile_gamma_floor() -> None:
+    assert_values(quantile_gamma(torch.full((1, 3), 1e-7), torch.ones(1, 3), 0.9), 1e-4, atol=1e-9)
+    assert_values(quantile_gamma(torch.ones(1, 3), torch.zeros(1, 3), 0.9), 1e-4, atol=1e-9)
 
 
 def test_off_policy_shaped_loss_value_and_gradient() -> None:
     # teacher tokens, behaviour_logp = 0 so ρ = p = π_θ: loss per token −A·p/(p+γ), γ = 0.1
     p, adv, gamma = [0.3, 0.05], [2.0, -1.0], 0.1
     logp = logs(*p)
-    x = LossInputs(logp=logp, behaviour_logp=torch.zeros(1, 2), advantages=torch.tensor([adv]),
-                   response_mask=torch.ones(1, 2), off_policy_mask=torch.ones(1, 2, dtype=torch.bool))
-    loss, stats = POLICY_LOSSES["mixed"](x, LossSettings(off_policy_gamma=gamma))
+    x = inputs(logp, torch.zeros(1, 2), torch.tensor([adv]), kind=TEACHER)
+    loss, stats = loss_of(x, surrogate={"teacher": {"name": "shaped", "gamma": gamma}})
     per_token = [-a * q / (q + gamma) for q, a in zip(p, adv)]  # −1.5, +0.3333
     assert_values(loss, sum(per_token) / 2)
     loss.backward()
     # d/dlogp of −A·p/(p+γ) = −A·γ·p/(p+γ)², halved by the token mean
     grad = [-a * gamma * q / (q + gamma) ** 2 / 2 for q, a in zip(p, adv)]
     assert_values(logp.grad, [grad])
-    assert stats["off_policy_prob_mean"] == pytest.approx(sum(p) / 2)
+    assert stats["teacher_prob_mean"] == pytest.approx(sum(p) / 2)
     assert "clip_frac" not in stats  # no on-policy token
 
 
 def test_off_policy_tokens_are_not_clipped() -> None:
     # with known teacher log-probs the ratio can exceed 1 + ε: shaping applies, no clip
-    x = LossInputs(logp=logs(0.9), behaviour_logp=torch.tensor([[math.log(0.3)]]), advantages=torch.ones(1, 1),
-                   response_mask=torch.ones(1, 1), off_policy_mask=torch.ones(1, 1, dtype=torch.bool))
-    loss, _ = POLICY_LOSSES["mixed"](x, LossSettings())
+    x = inputs(logs(0.9), torch.tensor([[math.log(0.3)]]), torch.ones(1, 1), kind=TEACHER)
+    loss, _ = loss_of(x)
     assert_values(loss, -3.0 / 3.1)
 
 
 # ---- hinted rows (Guide) ----------------------------------------------------------------------------------------
 def hinted_inputs(adv: float) -> LossInputs:
     """One hinted token: hint-free π_θ = 0.2, hinted behaviour π_old = 0.5, so ρ = 0.4 (not 0.2)."""
-    return LossInputs(logp=logs(0.2), behaviour_logp=torch.tensor([[math.log(0.5)]]),
-                      advantages=torch.tensor([[adv]]), response_mask=torch.ones(1, 1),
-                      hint_mask=torch.ones(1, 1, dtype=torch.bool))
+    return inputs(logs(0.2), torch.tensor([[math.log(0.5)]]), torch.tensor([[adv]]), kind=HINTED)
 
 
 def test_hinted_ratio_uses_behaviour_logp_constant_gamma() -> None:
-    loss, stats = POLICY_LOSSES["mixed"](hinted_inputs(1.0), LossSettings(hint_shaping="constant", hint_gamma=0.1))
+    loss, stats = loss_of(hinted_inputs(1.0), surrogate={"hinted": {"name": "shaped", "gamma": 0.1}})
     assert_values(loss, -0.4 / 0.5)  # −A·ρ/(ρ+γ) with ρ = 0.2 / 0.5
     assert stats["hint_ratio_mean"] == pytest.approx(0.4)
 
 
 def test_hinted_clip_option() -> None:
-    clip = LossSettings(hint_shaping="clip")
-    assert_values(POLICY_LOSSES["mixed"](hinted_inputs(1.0), clip)[0], -0.4)  # A>0, ρ<0.8: max(−0.4, −0.8)
-    assert_values(POLICY_LOSSES["mixed"](hinted_inputs(-1.0), clip)[0], 0.8)  # A<0, ρ<0.8: max(0.4, 0.8)
+    clip = {"hinted": {"name": "clip"}}
+    assert_values(loss_of(hinted_inputs(1.0), surrogate=clip)[0], -0.4)  # A>0, ρ<0.8: max(−0.4, −0.8)
+    assert_values(loss_of(hinted_inputs(-1.0), surrogate=clip)[0], 0.8)  # A<0, ρ<0.8: max(0.4, 0.8)
 
 
-def test_hinted_percentile_gamma_over_hinted_tokens_only() -> None:
-    # row 0 on-policy (ρ = 1, A = 0.5, two tokens + padding); row 1 hinted: ρ = 0.4, 1.0 and a padded ρ = e³
+def test_a_quantile_gamma_given_by_the_update_shapes_the_hinted_tokens() -> None:
+    # row 0 the student's own (ρ = 1, A = 0.5, two tokens + padding); row 1 hinted: ρ = 0.4, 1.0; the update
+    # passes the γ it took over the mini-batch's hinted tokens (here 0.94, the 0.9-quantile of 0.4 and 1.0)
     logp = torch.tensor([[-1.0, -2.0, 0.0], [math.log(0.2), math.log(0.5), 0.0]], requires_grad=True)
     behaviour = torch.tensor([[-1.0, -2.0, 0.0], [math.log(0.5), math.log(0.5), -3.0]])
     mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
-    hint = torch.tensor([[False, False, False], [True, True, True]])
-    x = LossInputs(logp=logp, behaviour_logp=behaviour, advantages=torch.tensor([[0.5] * 3, [1.0] * 3]),
-                   response_mask=mask, hint_mask=hint)
-    loss, stats = POLICY_LOSSES["mixed"](x, LossSettings(hint_percentile=0.9))
-    gamma = 0.4 + 0.9 * (1.0 - 0.4)  # q=0.9 of (0.4, 1.0) = 0.94; the padded e³ would change it
-    assert stats["hint_gamma"] == pytest.approx(gamma, abs=1e-6)
-    assert_values(loss, (-0.5 - 0.5 - 0.4 / (0.4 + gamma) - 1.0 / (1.0 + gamma)) / 4)
+    gamma = quantile_gamma(ratio_of(logp, behaviour)[1:], mask[1:], 0.9)
+    assert float(gamma) == pytest.approx(0.4 + 0.9 * (1.0 - 0.4), abs=1e-6)
+    x = inputs(logp, behaviour, torch.tensor([[0.5] * 3, [1.0] * 3]), mask, kind=[POLICY, HINTED],
+               gammas={"hinted": gamma})
+    loss, stats = loss_of(x)
+    g = float(gamma)
+    assert_values(loss, (-0.5 - 0.5 - 0.4 / (0.4 + g) - 1.0 / (1.0 + g)) / 4)
+    assert stats["hint_ratio_mean"] == pytest.approx(0.7)
 
 
-def test_unknown_hint_shaping_is_an_error() -> None:
-    with pytest.raises(ValueError, match="power"):
-        POLICY_LOSSES["mixed"](hinted_inputs(1.0), LossSettings(hint_shaping="power"))
+def test_unknown_surrogate_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="unknown surrogate 'power'"):
+        AlgorithmConfig(surrogate={"hinted": {"name": "power"}})
 
 
 # ---- regularizers and diagnostics ---------------------------------------------------------------------------------
@@ -189,10 +220,6 @@ def test_k2_value_and_gradient_through_logp_only() -> None:
     assert teacher.grad is None
 
 
-def test_label_ce() -> None:
-    assert_values(label_ce(torch.tensor([-0.1, -2.0])), [0.1, 2.0])
-
-
 def test_mismatch_ratio_counts_masked_tokens_only() -> None:
     teacher = torch.tensor([[1, 2, 3], [4, 5, 6]])
     tokens = torch.tensor([[1, 9, 3], [4, 9, 9]])
@@ -206,101 +233,87 @@ def test_mean_reverse_kl() -> None:
 
 
 def test_regularizers_add_with_their_coefficients() -> None:
-    # ρ = 1, A = 1 on two tokens: pg = −1. entropy (2, 4) mean 3 → −0.1·3; CE (1, 3) mean 2 → +0.5·2;
+    # ρ = 1, A = 1 on two tokens: pg = −1. entropy bonus (2, 4) mean 3 → −0.1·3; CE (1, 3) mean 2 → +0.5·2;
     # k2 with teacher (−2, −3) vs logp −1: (0.5, 2) mean 1.25 → +0.2·1.25. Total −0.05.
     logp = torch.tensor([[-1.0, -1.0]], requires_grad=True)
-    x = LossInputs(logp=logp, behaviour_logp=torch.tensor([[-1.0, -1.0]]), advantages=torch.ones(1, 2),
-                   response_mask=torch.ones(1, 2), entropy=torch.tensor([[2.0, 4.0]]),
-                   teacher_logp=torch.tensor([[-2.0, -3.0]]), label_logp=torch.tensor([[-1.0, -3.0]]))
-    s = LossSettings(entropy_coef=0.1, kdrl_coef=0.2, label_ce_coef=0.5)
-    loss, stats = POLICY_LOSSES["vanilla"](x, s)
+    x = inputs(logp, torch.tensor([[-1.0, -1.0]]), torch.ones(1, 2), entropy=torch.tensor([[2.0, 4.0]]),
+               teacher_logp=torch.tensor([[-2.0, -3.0]]), label_logp=torch.tensor([[-1.0, -3.0]]))
+    loss, stats = loss_of(x, regularizers={"entropy": {"coef": 0.1}, "kdrl": {"coef": 0.2},
+                                           "label_ce": {"coef": 0.5}})
     assert_values(loss, -1 - 0.3 + 1.0 + 0.25)
-    assert stats["pg_loss"] == pytest.approx(-1.0)
-    assert stats["entropy"] == pytest.approx(3.0)
-    assert stats["kdrl"] == pytest.approx(1.25)
-    assert stats["label_ce"] == pytest.approx(2.0)
+    assert stats["pg_loss"] == pytest.approx(-1.0) and stats["loss"] == pytest.approx(-0.05)
+    assert stats["entropy"] == pytest.approx(3.0) and stats["reg/entropy"] == pytest.approx(-3.0)
+    assert stats["reg/kdrl"] == pytest.approx(1.25)
+    assert stats["reg/label_ce"] == pytest.approx(2.0)
     assert stats["clip_frac"] == 0.0 and stats["ratio_mean"] == pytest.approx(1.0)
 
 
+def test_a_scheduled_coefficient_weights_its_regularizer_at_the_step() -> None:
+    x = inputs(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), label_logp=torch.tensor([[-1.0, -3.0]]))
+    loss, _ = loss_of(x, step=3, regularizers={"label_ce": {"coef": 0.5, "decay": 0.1}})
+    assert_values(loss, (0.5 - 2 * 0.1) * 2.0)
+
+
 def test_regularizer_aggregation_can_differ_from_pg() -> None:
-    # pg: Dr.GRPO sums over the row / 4; entropy: token mean of (2, 4) = 3
-    x = LossInputs(logp=torch.zeros(1, 2), behaviour_logp=torch.zeros(1, 2), advantages=torch.ones(1, 2),
-                   response_mask=torch.ones(1, 2), entropy=torch.tensor([[2.0, 4.0]]))
-    s = LossSettings(agg_mode="seq-mean-token-sum-norm", norm_length=4, entropy_coef=0.1, reg_agg_mode="token-mean")
-    loss, _ = POLICY_LOSSES["mixed"](x, s)
+    # pg: Dr.GRPO sums over the row / 4; entropy: token mean of (2, 4) = 3 (AMPO's code)
+    x = inputs(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), entropy=torch.tensor([[2.0, 4.0]]))
+    loss, _ = policy_loss(x, AlgorithmConfig(agg_mode="seq-mean-token-sum-norm", regularizers={
+        "entropy": {"coef": 0.1, "agg_mode": "token-mean"}}), 1, 4)
     assert_values(loss, -2 / 4 - 0.1 * 3)
 
 
-@pytest.mark.parametrize(("coef", "field"), [("kl_coef", "ref_logp"), ("entropy_coef", "entropy"),
-                                             ("kdrl_coef", "teacher_logp"), ("label_ce_coef", "label_logp")])
-def test_missing_regularizer_input_is_an_error(coef: str, field: str) -> None:
-    x = LossInputs(logp=torch.zeros(1, 2), behaviour_logp=torch.zeros(1, 2), advantages=torch.ones(1, 2),
-                   response_mask=torch.ones(1, 2))
-    with pytest.raises(ValueError, match=field):
-        POLICY_LOSSES["mixed"](x, replace(LossSettings(), **{coef: 0.1}))
-
-
 def test_kl_term_uses_k3_token_mean() -> None:
-    x = LossInputs(logp=torch.tensor([[math.log(0.5), 0.0]]), behaviour_logp=torch.tensor([[math.log(0.5), 0.0]]),
-                   advantages=torch.zeros(1, 2), response_mask=torch.tensor([[1, 0]]),
-                   ref_logp=torch.tensor([[math.log(0.25), 5.0]]))
-    loss, stats = POLICY_LOSSES["vanilla"](x, LossSettings(kl_coef=0.5))
-    assert stats["kl"] == pytest.approx(0.5 + math.log(2) - 1, abs=1e-6)  # the padded token is ignored
+    x = inputs(torch.tensor([[math.log(0.5), 0.0]]), torch.tensor([[math.log(0.5), 0.0]]), torch.zeros(1, 2),
+               torch.tensor([[1, 0]]), ref_logp=torch.tensor([[math.log(0.25), 5.0]]))
+    loss, stats = loss_of(x, regularizers={"kl": {"coef": 0.5}})
+    assert stats["reg/kl"] == pytest.approx(0.5 + math.log(2) - 1, abs=1e-6)  # the padded token is ignored
     assert_values(loss, 0.5 * (0.5 + math.log(2) - 1))
 
 
-# ---- registered losses -----------------------------------------------------------------------------------------
-def test_mixed_reduces_to_vanilla_without_masks() -> None:
+# ---- the policy loss ---------------------------------------------------------------------------------------------
+def test_own_samples_alone_are_the_clipped_surrogate_aggregated() -> None:
     torch.manual_seed(0)
     logp = torch.randn(3, 5, requires_grad=True)
     behaviour = logp.detach() + 0.3 * torch.randn(3, 5)
     adv = torch.randn(3, 1).expand(3, 5)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
-    s = LossSettings(dual_clip=3.0, agg_mode="seq-mean-token-mean")
-    base = LossInputs(logp=logp, behaviour_logp=behaviour, advantages=adv, response_mask=mask)
-    none_set = torch.zeros(3, 5, dtype=torch.bool)
-    vanilla_loss, vanilla_stats = POLICY_LOSSES["vanilla"](base, s)
-    mixed_loss, mixed_stats = POLICY_LOSSES["mixed"](replace(base, off_policy_mask=none_set, hint_mask=none_set), s)
-    assert torch.equal(vanilla_loss, mixed_loss) and vanilla_stats == mixed_stats
-    direct, _ = clipped_surrogate(logp, behaviour, adv, 0.2, 0.2, 3.0)
-    assert torch.equal(vanilla_loss, aggregate(direct, mask, "seq-mean-token-mean"))
+    loss, _ = loss_of(inputs(logp, behaviour, adv, mask), dual_clip=3.0, agg_mode="seq-mean-token-mean")
+    direct, _ = clipped_surrogate(logp, behaviour, adv, SurrogateParams(dual_clip=3.0))
+    assert torch.equal(loss, aggregate(direct, mask, "seq-mean-token-mean"))
 
 
-def test_vanilla_refuses_teacher_and_hinted_tokens() -> None:
-    x = LossInputs(logp=torch.zeros(1, 2), behaviour_logp=torch.zeros(1, 2), advantages=torch.ones(1, 2),
-                   response_mask=torch.ones(1, 2), off_policy_mask=torch.tensor([[True, False]]))
-    with pytest.raises(ValueError, match="off_policy_mask"):
-        POLICY_LOSSES["vanilla"](x, LossSettings())
-    with pytest.raises(ValueError, match="hint_mask"):
-        POLICY_LOSSES["vanilla"](replace(x, off_policy_mask=None, hint_mask=torch.tensor([[False, True]])),
-                                 LossSettings())
+def test_each_kind_of_row_gets_its_own_surrogate() -> None:
+    # one row of each kind, ρ = 1.5 everywhere, A = 1: policy clip → −1.2; teacher shaped γ 0.1 → −1.5/1.6;
+    # hinted plain (configured) → −1.5
+    x = inputs(torch.full((3, 1), math.log(1.5)), torch.zeros(3, 1), torch.ones(3, 1), kind=[POLICY, TEACHER, HINTED])
+    loss, stats = loss_of(x, surrogate={"hinted": {"name": "plain"}})
+    assert_values(loss, (-1.2 - 1.5 / 1.6 - 1.5) / 3)
+    assert stats["clip_frac"] == 1.0 and stats["teacher_prob_mean"] == pytest.approx(1.5)  # per kind's own tokens
 
 
-def test_on_policy_clip_off_is_plain_ratio() -> None:
-    x = LossInputs(logp=logs(1.5), behaviour_logp=torch.zeros(1, 1), advantages=torch.ones(1, 1),
-                   response_mask=torch.ones(1, 1))
-    assert_values(POLICY_LOSSES["mixed"](x, LossSettings())[0], -1.2)
-    loss, stats = POLICY_LOSSES["mixed"](x, LossSettings(on_policy_clip=False))
+def test_plain_policy_surrogate_is_the_unclipped_ratio() -> None:
+    x = inputs(logs(1.5), torch.zeros(1, 1), torch.ones(1, 1))
+    assert_values(loss_of(x)[0], -1.2)
+    loss, stats = loss_of(x, surrogate={"policy": {"name": "plain"}})
     assert_values(loss, -1.5)
     assert stats["clip_frac"] == 0.0
 
 
-def test_clip_frac_over_on_policy_tokens() -> None:
-    x = LossInputs(logp=logs(1.5, 0.9, 0.5, 1.1, 0.01), behaviour_logp=torch.zeros(1, 5),
-                   advantages=torch.tensor([[1.0, 1.0, -1.0, -1.0, 1.0]]), response_mask=torch.ones(1, 5),
-                   off_policy_mask=torch.tensor([[False, False, False, False, True]]))
-    _, stats = POLICY_LOSSES["mixed"](x, LossSettings())
+def test_clip_frac_and_ratio_mean_over_the_students_own_tokens() -> None:
+    x = inputs(torch.log(torch.tensor([[1.5, 0.9, 0.5, 1.1], [0.01, 0.01, 0.01, 0.01]])), torch.zeros(2, 4),
+               torch.tensor([[1.0, 1.0, -1.0, -1.0], [1.0] * 4]), kind=[POLICY, TEACHER])
+    _, stats = loss_of(x)
     assert stats["clip_frac"] == pytest.approx(0.5)
     assert stats["ratio_mean"] == pytest.approx((1.5 + 0.9 + 0.5 + 1.1) / 4)
 
 
 def test_registry_refuses_duplicates() -> None:
-    with pytest.raises(ValueError, match="mixed"):
-        register_policy_loss("mixed")(POLICY_LOSSES["mixed"])
+    with pytest.raises(ValueError, match="shaped"):
+        SURROGATES.register("shaped")(clipped_surrogate)
 
 
-@pytest.mark.parametrize(("loss_name", "teacher"), [("vanilla", False), ("mixed", True)])
-def test_one_sgd_step_moves_log_probs_with_the_advantage_sign(loss_name: str, teacher: bool) -> None:
+@pytest.mark.parametrize("kind", [POLICY, TEACHER])
+def test_one_sgd_step_moves_log_probs_with_the_advantage_sign(kind: int) -> None:
     # two rows with their own logits; row 0 samples token 1 with A = +1, row 1 samples token 2 with A = −1
     logits = torch.nn.Parameter(torch.zeros(2, 1, 4))
     tokens = torch.tensor([[1], [2]])
@@ -309,11 +322,8 @@ def test_one_sgd_step_moves_log_probs_with_the_advantage_sign(loss_name: str, te
         return torch.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
     before = token_logp().detach()
-    behaviour = torch.zeros(2, 1) if teacher else before
-    off = torch.ones(2, 1, dtype=torch.bool) if teacher else None
-    x = LossInputs(logp=token_logp(), behaviour_logp=behaviour, advantages=torch.tensor([[1.0], [-1.0]]),
-                   response_mask=torch.ones(2, 1), off_policy_mask=off)
-    loss, _ = POLICY_LOSSES[loss_name](x, LossSettings())
+    behaviour = torch.zeros(2, 1) if kind == TEACHER else before
+    loss, _ = loss_of(inputs(token_logp(), behaviour, torch.tensor([[1.0], [-1.0]]), kind=kind))
     loss.backward()
     torch.optim.SGD([logits], lr=0.5).step()
     after = token_logp().detach()

@@ -1,10 +1,13 @@
-"""TGPO / reverse-KL distillation: the teacher's view of the student's rollouts, the losses, the wiring."""
+"""TGPO / reverse-KL distillation: the teacher's view of the student's rollouts, the terms it feeds, the wiring.
+
+Models are untrained (the tiny world) and rollouts scripted, so every number is computed by hand or by a
+direct forward of the same models.
+"""
 
 from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,30 +16,52 @@ from rich.console import Console
 from tokenizers import Tokenizer, models
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from guidedrl.algorithms.advantages import ADVANTAGES, AdvantageInputs, plus_reverse_kl
-from guidedrl.algorithms.losses import (POLICY_LOSSES, LossInputs, LossSettings, plus_label_bonus, teacher_token_mask,
-                                        topk_forward_kl)
-from guidedrl.batch import RolloutBatch
-from guidedrl.config import TrainConfig
+from guidedrl.algorithms.advantages import AdvantageInputs
+from guidedrl.algorithms.distill import teacher_token_mask
+from guidedrl.algorithms.losses import LossInputs, policy_loss
+from guidedrl.algorithms.regularizers import topk_forward_kl
+from guidedrl.config import AlgorithmConfig, TrainConfig
 from guidedrl.data import encode_prompts
+from guidedrl.registry import ADVANTAGE_ADDONS, ADVANTAGES
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.hf_engine import HFEngine
-from guidedrl.teachers.scorer import TeacherScorer, TokenizerMismatchError
+from guidedrl.teachers.model import FrozenTeacher, TokenizerMismatchError
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import ConfigError, load_config
+from scripted import ScriptedEngine, build_tiny_world, response_ids, row_logits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROWS = [{"prompt": "2+3\n", "answer": "5", "hint": "first 2+3=5"},
+        {"prompt": "4*2\n", "answer": "8", "hint": "first 4*2=8"}]
+SCRIPT = {"2+3\n": ["\\boxed{5}", "\\boxed{4}", "2+3=5\n\\boxed{5}", "no"], "4*2\n": ["\\boxed{8}", "x"] * 2}
 
 
-def test_teacher_logprobs_on_student_prefixes_equal_a_direct_forward(micro_world: Path) -> None:
-    tok = AutoTokenizer.from_pretrained(micro_world / "models" / "student")
-    student = AutoModelForCausalLM.from_pretrained(micro_world / "models" / "student").eval()
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_world(tmp_path_factory.mktemp("tiny"), ROWS)
+
+
+def _tgpo(world: Path, out: Path, *overrides: str, script: dict = SCRIPT) -> Trainer:
+    cfg = load_config(CONFIGS / "tgpo.yaml", TrainConfig, [
+        f"world={world}", f"output_dir={out}", "steps=1", "save_every=0", "rollout.prompts_per_step=2",
+        "rollout.group_size=4", "rollout.max_new_tokens=32", "optim.micro_batch_size=3",
+        f"teacher_signal.path={world / 'models' / 'teacher'}", *overrides])
+    return Trainer(cfg, console=Console(quiet=True), engine=lambda p, t, _: ScriptedEngine(p, t, script))
+
+
+def _logp(model, tok, prompt: str, text: str) -> torch.Tensor:
+    """log-softmax (R×V) of a model at every position of ``text`` after ``prompt``."""
+    return torch.log_softmax(row_logits(model, tok, prompt, text), -1)
+
+
+def test_teacher_logprobs_on_student_prefixes_equal_a_direct_forward(world: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(world / "models" / "student")
+    student = AutoModelForCausalLM.from_pretrained(world / "models" / "student").eval()
     prompts = encode_prompts(tok, ["3+4*2\n", "9-2\n", "5*5-7+1\n"])
     rollouts = HFEngine(student, tok.pad_token_id, tok.eos_token_id).generate(
         prompts, 2, SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=24, seed=3))
-    scorer = TeacherScorer(str(micro_world / "models" / "teacher_rewrite"), tok, top_k=3)
-    signal = scorer.score(rollouts)
-    teacher = AutoModelForCausalLM.from_pretrained(micro_world / "models" / "teacher_rewrite").eval()
+    pred = FrozenTeacher(str(world / "models" / "teacher"), tok, top_k=3).predict(rollouts)
+    teacher = AutoModelForCausalLM.from_pretrained(world / "models" / "teacher").eval()
     for row in range(rollouts.size):  # one unpadded sequence at a time, no shared batching
         p = [t for t, m in zip(rollouts.prompt_ids[row].tolist(), rollouts.prompt_mask[row].tolist()) if m]
         n = int(rollouts.response_mask[row].sum())
@@ -44,28 +69,38 @@ def test_teacher_logprobs_on_student_prefixes_equal_a_direct_forward(micro_world
         with torch.no_grad():
             logits = teacher(torch.tensor([p + r])).logits[0, len(p) - 1:len(p) - 1 + n]
         direct = torch.log_softmax(logits.float(), -1)
-        expected = direct.gather(-1, torch.tensor(r)[:, None]).squeeze(-1)
-        torch.testing.assert_close(signal.logp[row, :n], expected, atol=1e-4, rtol=1e-4)
-        assert signal.label[row, :n].tolist() == direct.argmax(-1).tolist()
+        torch.testing.assert_close(pred.logp[row, :n], direct.gather(-1, torch.tensor(r)[:, None]).squeeze(-1),
+                                   atol=1e-4, rtol=1e-4)
+        assert pred.label[row, :n].tolist() == direct.argmax(-1).tolist()
         top = direct.topk(3, dim=-1)
-        assert signal.topk_ids[row, :n].tolist() == top.indices.tolist()
-        torch.testing.assert_close(signal.topk_logp[row, :n], top.values, atol=1e-4, rtol=1e-4)
-        assert signal.logp[row, n:].abs().sum() == 0
+        assert pred.topk_ids[row, :n].tolist() == top.indices.tolist()
+        torch.testing.assert_close(pred.topk_logp[row, :n], top.values, atol=1e-4, rtol=1e-4)
+        assert pred.logp[row, n:].abs().sum() == 0
 
 
-def test_mismatched_tokenizers_are_refused(micro_world: Path, tmp_path: Path) -> None:
+def test_mismatched_tokenizers_and_oversized_top_k_are_refused(world: Path, tmp_path: Path) -> None:
     other = tmp_path / "other_teacher"
-    shutil.copytree(micro_world / "models" / "teacher_rewrite", other)
+    shutil.copytree(world / "models" / "teacher", other)
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "x": 4, "+": 5}  # ids mean other tokens
     PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
                             pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(other)
-    student_tok = AutoTokenizer.from_pretrained(micro_world / "models" / "student")
+    student_tok = AutoTokenizer.from_pretrained(world / "models" / "student")
     with pytest.raises(TokenizerMismatchError, match="does not match the student's"):
-        TeacherScorer(str(other), student_tok)
-    cfg = TrainConfig(world=str(micro_world), output_dir=str(tmp_path / "run"),
-                      teacher_signal={"path": str(other), "ce_coef": 0.1})
+        FrozenTeacher(str(other), student_tok)
     with pytest.raises(ConfigError, match="teacher_signal.path"):
-        Trainer(cfg, console=Console(quiet=True))
+        _tgpo(world, tmp_path / "run", f"teacher_signal.path={other}")
+    with pytest.raises(ConfigError, match=r"top_k 450 exceeds the student's vocabulary \(62 tokens\)"):
+        _tgpo(world, tmp_path / "run2", "teacher_signal.top_k=450", "algorithm.regularizers.topk_kl.coef=0.01")
+
+
+def test_pieces_that_read_the_teacher_require_one() -> None:
+    for overrides in (["algorithm.advantage=rkl"], ["algorithm.regularizers.kdrl.coef=0.002"],
+                      ["algorithm.advantage_addons.label_bonus.coef=0.02"],
+                      ["algorithm.advantage_addons.reverse_kl.coef=0.1"]):
+        with pytest.raises(ConfigError, match="teacher_signal.path is required by algorithm"):
+            load_config(None, TrainConfig, overrides)
+    cfg = load_config(None, TrainConfig, ["algorithm.regularizers.label_ce.coef=0"])  # never active: no teacher
+    assert cfg.needs() == frozenset()
 
 
 def test_reverse_kl_advantage_and_tgpo_loss_on_a_tiny_vocabulary() -> None:
@@ -85,22 +120,21 @@ def test_reverse_kl_advantage_and_tgpo_loss_on_a_tiny_vocabulary() -> None:
     expected_adv = [ls([0.0, 3.0, 0.0])[0] - ls([2.0, 1.0, 0.0])[0], ls([1.0, 0.0, 1.0])[2] - ls([0.0, 0.0, 1.0])[2]]
     x = AdvantageInputs(rewards=torch.tensor([1.0]), response_mask=mask, group_index=torch.tensor([0]),
                         behaviour_logp=behaviour, teacher_logp=teacher_logp)
-    torch.testing.assert_close(ADVANTAGES["rkl"](x)[0], torch.tensor(expected_adv))
+    torch.testing.assert_close(ADVANTAGES.get("rkl")(x)[0], torch.tensor(expected_adv))
     # combined with RLVR: A + w·(log π_T − log π_old)
-    torch.testing.assert_close(plus_reverse_kl(torch.full((1, 2), 0.5), x, 0.1)[0],
+    torch.testing.assert_close(ADVANTAGE_ADDONS.get("reverse_kl")(torch.full((1, 2), 0.5), x, 0.1)[0],
                                0.5 + 0.1 * torch.tensor(expected_adv))
 
     # TGPO: GRPO surrogate (ratio 1 at the behaviour policy) + λ·mean_t −log π_θ(argmax π_T)
     label = t_all.argmax(-1)  # [1, 0] (tie at t=1 resolves to the first)
     label_logp = logp_all.gather(-1, label[..., None]).squeeze(-1)
-    adv = torch.tensor([[0.7, 0.7]])
     lam = 0.05
-    loss, stats = POLICY_LOSSES["vanilla"](LossInputs(logp=logp, behaviour_logp=behaviour, advantages=adv,
-                                                      response_mask=mask, label_logp=label_logp),
-                                           LossSettings(label_ce_coef=lam))
+    loss, stats = policy_loss(LossInputs(logp=logp, behaviour_logp=behaviour, advantages=torch.tensor([[0.7, 0.7]]),
+                                         response_mask=mask, kind=torch.tensor([0]), label_logp=label_logp),
+                              AlgorithmConfig(regularizers={"label_ce": {"coef": lam}}), 1, 2)
     ce = -(ls([2.0, 1.0, 0.0])[1] + ls([0.0, 0.0, 1.0])[0]) / 2
     assert loss.item() == pytest.approx(-0.7 + lam * ce, abs=1e-6)
-    assert stats["label_ce"] == pytest.approx(ce, abs=1e-6)
+    assert stats["reg/label_ce"] == pytest.approx(ce, abs=1e-6)
     loss.backward()
     # d loss / d logit of token 1 at position 0, token-mean over 2 tokens: the PG term −0.7·ρ(token 0) gives
     # +0.7·p1, the CE on label 1 gives λ·(p1 − 1)
@@ -108,33 +142,17 @@ def test_reverse_kl_advantage_and_tgpo_loss_on_a_tiny_vocabulary() -> None:
     assert student_logits.grad[0, 0, 1].item() == pytest.approx(0.5 * (0.7 * p1 + lam * (p1 - 1)), abs=1e-6)
 
 
-def test_tgpo_adv_bonus_and_topk_forward_kl_on_a_tiny_vocabulary() -> None:
-    # vocabulary of 3 tokens; one row of 2 response tokens, sampled tokens [0, 2], behaviour = current policy
-    student_logits = torch.tensor([[[2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]], requires_grad=True)
-    logp_all = torch.log_softmax(student_logits, -1)
-    logp = logp_all.gather(-1, torch.tensor([[[0], [2]]])).squeeze(-1)
-    mask, adv = torch.ones(1, 2), torch.tensor([[0.5, 0.5]])
-    p = [[math.exp(v) for v in row] for row in logp_all[0].tolist()]
-
-    # TGPO-Adv: labels [1, 0]; A_t = 0.5 + λ·π_old(ŷ_t); at ratio 1 the loss is −mean_t A_t
-    label_logp = logp_all.gather(-1, torch.tensor([[[1], [0]]])).squeeze(-1)
-    bonus = plus_label_bonus(adv, label_logp, 0.2, mask)
-    torch.testing.assert_close(bonus, torch.tensor([[0.5 + 0.2 * p[0][1], 0.5 + 0.2 * p[1][0]]]))
-    loss, _ = POLICY_LOSSES["vanilla"](LossInputs(logp=logp, behaviour_logp=logp.detach(), advantages=adv,
-                                                  response_mask=mask, label_logp=label_logp),
-                                       LossSettings(label_bonus_coef=0.2))
-    assert loss.item() == pytest.approx(-(1.0 + 0.2 * (p[0][1] + p[1][0])) / 2, abs=1e-6)
-    loss.backward()  # the bonus is a constant: only the sampled tokens' log-probs carry the gradient
-    assert student_logits.grad[0, 0, 0].item() == pytest.approx(-(0.5 + 0.2 * p[0][1]) * (1 - p[0][0]) / 2, abs=1e-6)
-
-    # top-k forward KL: the teacher's 2 best tokens at each position, renormalized over those 2
+def test_topk_forward_kl_on_a_tiny_vocabulary() -> None:
+    p = [[math.exp(v) for v in row] for row in torch.log_softmax(torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+                                                                   -1).tolist()]
+    # the teacher's 2 best tokens at each position, renormalized over those 2
     teacher_topk_logp = torch.log(torch.tensor([[[0.6, 0.2], [0.5, 0.1]]]))
-    topk_ids = torch.tensor([[[1, 0], [2, 1]]])
-    student_topk = logp_all.gather(-1, topk_ids)
+    topk_ids = [[1, 0], [2, 1]]
+    student_topk = torch.log(torch.tensor([[[p[t][v] for v in ids] for t, ids in enumerate(topk_ids)]]))
     kl = topk_forward_kl(student_topk, teacher_topk_logp)
     q = [[0.75, 0.25], [5 / 6, 1 / 6]]
     by_hand = [sum(qj * (math.log(qj) - math.log(p[t][v])) for qj, v in zip(q[t], ids))
-               for t, ids in enumerate([[1, 0], [2, 1]])]
+               for t, ids in enumerate(topk_ids)]
     torch.testing.assert_close(kl[0], torch.tensor(by_hand))
     assert (kl > 0).all()
 
@@ -152,114 +170,69 @@ def test_teacher_token_sets_by_hand() -> None:
 
     # the CE then counts only those tokens, still divided by all response tokens (token-mean)
     logp = torch.log(torch.tensor([[0.5, 0.5]]))
-    label_logp = torch.log(torch.tensor([[0.2, 0.4]]))
     x = LossInputs(logp=logp, behaviour_logp=logp, advantages=torch.zeros(1, 2), response_mask=torch.ones(1, 2),
-                   label_logp=label_logp, teacher_tokens=torch.tensor([[False, True]]))
-    loss, stats = POLICY_LOSSES["vanilla"](x, LossSettings(label_ce_coef=0.1))
-    assert stats["label_ce"] == pytest.approx(-math.log(0.4) / 2)
+                   kind=torch.tensor([0]), label_logp=torch.log(torch.tensor([[0.2, 0.4]])),
+                   teacher_tokens=torch.tensor([[False, True]]))
+    loss, stats = policy_loss(x, AlgorithmConfig(regularizers={"label_ce": {"coef": 0.1}}), 1, 2)
+    assert stats["reg/label_ce"] == pytest.approx(-math.log(0.4) / 2)
     assert loss.item() == pytest.approx(0.1 * -math.log(0.4) / 2)
 
 
-def test_tgpo_forms_are_validated(micro_world: Path) -> None:
-    base = ["teacher_signal.path=teacher_rewrite", "teacher_signal.ce_coef=0.02", "teacher_signal.form=adv"]
-    with pytest.raises(ConfigError, match="form=adv needs optim.epochs=1"):
-        load_config(CONFIGS / "tgpo.yaml", TrainConfig, [*base, "optim.epochs=2"])
-    with pytest.raises(ConfigError, match="form=adv needs optim.epochs=1"):
-        load_config(CONFIGS / "tgpo.yaml", TrainConfig, [*base, "optim.mini_batches=2"])
-    with pytest.raises(ConfigError, match="form=adv needs optim.epochs=1"):  # λ comes from the floor alone
-        load_config(CONFIGS / "tgpo.yaml", TrainConfig, [*base, "teacher_signal.ce_coef=0",
-                                                         "teacher_signal.ce_floor=0.01", "optim.epochs=2"])
-    with pytest.raises(ConfigError, match="target=topk needs form=reg"):
-        load_config(CONFIGS / "tgpo.yaml", TrainConfig, [*base, "teacher_signal.target=topk"])
+def test_tgpo_adv_adds_pi_old_of_the_label_to_the_advantages(world: Path, tmp_path: Path) -> None:
+    """TGPO-Adv in a real step: A_t = dr_grpo advantage + λ·π_old(ŷ_t) on the student's own tokens, with two
+    updates per step (π_old is read before the first update, so it is exact for any number of updates)."""
+    trainer = _tgpo(world, tmp_path / "run", "algorithm.regularizers.label_ce.coef=0",
+                    "algorithm.advantage_addons.label_bonus.coef=0.2", "optim.mini_batches=2")
+    policy = AutoModelForCausalLM.from_pretrained(world / "models" / "student").eval()
+    teacher = AutoModelForCausalLM.from_pretrained(world / "models" / "teacher").eval()
+    tok = trainer.tokenizer
+    trainer.train_step()
+    b = trainer.last_batch
+    texts = b.rollouts.response_texts(tok)
+    prompts = tok.batch_decode([b.rollouts.prompt_ids[i][b.rollouts.prompt_mask[i].bool()] for i in range(b.size)],
+                               skip_special_tokens=True)
+    for row, (prompt, text) in enumerate(zip(prompts, texts)):
+        label = _logp(teacher, tok, prompt, text).argmax(-1)
+        p_old = _logp(policy, tok, prompt, text).gather(-1, label[:, None]).squeeze(-1).exp()
+        mean = sum(float(b.rewards[r]) for r in range(b.size) if prompts[r] == prompt) / 4
+        expected = (float(b.rewards[row]) - mean) + 0.2 * p_old
+        mask = b.rollouts.response_mask[row].bool()
+        torch.testing.assert_close(b.advantages[row][mask], expected, atol=1e-5, rtol=1e-5)
 
 
-def _scored_batch(trainer: Trainer) -> RolloutBatch:
-    """One step's rollouts of the trainer's policy, rewarded and scored by its teacher (no update)."""
-    idx = trainer.sampler.next_batch()
-    rollouts = trainer.engine.generate([trainer.prompt_ids[i] for i in idx], trainer.cfg.rollout.group_size,
-                                       SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=32, seed=5))
-    batch, _ = trainer.score_with_teacher(trainer.score(rollouts, [trainer.rows[i] for i in idx]))
-    return batch.select(torch.arange(batch.size))  # as the update does: copies out of the sampler's inference mode
-
-
-def test_teacher_variants_on_one_scored_batch(micro_world: Path, tmp_path: Path) -> None:
-    cfg = _tiny_run("tgpo.yaml", micro_world, tmp_path / "run", 1, "teacher_signal.ce_decay=0",
-                    "teacher_signal.target=topk", "teacher_signal.top_k=4")
-    trainer = Trainer(cfg, console=Console(quiet=True))
-    batch = _scored_batch(trainer)
-    zeros = torch.zeros(batch.size, batch.rollouts.response_ids.shape[1])
-    settings = trainer._loss_settings()
-
-    # top-k KL of the whole batch = the token-weighted mean over two micro-batches (select slices B×R×k)
-    _, whole = trainer._micro_loss(batch, zeros, settings)
-    tokens = batch.rollouts.response_mask.sum(1).float()
-    parts = sum(trainer._micro_loss(batch.select(h), zeros[h], settings)[1]["topk_kl"] * float(tokens[h].sum())
-                for h in torch.arange(batch.size).chunk(2)) / float(tokens.sum())
-    assert whole["topk_kl"] > 0 and parts == pytest.approx(whole["topk_kl"], rel=1e-4)
-
-    # TGPO-Adv: with zero verifier advantages, only the bonus moves the policy-gradient term
-    _, without = trainer._micro_loss(batch, zeros, replace(settings, topk_kl_coef=0.0))
-    _, with_bonus = trainer._micro_loss(batch, zeros, replace(settings, topk_kl_coef=0.0, label_bonus_coef=0.05))
-    assert without["pg_loss"] == 0.0 and with_bonus["pg_loss"] < -1e-4
-
-    # the high-entropy token set keeps a fifth of each row's tokens: its CE sum is a part of the full one
-    trainer.cfg.teacher_signal.tokens = "high_entropy"
-    _, restricted = trainer._micro_loss(batch, zeros, settings)
-    assert 0 < restricted["label_ce"] < whole["label_ce"]
-
-
-@pytest.mark.parametrize(("extra", "expect"), [
-    (("teacher_signal.form=adv", "teacher_signal.ce_coef=0.02"), {"label_bonus_coef": 0.02, "label_ce_coef": 0.0}),
-    (("teacher_signal.target=topk", "teacher_signal.top_k=4", "optim.micro_batch_size=16"),
-     {"topk_kl_coef": 0.01, "label_ce_coef": 0.0}),
-    (("teacher_signal.tokens=high_entropy",), {"label_ce_coef": 0.01}),
-])
-def test_tgpo_adv_and_topk_train_on_the_micro_world(extra: tuple[str, ...], expect: dict[str, float],
-                                                    micro_world: Path, tmp_path: Path) -> None:
-    trainer = Trainer(_tiny_run("tgpo.yaml", micro_world, tmp_path / "run", 2, "teacher_signal.ce_decay=0", *extra),
-                      console=Console(quiet=True))
-    settings = trainer._loss_settings()
-    for name, value in expect.items():
-        assert getattr(settings, name) == pytest.approx(value)
+def test_topk_kl_in_a_real_step_equals_the_hand_computed_mean(world: Path, tmp_path: Path) -> None:
+    trainer = _tgpo(world, tmp_path / "run", "algorithm.regularizers.label_ce.coef=0", "teacher_signal.top_k=4",
+                    "algorithm.regularizers.topk_kl.coef=0.05")
+    policy = AutoModelForCausalLM.from_pretrained(world / "models" / "student").eval()
+    teacher = AutoModelForCausalLM.from_pretrained(world / "models" / "teacher").eval()
+    tok = trainer.tokenizer
     m = trainer.train_step()
-    assert math.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
-    assert m["topk_kl" if "topk_kl_coef" in expect else "label_ce"] > 0
+    total, count = 0.0, 0
+    for prompt, texts in SCRIPT.items():
+        for text in texts:
+            t = _logp(teacher, tok, prompt, text)
+            top = t.topk(4, -1)
+            s = _logp(policy, tok, prompt, text).gather(-1, top.indices)
+            total += float(topk_forward_kl(s[None], top.values[None]).sum())
+            count += len(response_ids(tok, text))
+    assert m["reg/topk_kl"] == pytest.approx(total / count, rel=1e-4)
 
 
-def _tiny_run(config: str, world: Path, out: Path, steps: int, *extra: str) -> TrainConfig:
-    return load_config(CONFIGS / config, TrainConfig, [
-        f"world={world}", f"output_dir={out}", f"steps={steps}", "save_every=0", "rollout.prompts_per_step=8",
-        "rollout.max_new_tokens=32", "optim.micro_batch_size=64", *extra])
-
-
-@pytest.mark.parametrize("config", ["tgpo.yaml", "rkl_distill.yaml"])
-def test_tgpo_and_rkl_configs_train_on_the_micro_world(config: str, micro_world: Path, tmp_path: Path) -> None:
-    trainer = Trainer(_tiny_run(config, micro_world, tmp_path / "run", 2), console=Console(quiet=True))
-    first, second = trainer.train_step(), trainer.train_step()
-    for m in (first, second):
-        assert 0.0 <= m["teacher/mismatch_ratio"] <= 1.0
-        assert math.isfinite(m["teacher/reverse_kl"]) and math.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
-    if config == "tgpo.yaml":
-        assert first["teacher/ce_coef"] == pytest.approx(0.01) and second["teacher/ce_coef"] == pytest.approx(0.0099)
-        assert first["label_ce"] > 0
-
-
-def test_tgpo_ce_lowers_the_student_teacher_mismatch(micro_world: Path, tmp_path: Path) -> None:
-    """With a strong CE weight, a few steps make the student's samples agree more with the teacher's labels."""
-    cfg = _tiny_run("tgpo.yaml", micro_world, tmp_path / "run", 12, "teacher_signal.ce_coef=1.0",
-                    "teacher_signal.ce_decay=0", "optim.lr=3e-3")
-    trainer = Trainer(cfg, console=Console(quiet=True))
-    ratios = [trainer.train_step()["teacher/mismatch_ratio"] for _ in range(12)]
-    assert sum(ratios[-3:]) / 3 < sum(ratios[:3]) / 3 - 0.05, ratios
-
-
-def test_hints_teacher_solutions_and_teacher_signal_compose_in_one_run(micro_world: Path, tmp_path: Path) -> None:
-    """Guide's hints, then AMPO's teacher solutions for groups hints did not rescue, and TGPO's CE, together."""
-    cfg = _tiny_run("tgpo.yaml", micro_world, tmp_path / "run", 3, "guidance.ladder=[hint,teacher]",
-                    "algorithm.loss=mixed", "rollout.prompts_per_step=16")
-    trainer = Trainer(cfg, console=Console(quiet=True))
-    metrics = [trainer.train_step() for _ in range(3)]
-    for m in metrics:
-        assert {"hint/rate", "guidance/rate", "teacher/mismatch_ratio", "label_ce"} <= set(m)
-        assert m["guidance/rate"] <= m["hint/rate"]  # the teacher rung only sees groups the hints left failing
-    assert any(m["hint/rate"] > 0 for m in metrics)
+def test_hints_teacher_solutions_and_teacher_signal_compose_in_one_step(world: Path, tmp_path: Path) -> None:
+    """Guide's hints first, then AMPO's teacher solutions for the groups hints did not rescue, and TGPO's CE."""
+    rows = [dict(ROWS[0], teacher_solutions=[{"teacher": "t", "text": "2+3=5\n\\boxed{5}"}]),
+            dict(ROWS[1], teacher_solutions=[{"teacher": "t", "text": "4*2=8\n\\boxed{8}"}])]
+    composed = build_tiny_world(tmp_path / "w", rows)
+    script = {"2+3\n": ["\\boxed{1}"] * 4, "4*2\n": ["\\boxed{1}"] * 4,
+              "2+3\nhint: first 2+3=5\n": ["\\boxed{5}", "x", "x", "x"],  # the hint rescues this group
+              "4*2\nhint: first 4*2=8\n": ["x"] * 4}  # this one only a teacher rescues
+    trainer = _tgpo(composed, tmp_path / "run", "guidance.ladder=[hint,teacher]", "guidance.num_guidance=1",
+                    script=script)
+    m = trainer.train_step()
+    b, tok = trainer.last_batch, trainer.tokenizer
+    texts = b.rollouts.response_texts(tok)
+    assert m["guidance/hint/rate"] == 1.0 and m["guidance/hint/rescued"] == 0.5
+    assert m["guidance/teacher/rate"] == 0.5 and m["guidance/teacher/inserted"] == 1.0
+    assert sorted(t for t, h in zip(texts, b.hinted.tolist()) if h) == sorted(["\\boxed{5}", "x", "x", "x", "x", "x", "x"])
+    assert [t for t, o in zip(texts, b.off_policy.tolist()) if o] == ["4*2=8\n\\boxed{8}"]
+    assert b.size == 8 and "reg/label_ce" in m and "teacher_signal/mismatch_ratio" in m

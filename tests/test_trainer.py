@@ -1,4 +1,6 @@
-"""The GRPO loop on the micro world: reward rises, kill/resume is exact, bad configs are clear errors."""
+"""The run around the step: exact resume, checkpoints, the online teacher pool, config errors, and the CLI
+commands (train, eval, world build, demo) at small settings. Models are untrained; what is asserted is
+that the machinery reproduces itself exactly, never what a run learned."""
 
 from __future__ import annotations
 
@@ -8,91 +10,158 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
 
-from guidedrl.config import TrainConfig
+from guidedrl.cli import app
+from guidedrl.config import TeacherSource, TrainConfig
+from guidedrl.teachers.pool import OnlinePool
+from guidedrl.trainer.checkpoint import checkpoints
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import ConfigError, load_config
+from scripted import build_tiny_world
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROWS = [{"prompt": f"{a}+{b}\n", "answer": str(a + b), "hint": f"first {a}+{b}={a + b}",
+         "teacher_solutions": [{"teacher": "t", "text": f"{a}+{b}={a + b}\n\\boxed{{{a + b}}}"}]}
+        for a, b in [(1, 2), (3, 4), (5, 1), (2, 2), (7, 1), (4, 4), (6, 2), (3, 3)]]
+TINY_WORLD = ["n_train=16", "n_test_id=6", "n_test_ood=6", "n_sft=64", "teacher_steps=2", "student_steps=2",
+              "pool_samples=1", "eval_samples=2", "batch_size=8"]
+SMALL_EVAL = ["eval.samples=2", "eval.ks=[1,2]", "eval.max_problems=4"]
 
 
-def _config(world: Path, out: Path, **overrides) -> TrainConfig:
-    base = {"world": str(world), "output_dir": str(out), "seed": 0, "steps": 4, "save_every": 2,
-            "rollout": {"prompts_per_step": 8, "group_size": 8, "max_new_tokens": 40},
-            "optim": {"lr": 3e-3, "micro_batch_size": 32},
-            "eval": {"samples": 2, "ks": [1, 2], "max_problems": 8}}
-    for key, value in overrides.items():
-        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
-    return TrainConfig(**base)
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_world(tmp_path_factory.mktemp("tiny"), ROWS)
 
 
-def test_grpo_raises_the_mean_reward_on_the_micro_world(micro_world: Path, tmp_path: Path) -> None:
-    """On a fixed set of 48 training problems (so that 32 steps revisit each one), the reward rises."""
-    subset = tmp_path / "train48.jsonl"
-    subset.write_text("".join((micro_world / "data" / "train.jsonl").read_text().splitlines(keepends=True)[:48]))
-    cfg = _config(micro_world, tmp_path / "run", steps=32, save_every=0, dataset=str(subset),
-                  rollout={"prompts_per_step": 16}, optim={"lr": 1e-3, "micro_batch_size": 64})
-    trainer = Trainer(cfg, console=Console(quiet=True))
-    rewards = [trainer.train_step()["reward"] for _ in range(cfg.steps)]
-    first, last = sum(rewards[:8]) / 8, sum(rewards[-8:]) / 8
-    assert last > first + 0.08, rewards
+def _config(world: Path, out: Path, config: str = "grpo.yaml", *overrides: str) -> TrainConfig:
+    teacher = [f"teacher_signal.path={world / 'models' / 'teacher'}"] if config in ("tgpo.yaml", "rkl_distill.yaml") else []
+    return load_config(CONFIGS / config, TrainConfig, [
+        f"world={world}", f"output_dir={out}", "seed=0", "steps=4", "save_every=2", "rollout.prompts_per_step=4",
+        "rollout.group_size=4", "rollout.max_new_tokens=12", "optim.micro_batch_size=8", "optim.lr=3e-3",
+        *SMALL_EVAL, *teacher, *overrides])
 
 
-def test_metrics_cover_what_a_user_watches(micro_world: Path, tmp_path: Path) -> None:
-    cfg = _config(micro_world, tmp_path / "run", steps=1, save_every=0)
-    Trainer(cfg, console=Console(quiet=True)).train()
-    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
-    for key in ("reward", "all_wrong", "all_right", "entropy", "clip_frac", "response_length", "grad_norm",
-                "step_time", "tokens_per_s"):
-        assert key in record, key
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert "eval/test_id/pass@1" in summary["before"] and "eval/test_ood/pass@1" in summary["after"]
-    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
-    assert any((tmp_path / "run" / "tensorboard").iterdir())
+RESUMABLE = [
+    # the KL's reference stays the initial policy: an entropy bonus moves the policy off it, the KL pulls it back
+    ("grpo.yaml", ("algorithm.regularizers.kl.coef=5.0", "algorithm.regularizers.entropy.coef=0.5",
+                   "optim.lr=3e-2")),
+    ("ppo.yaml", ()),  # the critic and its optimizer
+    ("tgpo.yaml", ("teacher_signal.label=sample",)),  # sampled labels are seeded per step
+    ("ampo.yaml", ("optim.mini_batches=2",)),  # teacher insertion; the mini-batch order is seeded per step
+    ("guide_grpo.yaml", ()),  # hinted re-rolls
+]
 
 
-def test_a_resumed_run_equals_an_uninterrupted_one(micro_world: Path, tmp_path: Path) -> None:
-    whole = Trainer(_config(micro_world, tmp_path / "whole"), console=Console(quiet=True))
-    for _ in range(4):
-        whole.train_step()
+@pytest.mark.parametrize(("config", "extra"), RESUMABLE)
+def test_a_resumed_run_equals_an_uninterrupted_one(config: str, extra: tuple, world: Path, tmp_path: Path) -> None:
+    whole = Trainer(_config(world, tmp_path / "whole", config, *extra), console=Console(quiet=True))
+    expected = [whole.train_step() for _ in range(4)]
 
-    stopped = Trainer(_config(micro_world, tmp_path / "split"), console=Console(quiet=True))
+    stopped = Trainer(_config(world, tmp_path / "split", config, *extra), console=Console(quiet=True))
     for _ in range(2):
         stopped.train_step()
     stopped.save()
     stopped.train_step()  # work after the checkpoint that a kill -9 loses
     del stopped
 
-    resumed = Trainer(_config(micro_world, tmp_path / "split"), resume=True, console=Console(quiet=True))
-    assert resumed.step == 2 and resumed.sampler.state_dict() == {"epoch": 0, "position": 16}
-    for _ in range(2):
-        resumed.train_step()
+    resumed = Trainer(_config(world, tmp_path / "split", config, *extra), resume=True, console=Console(quiet=True))
+    assert resumed.step == 2 and resumed.sampler.state_dict() == {"epoch": 1, "position": 0}
+    got = [resumed.train_step() for _ in range(2)]
     for a, b in zip(whole.policy.parameters(), resumed.policy.parameters()):
-        assert torch.allclose(a, b, atol=1e-6)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    for e, g in zip(expected[2:], got):
+        assert g["loss"] == pytest.approx(e["loss"], abs=1e-6) and g["reward"] == e["reward"]
 
 
-def test_filter_groups_drops_flat_groups_and_skips_a_step_without_signal(micro_world: Path, tmp_path: Path) -> None:
-    trainer = Trainer(_config(micro_world, tmp_path / "run", save_every=0, algorithm={"filter_groups": True}),
-                      console=Console(quiet=True))
-    m = trainer.train_step()  # 0/1 rewards: a group is flat exactly when it is all wrong or all right
-    assert m["filtered_rows"] == pytest.approx(m["all_wrong"] + m["all_right"])
-    assert ("grad_norm" in m) == (m["filtered_rows"] < 1.0)
-
-    # one new token cannot hold a boxed answer: every reward is 0, so nothing is learned and nothing moves
-    flat = Trainer(_config(micro_world, tmp_path / "flat", save_every=0, algorithm={"filter_groups": True},
-                           rollout={"max_new_tokens": 1}), console=Console(quiet=True))
-    before = [p.detach().clone() for p in flat.policy.parameters()]
-    m = flat.train_step()
-    assert m["filtered_rows"] == 1.0 and "grad_norm" not in m and flat.step == 1
-    assert all(torch.equal(a, b) for a, b in zip(before, flat.policy.parameters()))
+def test_checkpoints_rotate_and_the_final_model_is_the_last_checkpoint(world: Path, tmp_path: Path) -> None:
+    cfg = _config(world, tmp_path / "run", "grpo.yaml", "save_every=1", "keep_checkpoints=2")
+    Trainer(cfg, console=Console(quiet=True)).train()
+    kept = checkpoints(tmp_path / "run" / "checkpoints")
+    assert [p.name for p in kept] == ["step_3", "step_4"]
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*"))  # no temporary directory left
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
+    last = AutoModelForCausalLM.from_pretrained(kept[-1])
+    for a, b in zip(final.parameters(), last.parameters()):
+        assert torch.equal(a, b)
 
 
-def test_bad_configs_are_clear_errors(micro_world: Path, tmp_path: Path) -> None:
+def test_online_pool_samples_each_problem_once_and_independently_of_history(world: Path) -> None:
+    source = TeacherSource(kind="online", path=str(world / "models" / "teacher"), samples=3)
+    first, second = (OnlinePool(source.path, None, source.samples, 1.0, 16, seed=0) for _ in range(2))
+    calls = []
+    generate = first.engine.generate
+    first.engine.generate = lambda *a, **k: calls.append(1) or generate(*a, **k)
+    a = first.solutions([ROWS[0]])[0] + first.solutions([ROWS[1], ROWS[0]])[1]
+    assert len(calls) == 2  # the second ask of ROWS[0] is served from the cache
+    b = second.solutions([ROWS[1], ROWS[0]])[1] * 2  # asked in another order, after another problem
+    assert a == b and all(s.teacher == "teacher" for s in a)
+    assert len(set(s.text for s in a[:len(a) // 2])) == len(a) // 2  # deduplicated
+
+
+def test_bad_configs_are_clear_errors(world: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("rollout:\n  grup_size: 8\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: rollout.grup_size: unknown key"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: rollout.grup_size: unknown key \(did you mean 'group_size'\?\)"):
         load_config(bad, TrainConfig)
     bad.write_text("rollout:\n  group_size: 1\n")
     with pytest.raises(ConfigError, match=r"rollout.group_size: .*greater than or equal to 2"):
         load_config(bad, TrainConfig)
-    cfg = _config(micro_world, tmp_path / "run", model=str(tmp_path / "nowhere"))
+    bad.write_text("algorithm:\n  regularizers:\n    entropyy: {coef: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"unknown regularizer 'entropyy' \(did you mean 'entropy'\?\); known: "):
+        load_config(bad, TrainConfig)
+    with pytest.raises(ConfigError, match=r"eval: .*samples \(2\) must be at least the largest k of ks \(8\)"):
+        load_config(None, TrainConfig, ["eval.samples=2", "eval.ks=[1,8]"])
+    with pytest.raises(ConfigError, match=r"unknown guidance strategy 'hints'"):
+        load_config(None, TrainConfig, ["guidance.ladder=[hints]"])
+    cfg = _config(world, tmp_path / "run", "grpo.yaml", f"model={tmp_path / 'nowhere'}")
     with pytest.raises(ConfigError, match=r"model: path .*nowhere does not exist"):
         Trainer(cfg, console=Console(quiet=True))
+
+
+def test_cli_train_then_eval(world: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(CONFIGS / "grpo.yaml"), "--set", f"world={world}",
+                                      "--set", f"output_dir={run}", "--set", "steps=2", "--set", "save_every=1",
+                                      "--set", "rollout.prompts_per_step=2", "--set", "rollout.max_new_tokens=8",
+                                      *[x for kv in SMALL_EVAL for x in ("--set", kv)]])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "reward" in r] == [1, 2]
+    summary = json.loads((run / "summary.json").read_text())
+    after = json.loads((run / "eval" / "after_test_id.json").read_text())
+    assert summary["after"]["eval/test_id/pass@2"] == after["pass_at_k"]["2"]
+    assert load_config(run / "config.yaml", TrainConfig).steps == 2
+
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["eval", "--model", str(run / "final"), "--dataset",
+                                      str(world / "data" / "test_id.jsonl"), "-k", "1,2", "--max-new-tokens", "8",
+                                      "--output", str(report)])
+    assert result.exit_code == 0, result.output
+    problems = json.loads(report.read_text())["problems"]
+    assert len(problems) == len(ROWS) and all(p["n"] == 2 for p in problems)
+
+
+def test_cli_world_build_and_demo_at_small_settings(tmp_path: Path) -> None:
+    world = tmp_path / "w"
+    sets = [x for kv in TINY_WORLD for x in ("--set", kv)]
+    result = CliRunner().invoke(app, ["world", "build", "--out", str(world), "--size", "micro", *sets])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((world / "world.json").read_text())
+    assert manifest["complete"] and set(manifest["pool"]) == {"teacher_steps", "teacher_rewrite"}
+    tok = AutoTokenizer.from_pretrained(world / "models" / "student")
+    assert tok.decode(tok("7+4*8\n")["input_ids"], skip_special_tokens=True) == "7+4*8\n"
+    again = CliRunner().invoke(app, ["world", "build", "--out", str(world), "--size", "micro", *sets])
+    assert "is up to date" in " ".join(again.output.split())
+
+    out = tmp_path / "demo"
+    world_sets = [x for kv in TINY_WORLD for x in ("--world-set", kv)]
+    result = CliRunner().invoke(app, ["demo", "--world", str(world), "--size", "micro", *world_sets, "--steps", "2",
+                                      "--out", str(out), "--set", "rollout.prompts_per_step=2",
+                                      "--set", "rollout.max_new_tokens=8",
+                                      *[x for kv in SMALL_EVAL for x in ("--set", kv)]])
+    assert result.exit_code == 0, result.output
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert set(comparison) == {"grpo", "ampo"}
+    assert all(comparison[m]["before"] == comparison["grpo"]["before"] for m in comparison)  # same student, same eval

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from guidedrl.config import world_preset
+from guidedrl.world.settings import world_preset
 from guidedrl.rewards import math_answer_reward
 from guidedrl.world.problems import Expression, evaluate, sample_expression
 from guidedrl.world.splits import make_splits, rows_for

@@ -2,7 +2,9 @@
 
 The rollouts hold the *training* context (prompt without any hint, then the response) and the
 behaviour log-probs of whoever produced each response; the flags say which rows came from a
-teacher or from a hinted re-roll, so a registered loss can treat their tokens differently.
+teacher or from a hinted re-roll, so the loss gives their tokens their own surrogate. Later stages
+add per-token fields: the teacher's predictions, the reference policy's log-probs, the critic's
+values, and the advantages.
 """
 
 from __future__ import annotations
@@ -12,12 +14,20 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from transformers import PreTrainedTokenizerBase
+
+from guidedrl.algorithms.advantages import HINTED, POLICY, TEACHER, AdvantageInputs
+from guidedrl.registry import BATCH_FILTERS
+from guidedrl.rewards import Reward, RewardState
 from guidedrl.rollout.engine import Rollouts
+
+PER_TOKEN = ("teacher_logp", "teacher_label", "teacher_topk_ids", "teacher_topk_logp", "old_label_logp",
+             "teacher_tokens", "ref_logp", "values", "advantages")
 
 
 @dataclass
 class RolloutBatch:
-    """Scored rollouts of one step, with per-row provenance."""
+    """Scored rollouts of one step, with per-row provenance and the per-token fields later stages add."""
 
     rollouts: Rollouts
     rewards: Tensor  # B float
@@ -30,6 +40,11 @@ class RolloutBatch:
     teacher_label: Tensor | None = None  # B×R long: the teacher's prediction at each response position
     teacher_topk_ids: Tensor | None = None  # B×R×k long: the teacher's k most likely tokens there (top-k KL)
     teacher_topk_logp: Tensor | None = None  # B×R×k: the teacher's log-probs of those tokens
+    old_label_logp: Tensor | None = None  # B×R: the student's log-prob of the teacher's label before the update
+    teacher_tokens: Tensor | None = None  # B×R bool: where the label terms apply
+    ref_logp: Tensor | None = None  # B×R: the frozen initial policy's log-probs (k3 KL)
+    values: Tensor | None = None  # B×R: the critic's values (PPO)
+    advantages: Tensor | None = None  # B×R: per-token advantages of the update
 
     @classmethod
     def on_policy(cls, rollouts: Rollouts, rewards: Tensor, correct: Tensor) -> RolloutBatch:
@@ -42,6 +57,12 @@ class RolloutBatch:
     def size(self) -> int:
         return self.rollouts.size
 
+    @property
+    def kind(self) -> Tensor:
+        """B long: POLICY, TEACHER or HINTED per row."""
+        kind = torch.full_like(self.group_index, POLICY)
+        return kind.masked_fill(self.off_policy, TEACHER).masked_fill(self.hinted, HINTED)
+
     def token_mask(self, rows: Tensor) -> Tensor:
         """Broadcast a per-row flag to the response tokens of those rows (B×R bool)."""
         return rows[:, None] & self.rollouts.response_mask.bool()
@@ -51,21 +72,28 @@ class RolloutBatch:
         idx = rows.tolist()
         rollouts = trim(self.rollouts.select(rows))
         width = rollouts.response_ids.shape[1]
-        per_token = [None if t is None else t[rows, :width] for t in
-                     (self.teacher_logp, self.teacher_label, self.teacher_topk_ids, self.teacher_topk_logp)]
+        per_token = {f: None if getattr(self, f) is None else getattr(self, f)[rows, :width] for f in PER_TOKEN}
         return RolloutBatch(rollouts, self.rewards[rows], self.correct[rows], self.group_index[rows],
-                            self.off_policy[rows], self.hinted[rows], [self.source[i] for i in idx], *per_token)
+                            self.off_policy[rows], self.hinted[rows], [self.source[i] for i in idx], **per_token)
 
     @classmethod
     def concat(cls, parts: list[RolloutBatch], pad_id: int) -> RolloutBatch:
-        """Rows of several batches in order (prompts and responses re-padded to common widths); teacher
-        scores are taken after guidance has assembled the batch, so parts must not carry them yet."""
-        if any(p.teacher_logp is not None for p in parts):
-            raise ValueError("concat of batches that already carry teacher scores")
+        """Rows of several batches in order (prompts and responses re-padded to common widths); per-token
+        fields are added after guidance has assembled the batch, so parts must not carry them yet."""
+        if any(getattr(p, f) is not None for p in parts for f in PER_TOKEN):
+            raise ValueError("concat of batches that already carry per-token fields")
         return cls(Rollouts.concat([p.rollouts for p in parts], pad_id),
                    *(torch.cat([getattr(p, f) for p in parts]) for f in
                      ("rewards", "correct", "group_index", "off_policy", "hinted")),
                    [s for p in parts for s in p.source])
+
+    def advantage_inputs(self, gamma: float = 1.0, lam: float = 1.0) -> AdvantageInputs:
+        """What an advantage estimator may read of this batch."""
+        r = self.rollouts
+        return AdvantageInputs(rewards=self.rewards, response_mask=r.response_mask, group_index=self.group_index,
+                               kind=self.kind, behaviour_logp=r.behaviour_logp, teacher_logp=self.teacher_logp,
+                               old_label_logp=self.old_label_logp, teacher_tokens=self.teacher_tokens,
+                               values=self.values, gamma=gamma, lam=lam)
 
     def group_outcomes(self) -> tuple[float, float]:
         """Shares of groups whose rows are all wrong and all right (no learning signal in either)."""
@@ -84,3 +112,26 @@ def trim(r: Rollouts) -> Rollouts:
                    prompt_mask=r.prompt_mask[:, r.prompt_mask.shape[1] - p_keep:],
                    response_ids=r.response_ids[:, :r_keep], response_mask=r.response_mask[:, :r_keep],
                    behaviour_logp=r.behaviour_logp[:, :r_keep])
+
+
+def reward_rollouts(rollouts: Rollouts, rows: list[dict], reward: Reward, tokenizer: PreTrainedTokenizerBase,
+                    correct_threshold: float, state: RewardState) -> tuple[RolloutBatch, dict[str, float]]:
+    """The engine's rollouts of ``rows`` (one row per prompt, ``n`` rollouts each) as a scored batch, and the
+    reward metrics: mean reward, shares of all-wrong and all-right groups, each reward function's mean."""
+    n = rollouts.size // len(rows)
+    lengths = rollouts.response_lengths.tolist()
+    ids = [seq[:k] for seq, k in zip(rollouts.response_ids.tolist(), lengths)]
+    rewards, stats = reward([row for row in rows for _ in range(n)], rollouts.response_texts(tokenizer), ids, state)
+    batch = RolloutBatch.on_policy(rollouts, rewards, rewards > correct_threshold)
+    all_wrong, all_right = batch.group_outcomes()
+    return batch, {"reward": rewards.mean().item(), "all_wrong": all_wrong, "all_right": all_right, **stats}
+
+
+def filter_batch(batch: RolloutBatch, names: list[str]) -> tuple[RolloutBatch | None, dict[str, float]]:
+    """The rows every named batch filter keeps (None when none is left), and the share dropped."""
+    if not names:
+        return batch, {}
+    keep = torch.ones(batch.size, dtype=torch.bool)
+    for name in names:
+        keep &= BATCH_FILTERS.get(name)(batch.rewards, batch.group_index)
+    return (batch.select(keep.nonzero().squeeze(1)) if keep.any() else None), {"filtered_rows": 1.0 - keep.float().mean().item()}

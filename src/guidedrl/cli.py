@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from guidedrl.config import world_preset
 from guidedrl.yaml_config import parse_overrides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Guided RL with verifiable rewards.")
@@ -28,6 +27,7 @@ app.add_typer(world_app, name="world")
 console = Console()
 
 DEFAULT_WORLD = Path("worlds/default")
+GUIDED = "guidance/teacher/rate"  # the demo's guided-groups column
 
 
 def _fail(message: str) -> None:
@@ -43,6 +43,7 @@ def world_build(
 ) -> None:
     """Generate problems, train the student and the teachers, sample the teacher pool, evaluate."""
     from guidedrl.world.build import build_world
+    from guidedrl.world.settings import world_preset
     try:
         cfg = world_preset(size, **parse_overrides(set_))
     except ValueError as err:
@@ -206,17 +207,20 @@ def comparison_table(results: dict[str, dict], title: str) -> Table:
         table.add_row(method, cell("eval/test_id/pass@1"), cell(f"eval/test_id/pass@{big_k}"),
                       cell("eval/test_ood/pass@1"), cell(f"eval/test_ood/pass@{big_k}"),
                       f"{a['eval/test_id/distinct_paths']:.2f}",
-                      f"{100 * t['guidance/rate']:.0f}%" if "guidance/rate" in t else "-", f"{t['step_time']:.2f}")
+                      f"{100 * t[GUIDED]:.0f}%" if GUIDED in t else "-", f"{t['step_time']:.2f}")
     return table
 
 
 @app.command()
 def demo(
     world: Path = typer.Option(DEFAULT_WORLD, help="world directory (built if missing)"),
+    size: str = typer.Option("default", help="world preset, as for `world build`"),
+    world_set: list[str] = typer.Option([], "--world-set", help="world setting override, as `world build --set`"),
     methods: list[str] = typer.Option(["grpo", "ampo"], "--method", help="configs/<method>.yaml to compare"),
     steps: int = typer.Option(60, help="training steps of every method (same seed, same data order)"),
     configs: Path = typer.Option(Path("configs"), help="directory of the method configs"),
     out: Path = typer.Option(Path("runs/demo"), help="runs are written to OUT/<method> (replaced)"),
+    set_: list[str] = typer.Option([], "--set", help="override a key of every method's config"),
 ) -> None:
     """The main job: build (or reuse) the world, then train the student with each method and compare."""
     import shutil
@@ -225,19 +229,19 @@ def demo(
     from guidedrl.trainer.loop import Trainer
     from guidedrl.yaml_config import ConfigError, load_config
 
-    world_build(out=world, size="default", set_=[])
+    world_build(out=world, size=size, set_=world_set)
     results = {}
     for method in methods:
         run_dir = out / method
         try:
             cfg = load_config(configs / f"{method}.yaml", TrainConfig, [
-                f"world={world}", f"steps={steps}", f"output_dir={run_dir}", "save_every=0", "eval.every=0"])
+                f"world={world}", f"steps={steps}", f"output_dir={run_dir}", "save_every=0", "eval.every=0", *set_])
         except ConfigError as err:
             _fail(str(err))
         shutil.rmtree(run_dir, ignore_errors=True)
         console.rule(f"{method}: {steps} steps")
         summary = Trainer(cfg, console=console).train()
-        results[method] = {**summary, "train": _run_means(run_dir, ("guidance/rate", "step_time"))}
+        results[method] = {**summary, "train": _run_means(run_dir, (GUIDED, "step_time"))}
     console.print(comparison_table(results, f"{', '.join(methods)} on {world}: {steps} steps, seed 0, held-out"))
     (out / "comparison.json").write_text(json.dumps(results, indent=1))
     console.print(f"runs in {out}; comparison in {out / 'comparison.json'}")

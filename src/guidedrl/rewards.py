@@ -1,4 +1,4 @@
-"""Verifiable rewards with TRL's signature ``f(prompts, completions, **columns) -> list[float]``.
+"""Verifiable rewards in TRL's convention, ``f(prompts=, completions=, **columns) -> list[float | None]``.
 
 Model outputs are untrusted text. The answer is the content of the last ``\\boxed{}``; integers are
 compared directly, anything else goes to math-verify in a separate worker process (:mod:`guidedrl.verify_worker`) that is killed
@@ -7,6 +7,7 @@ when one check runs past its time budget, so a hostile output costs at most that
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import select
@@ -14,9 +15,18 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-RewardFn = Callable[..., list[float]]
+import torch
+from torch import Tensor
+
+from guidedrl.registry import REWARDS
+
+if TYPE_CHECKING:
+    from guidedrl.config import RewardSpec
+
+RewardFn = Callable[..., list[float | None]]
 
 BOXED = "\\boxed{"
 MAX_ANSWER_CHARS = 256  # a boxed answer longer than this is not an answer to a math problem: reward 0
@@ -72,20 +82,36 @@ def completion_text(completion: Any) -> str:
 
 
 class _Verifier:
-    """One math-verify worker process (``python -m guidedrl.verify_worker``), shared by all threads,
-    killed when a check overruns its budget and restarted on the next call."""
+    """One math-verify worker process (``python -m guidedrl.verify_worker``), shared by all threads, killed
+    when a check overruns its budget and restarted on the next call.
+
+    A fresh worker first imports math-verify and runs one check, then writes ``ready``; its start-up gets
+    its own allowance (``STARTUP_S``) and every check's budget starts only once the worker is ready.
+    """
+
+    STARTUP_S = 60.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
-        self._warm = False  # whether the running worker has answered once (its imports are done)
 
-    def _start(self) -> subprocess.Popen[str]:
-        if self._proc is None or self._proc.poll() is not None:
-            self._proc = subprocess.Popen([sys.executable, "-m", "guidedrl.verify_worker"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-            self._warm = False
-        return self._proc
+    def _read_line(self, timeout: float) -> str | None:
+        """The worker's next line within ``timeout`` seconds, or None (the worker is then killed)."""
+        assert self._proc is not None and self._proc.stdout is not None
+        ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
+        line = self._proc.stdout.readline() if ready else ""
+        if not line:
+            self._kill()
+            return None
+        return line.strip()
+
+    def _start(self) -> bool:
+        """A running, ready worker (started now if needed); False if it did not get ready in time."""
+        if self._proc is not None and self._proc.poll() is None:
+            return True
+        self._proc = subprocess.Popen([sys.executable, "-m", "guidedrl.verify_worker"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        return self._read_line(self.STARTUP_S) == "ready"
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -94,26 +120,18 @@ class _Verifier:
         self._proc = None
 
     def equal(self, gold: str, pred: str, timeout: float) -> bool:
-        """Whether math-verify finds ``pred`` equal to ``gold`` within ``timeout`` seconds (False past it).
-
-        The first call to a fresh worker also waits for its start-up (importing sympy), outside the budget.
-        """
+        """Whether math-verify finds ``pred`` equal to ``gold`` within ``timeout`` seconds (False past it)."""
         with self._lock:
-            proc = self._start()
-            assert proc.stdin is not None and proc.stdout is not None
+            if not self._start():
+                return False
+            assert self._proc is not None and self._proc.stdin is not None
             try:
-                proc.stdin.write(json.dumps([gold, pred]) + "\n")
-                proc.stdin.flush()
-                ready, _, _ = select.select([proc.stdout], [], [], timeout + (0.0 if self._warm else 60.0))
-                if ready:
-                    line = proc.stdout.readline()
-                    if line:
-                        self._warm = True
-                        return line.strip() == "true"
+                self._proc.stdin.write(json.dumps([gold, pred]) + "\n")
+                self._proc.stdin.flush()
             except OSError:
-                pass
-            self._kill()
-            return False
+                self._kill()
+                return False
+            return self._read_line(timeout) == "true"
 
 
 _VERIFIER = _Verifier()
@@ -144,19 +162,71 @@ def format_reward(prompts: Sequence[Any], completions: Sequence[Any], **columns:
     return [float(count_boxed(completion_text(c)) == 1) for c in completions]
 
 
-REWARDS: dict[str, RewardFn] = {"math_answer": math_answer_reward, "format": format_reward}
+REWARDS.register("math_answer")(math_answer_reward)
+REWARDS.register("format")(format_reward)
 
 
-def weighted_reward(parts: Sequence[tuple[RewardFn, float]]) -> RewardFn:
-    """One reward function that returns the weighted sum of ``parts``' rewards, row by row."""
-    if not parts:
-        raise ValueError("weighted_reward needs at least one reward function")
+def resolve_reward(name: str) -> RewardFn:
+    """A registered reward by name, or the function at an import path ``package.module:function``."""
+    if ":" not in name:
+        return REWARDS.get(name)
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import reward {name!r}: {err}") from None
+    if not callable(fn):
+        raise ValueError(f"reward {name!r} is not callable")
+    return fn
 
-    def reward(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
+
+@dataclass(frozen=True)
+class RewardState:
+    """What a reward function gets as ``trainer_state`` (the attributes of TRL's ``TrainerState`` it reads)."""
+
+    global_step: int = 0
+    max_steps: int = 0
+
+
+EXCLUDED_COLUMNS = ("prompt", "completion", "completion_ids")  # as TRL: not passed on as columns
+
+
+def call_reward(fn: RewardFn, rows: Sequence[dict], completions: Sequence[str],
+                completion_ids: Sequence[Sequence[int]] | None = None, state: RewardState | None = None
+                ) -> list[float | None]:
+    """``fn`` on completions of ``rows``, called by keyword as TRL does: ``prompts``, ``completions`` (message
+    lists for conversational prompts), ``completion_ids``, ``trainer_state`` and every dataset column."""
+    prompts = [row["prompt"] for row in rows]
+    columns = {k: [row.get(k) for row in rows] for k in rows[0] if k not in EXCLUDED_COLUMNS} if rows else {}
+    if prompts and isinstance(prompts[0], list):
+        completions = [[{"role": "assistant", "content": c}] for c in completions]
+    values = fn(prompts=prompts, completions=list(completions), completion_ids=completion_ids,
+                trainer_state=state or RewardState(), **columns)
+    if len(values) != len(completions):
+        raise ValueError(f"reward {getattr(fn, '__name__', fn)!r} returned {len(values)} values for "
+                         f"{len(completions)} completions")
+    return list(values)
+
+
+class Reward:
+    """The run's reward: the weighted sum of its functions, a ``None`` (not applicable) not counted, as TRL."""
+
+    def __init__(self, specs: Sequence[RewardSpec]) -> None:
+        if not specs:
+            raise ValueError("a run needs at least one reward function")
+        self.parts = [(spec.name, resolve_reward(spec.name), spec.weight) for spec in specs]
+
+    def __call__(self, rows: Sequence[dict], completions: Sequence[str],
+                 completion_ids: Sequence[Sequence[int]] | None = None, state: RewardState | None = None
+                 ) -> tuple[Tensor, dict[str, float]]:
+        """Rewards (B float) and each function's mean over the rows it applied to (``rewards/<name>``)."""
         total = [0.0] * len(completions)
-        for fn, weight in parts:
-            for i, value in enumerate(fn(prompts, completions, **columns)):
-                total[i] += weight * float(value)
-        return total
-
-    return reward
+        stats: dict[str, float] = {}
+        for name, fn, weight in self.parts:
+            values = call_reward(fn, rows, completions, completion_ids, state)
+            given = [(i, float(v)) for i, v in enumerate(values) if v is not None]
+            for i, v in given:
+                total[i] += weight * v
+            if given:
+                stats[f"rewards/{name}"] = sum(v for _, v in given) / len(given)
+        return torch.tensor(total, dtype=torch.float32), stats

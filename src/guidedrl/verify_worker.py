@@ -1,4 +1,5 @@
-"""The math-verify worker process: reads JSON lines ``[gold, prediction]`` on stdin, writes ``true``/``false``.
+"""The math-verify worker process: says ``ready`` once its imports are done, then reads JSON lines
+``[gold, prediction]`` on stdin and writes ``true``/``false``.
 
 Run as ``python -m guidedrl.verify_worker`` by :mod:`guidedrl.rewards`, which kills it when a check overruns.
 """
@@ -13,6 +14,9 @@ def main() -> None:
     """Answer each request line with whether math-verify finds the prediction equal to the gold answer."""
     from math_verify import parse, verify
 
+    verify(parse("$1$"), parse("\\boxed{1}"), timeout_seconds=None)  # first-call imports happen before "ready"
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
     for line in sys.stdin:
         try:
             gold, pred = json.loads(line)

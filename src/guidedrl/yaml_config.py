@@ -116,7 +116,7 @@ def _describe(err: ValidationError, source: str, model_cls: type[BaseModel]) -> 
             if close:
                 message += f" (did you mean {close[0]!r}?)"
         else:
-            message = e["msg"]
+            message = e["msg"].removeprefix("Value error, ")
         line = f"{source}: {key}: {message}" if key else f"{source}: {message}"
         if line not in lines:
             lines.append(line)

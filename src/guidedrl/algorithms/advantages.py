@@ -7,12 +7,18 @@ B×R tensor that is already broadcast over the tokens and zero outside ``respons
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
+
+from guidedrl.registry import ADVANTAGE_ADDONS, ADVANTAGES
+
+if TYPE_CHECKING:
+    from guidedrl.config import AlgorithmConfig
+
+POLICY, TEACHER, HINTED = 0, 1, 2  # row kinds (guidedrl.algorithms.losses.TOKEN_KINDS)
 
 
 @dataclass(frozen=True)
@@ -22,12 +28,20 @@ class AdvantageInputs:
     rewards: Tensor  # B float: the verifiable reward of each row
     response_mask: Tensor  # B×R: 1 on real response tokens
     group_index: Tensor  # B long: rows of the same prompt share an index
-    on_policy: Tensor | None = None  # B bool: False on teacher (off-policy) rows
+    kind: Tensor | None = None  # B long: POLICY, TEACHER or HINTED (None: every row is the student's own)
     behaviour_logp: Tensor | None = None  # B×R: log-probs of the sampling policy
     teacher_logp: Tensor | None = None  # B×R: the teacher's log-probs of the sampled tokens
+    old_label_logp: Tensor | None = None  # B×R: log π_old of the teacher's label at each position (TGPO-Adv)
+    teacher_tokens: Tensor | None = None  # B×R bool: where the label terms apply (None: every response token)
     values: Tensor | None = None  # B×R: a critic's value of the state before each response token (PPO)
     gamma: float = 1.0  # GAE discount
     lam: float = 1.0  # GAE λ
+
+    def rows_of(self, *kinds: int) -> Tensor:
+        """B bool: rows of the given kinds (every row counts as the student's own when ``kind`` is None)."""
+        if self.kind is None:
+            return torch.full_like(self.rewards, POLICY in kinds, dtype=torch.bool)
+        return torch.isin(self.kind, torch.tensor(kinds, device=self.kind.device))
 
 
 class AdvantageFn(Protocol):
@@ -36,17 +50,10 @@ class AdvantageFn(Protocol):
     def __call__(self, x: AdvantageInputs, eps: float = 1e-6) -> Tensor: ...
 
 
-ADVANTAGES: dict[str, AdvantageFn] = {}
+class AdvantageAddon(Protocol):
+    """A registered add-on: advantages (B×R) plus a term weighted by ``coef``."""
 
-
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator adding an estimator to ``ADVANTAGES`` under ``name`` (the config's ``algorithm.advantage``)."""
-    def add(fn: AdvantageFn) -> AdvantageFn:
-        if name in ADVANTAGES:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADVANTAGES[name] = fn
-        return fn
-    return add
+    def __call__(self, advantages: Tensor, x: AdvantageInputs, coef: float) -> Tensor: ...
 
 
 def _group_slots(group_index: Tensor) -> tuple[Tensor, int]:
@@ -70,50 +77,42 @@ def group_stats(values: Tensor, group_index: Tensor, rows_mask: Tensor | None = 
     return mean[slot], std[slot]
 
 
-def rows_with_signal(rewards: Tensor, group_index: Tensor) -> Tensor:
-    """B bool: rows whose group's rewards are not all equal — the groups DAPO's dynamic sampling keeps."""
-    _, std = group_stats(rewards, group_index)
-    return std > 0
-
-
 def broadcast(per_row: Tensor, response_mask: Tensor) -> Tensor:
     """A per-row value (B) repeated over that row's response tokens (B×R), zero on padding."""
     return per_row.unsqueeze(-1) * response_mask.to(per_row.dtype)
 
 
-@register_advantage("grpo")
+@ADVANTAGES.register("grpo")
 def grpo(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
     """GRPO: (r − group mean) / (group unbiased std + eps); a group of equal rewards gets 0."""
     mean, std = group_stats(x.rewards, x.group_index)
     return broadcast((x.rewards - mean) / (std + eps), x.response_mask)
 
 
-@register_advantage("dr_grpo")
+@ADVANTAGES.register("dr_grpo")
 def dr_grpo(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
     """Dr.GRPO: r − group mean, no std division (AMPO's runs); ``eps`` is unused."""
     mean, _ = group_stats(x.rewards, x.group_index)
     return broadcast(x.rewards - mean, x.response_mask)
 
 
-@register_advantage("grpo_split")
+@ADVANTAGES.register("grpo_split")
 def grpo_split(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
-    """GRPO with mean/std from the group's on-policy rows only, applied to all its rows (teacher rows too).
+    """GRPO with mean/std from the group's on-policy rows only (teacher rows excluded), applied to all its rows.
 
-    A group with fewer than two on-policy rows has no usable on-policy std, so it falls back to the
-    statistics of the whole mixed group (plain ``grpo``). With ``on_policy`` None every row counts.
+    As the AMPO authors' estimator: a group with fewer than two on-policy rows gets mean 0 and std 1, and a
+    zero std is replaced by 1, so an all-wrong group with teacher rows gives them r − 0 rather than r / eps.
     """
-    mean, std = group_stats(x.rewards, x.group_index)
-    if x.on_policy is not None:
-        on = x.on_policy.bool()
-        on_mean, on_std = group_stats(x.rewards, x.group_index, on)
-        slot, n_groups = _group_slots(x.group_index)
-        on_rows = torch.zeros(n_groups, device=on.device).index_add_(0, slot, on.float())
-        enough = (on_rows >= 2)[slot]
-        mean, std = torch.where(enough, on_mean, mean), torch.where(enough, on_std, std)
+    on = ~x.rows_of(TEACHER)
+    mean, std = group_stats(x.rewards, x.group_index, on)
+    slot, n_groups = _group_slots(x.group_index)
+    on_rows = torch.zeros(n_groups, device=on.device).index_add_(0, slot, on.float())[slot]
+    mean = torch.where(on_rows >= 2, mean, torch.zeros_like(mean))
+    std = torch.where((on_rows >= 2) & (std > 0), std, torch.ones_like(std))
     return broadcast((x.rewards - mean) / (std + eps), x.response_mask)
 
 
-@register_advantage("rkl")
+@ADVANTAGES.register("rkl", needs={"teacher_logp"})
 def rkl(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
     """Pure on-policy distillation: A_t = teacher_logp − behaviour_logp per token (no normalization, no future sum)."""
     if x.teacher_logp is None or x.behaviour_logp is None:
@@ -122,14 +121,23 @@ def rkl(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
     return (x.teacher_logp - x.behaviour_logp) * mask
 
 
-def plus_reverse_kl(advantages: Tensor, x: AdvantageInputs, weight: float) -> Tensor:
-    """RLVR advantages plus w·(teacher_logp − behaviour_logp) on the tokens of on-policy rows (reverse-KL
-    distillation combined with RLVR); teacher-written rows have no student behaviour log-prob and keep theirs."""
-    if x.teacher_logp is None or x.behaviour_logp is None:
-        raise ValueError("plus_reverse_kl needs teacher_logp and behaviour_logp (run a teacher scorer)")
-    rows = torch.ones_like(x.rewards, dtype=torch.bool) if x.on_policy is None else x.on_policy
+@ADVANTAGE_ADDONS.register("reverse_kl", needs={"teacher_logp"})
+def reverse_kl(advantages: Tensor, x: AdvantageInputs, coef: float) -> Tensor:
+    """RLVR advantages plus w·(teacher_logp − behaviour_logp) on the tokens of the student's sampled rows
+    (reverse-KL distillation combined with RLVR); teacher-written rows have no student behaviour log-prob."""
+    rows = ~x.rows_of(TEACHER)
     mask = x.response_mask.bool() & rows[:, None]
-    return advantages + weight * torch.where(mask, x.teacher_logp - x.behaviour_logp, 0.0)
+    return advantages + coef * torch.where(mask, x.teacher_logp - x.behaviour_logp, 0.0)
+
+
+@ADVANTAGE_ADDONS.register("label_bonus", needs={"teacher_label", "old_label_logp", "teacher_tokens"})
+def label_bonus(advantages: Tensor, x: AdvantageInputs, coef: float) -> Tensor:
+    """TGPO-Adv: A_t + λ·π_old(ŷ_t), the student's probability (before the update) of the teacher's label,
+    added to the advantage of the token it sampled at that position, on its own rows' label-term tokens."""
+    mask = x.response_mask.bool() & x.rows_of(POLICY)[:, None]
+    if x.teacher_tokens is not None:
+        mask = mask & x.teacher_tokens.bool()
+    return advantages + coef * x.old_label_logp.exp() * mask
 
 
 def gae(rewards: Tensor, values: Tensor, response_mask: Tensor, gamma: float = 1.0, lam: float = 1.0
@@ -157,7 +165,7 @@ def gae(rewards: Tensor, values: Tensor, response_mask: Tensor, gamma: float = 1
     return advantages, torch.where(mask, advantages + values, 0.0)
 
 
-@register_advantage("gae")
+@ADVANTAGES.register("gae", needs={"values"})
 def gae_whitened(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
     """PPO: GAE(γ, λ) from the critic's values, whitened over all response tokens of the batch."""
     if x.values is None:
@@ -170,6 +178,9 @@ def gae_whitened(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
     return torch.where(mask, (advantages - real.mean()) / (real.std() + eps), 0.0)
 
 
-def linear_decay(step: int, start: float, delta: float, floor: float = 0.0) -> float:
-    """TGPO's λ_k = max(start − (k − 1)·delta, floor), with the step k counted from 1."""
-    return max(start - (step - 1) * delta, floor)
+def estimate_advantages(x: AdvantageInputs, algo: AlgorithmConfig, step: int) -> Tensor:
+    """The configured estimator's advantages plus every active add-on at its coefficient for ``step`` (from 1)."""
+    advantages = ADVANTAGES.get(algo.advantage)(x, algo.adv_eps)
+    for name in algo.active_addons():
+        advantages = ADVANTAGE_ADDONS.get(name)(advantages, x, algo.advantage_addons[name].at(step))
+    return advantages

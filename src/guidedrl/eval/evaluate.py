@@ -1,4 +1,9 @@
-"""Held-out evaluation: greedy accuracy, sampled pass@k, response length and solution-path diversity."""
+"""Held-out evaluation: greedy accuracy, sampled pass@k, response length and solution-path diversity.
+
+A sample is correct when the verifier's answer check passes (:func:`guidedrl.rewards.math_answer_reward`),
+whatever the training reward of the run mixes in (format bonuses, a user's own terms): every method is
+scored under the same definition.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from guidedrl.data import encode_prompts
 from guidedrl.eval.metrics import distinct_correct_paths, mean_pass_at_k
-from guidedrl.rewards import RewardFn, math_answer_reward
+from guidedrl.rewards import call_reward, math_answer_reward
 from guidedrl.rollout.engine import RolloutEngine, SamplingParams
 
 
@@ -52,39 +57,37 @@ def _chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _score(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], n: int,
-           sampling: SamplingParams, reward_fn: RewardFn, rows_per_batch: int) -> tuple[list[list[str]], list[list[bool]], list[list[int]]]:
-    """Texts, correctness and token lengths of ``n`` responses per row, generated in batches."""
+def _sample_and_check(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], n: int,
+                      sampling: SamplingParams, rows_per_batch: int
+                      ) -> tuple[list[list[str]], list[list[bool]], list[list[int]]]:
+    """Texts, answer-check verdicts and token lengths of ``n`` responses per row, generated in batches."""
     texts: list[list[str]] = []
     correct: list[list[bool]] = []
     lengths: list[list[int]] = []
     for part in _chunks(rows, max(1, rows_per_batch // n)):
         rollouts = engine.generate(encode_prompts(tokenizer, [r["prompt"] for r in part]), n, sampling)
         outs = rollouts.response_texts(tokenizer)
-        prompts = [r["prompt"] for r in part for _ in range(n)]
-        answers = [r["answer"] for r in part for _ in range(n)]
-        rewards = reward_fn(prompts, outs, answer=answers)
+        verdicts = call_reward(math_answer_reward, [r for r in part for _ in range(n)], outs)
         lens = rollouts.response_lengths.tolist()
         for i in range(len(part)):
             sl = slice(i * n, (i + 1) * n)
             texts.append(outs[sl])
-            correct.append([r >= 1.0 for r in rewards[sl]])
+            correct.append([v == 1.0 for v in verdicts[sl]])
             lengths.append(lens[sl])
     return texts, correct, lengths
 
 
 def evaluate(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], *, split: str,
              ks: Sequence[int] = (1, 8), n_samples: int | None = None, temperature: float = 1.0,
-             max_new_tokens: int = 128, seed: int = 0, reward_fn: RewardFn = math_answer_reward,
-             rows_per_batch: int = 512) -> EvalReport:
+             max_new_tokens: int = 128, seed: int = 0, rows_per_batch: int = 512) -> EvalReport:
     """Greedy decoding once and ``n_samples`` (default ``max(ks)``) sampled responses per problem."""
     n = n_samples or max(ks)
     if max(ks) > n:
         raise ValueError(f"pass@{max(ks)} needs at least {max(ks)} samples per problem, got {n}")
     greedy = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
-    _, greedy_ok, _ = _score(engine, tokenizer, rows, 1, greedy, reward_fn, rows_per_batch)
+    _, greedy_ok, _ = _sample_and_check(engine, tokenizer, rows, 1, greedy, rows_per_batch)
     sampled = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-    texts, correct, lengths = _score(engine, tokenizer, rows, n, sampled, reward_fn, rows_per_batch)
+    texts, correct, lengths = _sample_and_check(engine, tokenizer, rows, n, sampled, rows_per_batch)
     problems = [ProblemScore(prompt=r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
                              answer=str(r["answer"]), n=n, correct=sum(c), greedy_correct=g[0],
                              distinct_paths=distinct_correct_paths(t, c), mean_length=sum(ln) / n)

@@ -10,7 +10,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.batch import RolloutBatch
-from guidedrl.rewards import RewardFn
+from guidedrl.rewards import Reward
 from guidedrl.rollout.engine import RolloutEngine
 
 
@@ -21,7 +21,7 @@ class GuidanceContext:
     policy: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     engine: RolloutEngine
-    reward_fn: RewardFn
+    reward: Reward
     correct_threshold: float
     group_size: int
     temperature: float
@@ -36,10 +36,9 @@ class Guidance(Protocol):
     def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]: ...
 
 
-def score_texts(ctx: GuidanceContext, rows: list[dict], texts: list[str]) -> Tensor:
-    """Rewards of ``texts[i]`` as an answer to ``rows[i]``, dataset columns passed through."""
-    columns = {k: [row[k] for row in rows] for k in rows[0] if k != "prompt"}
-    return torch.tensor(ctx.reward_fn([row["prompt"] for row in rows], texts, **columns), dtype=torch.float32)
+def rewards_of(ctx: GuidanceContext, rows: list[dict], texts: list[str]) -> Tensor:
+    """The run's reward of ``texts[i]`` as an answer to ``rows[i]`` (how guidance verifies what it inserts)."""
+    return ctx.reward(rows, texts)[0] if texts else torch.zeros(0)
 
 
 def prompt_tokens(batch: RolloutBatch, row: int) -> list[int]:

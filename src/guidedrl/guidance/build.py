@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from guidedrl.config import GuidanceConfig
 from guidedrl.guidance.base import Guidance, GuidanceContext, Ladder
-from guidedrl.guidance.hint import HintGuidance
-from guidedrl.guidance.teacher import TeacherGuidance
-from guidedrl.teachers.pool import build_pool
+from guidedrl.registry import GUIDANCE, TEACHER_POOLS
 
 
 def build_guidance(cfg: GuidanceConfig, ctx: GuidanceContext) -> Guidance | None:
     """Strategies in ladder order, sharing one teacher pool; None when the ladder is empty (GRPO)."""
     if not cfg.ladder:
         return None
-    pools = [build_pool(source, ctx.max_new_tokens, ctx.seed) for source in cfg.teachers]
-    steps: list[Guidance] = [TeacherGuidance(cfg, pools, ctx) if name == "teacher" else HintGuidance(cfg, ctx, pools)
-                             for name in cfg.ladder]
+    pools = [TEACHER_POOLS.get(source.kind)(source, ctx.max_new_tokens, ctx.seed) for source in cfg.teachers]
+    steps: list[Guidance] = [GUIDANCE.get(name)(cfg, ctx, pools) for name in cfg.ladder]
     return steps[0] if len(steps) == 1 else Ladder(steps)

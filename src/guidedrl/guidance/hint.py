@@ -13,9 +13,11 @@ import torch
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import GuidanceConfig
 from guidedrl.data import Prompt, encode_prompts
-from guidedrl.guidance.base import GuidanceContext, prompt_tokens, score_texts
+from guidedrl.guidance.base import GuidanceContext, prompt_tokens, rewards_of
 from guidedrl.guidance.trigger import guidance_demand
+from guidedrl.registry import GUIDANCE
 from guidedrl.rollout.engine import Rollouts, SamplingParams
+from guidedrl.seeding import derive_seed
 from guidedrl.teachers.pool import TeacherPool
 
 
@@ -28,6 +30,7 @@ def with_hint(prompt: Prompt, hint: str, template: str) -> Prompt:
     return messages
 
 
+@GUIDANCE.register("hint")
 class HintGuidance:
     """Re-sample G responses with the hint for every triggered group; put them in as the method says."""
 
@@ -40,7 +43,7 @@ class HintGuidance:
             return row["hint"]
         for pool in self.pools:
             for sol in pool.solutions([row])[0]:
-                if score_texts(self.ctx, [row], [sol.text])[0] > self.ctx.correct_threshold:
+                if rewards_of(self.ctx, [row], [sol.text])[0] > self.ctx.correct_threshold:
                     return "\n".join(sol.text.splitlines()[:self.cfg.hint_steps_from_teacher])
         return None
 
@@ -51,15 +54,15 @@ class HintGuidance:
         hints = {g: self.hint_for(rows[g]) for g in range(len(demand)) if demand[g] > 0}
         groups = [g for g, h in hints.items() if h]
         n_groups = len(torch.unique(batch.group_index))
-        metrics = {"hint/rate": len(hints) / n_groups}
+        metrics = {"guidance/hint/rate": len(groups) / n_groups}
         if not groups:
             return batch, metrics
         ids = encode_prompts(tok, [with_hint(rows[g]["prompt"], hints[g], cfg.hint_template) for g in groups])
-        sampling = SamplingParams(ctx.temperature, ctx.top_p, ctx.max_new_tokens, seed=ctx.seed * 1_000_033 + step)
+        sampling = SamplingParams(ctx.temperature, ctx.top_p, ctx.max_new_tokens, seed=derive_seed(ctx.seed, "hint", step))
         hinted = ctx.engine.generate(ids, ctx.group_size, sampling)
         n = hinted.size
         owner = [groups[int(i)] for i in hinted.prompt_index]
-        rewards = score_texts(ctx, [rows[g] for g in owner], hinted.response_texts(tok))
+        rewards = rewards_of(ctx, [rows[g] for g in owner], hinted.response_texts(tok))
         mask = hinted.response_mask.bool()
         plain_prompt = {g: prompt_tokens(batch, int((batch.group_index == g).nonzero()[0])) for g in groups}
         rebuilt = Rollouts.from_token_lists(
@@ -70,8 +73,8 @@ class HintGuidance:
         hinted_rows = RolloutBatch(rebuilt, rewards, correct, torch.tensor(owner), torch.zeros(n, dtype=torch.bool),
                                    torch.ones(n, dtype=torch.bool), ["hint"] * n)
         solved = torch.zeros(len(demand)).index_add_(0, torch.tensor(owner), correct.float())
-        metrics.update({"hint/accuracy": correct.float().mean().item(),
-                        "hint/rescued": float((solved[groups] > 0).float().mean())})
+        metrics.update({"guidance/hint/accuracy": correct.float().mean().item(),
+                        "guidance/hint/rescued": float((solved[groups] > 0).float().mean())})
         parts = [hinted_rows]
         if cfg.hint_replace_group:
             keep = ~torch.isin(batch.group_index, torch.tensor(groups))

@@ -15,21 +15,24 @@ import torch
 
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import GuidanceConfig
-from guidedrl.guidance.base import GuidanceContext, prompt_tokens, score_texts
+from guidedrl.guidance.base import GuidanceContext, prompt_tokens, rewards_of
 from guidedrl.guidance.selection import answer_slot_tokens, comprehension_scores, rank_candidates
 from guidedrl.guidance.trigger import guidance_demand
-from guidedrl.rewards import format_reward
+from guidedrl.registry import GUIDANCE
+from guidedrl.rewards import count_boxed
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
+from guidedrl.seeding import derive_seed
 from guidedrl.teachers.pool import TeacherPool, TeacherSolution
 
 log = logging.getLogger(__name__)
 
 
+@GUIDANCE.register("teacher")
 class TeacherGuidance:
     """Insert up to k verified teacher solutions into each triggered group."""
 
-    def __init__(self, cfg: GuidanceConfig, pools: list[TeacherPool], ctx: GuidanceContext) -> None:
+    def __init__(self, cfg: GuidanceConfig, ctx: GuidanceContext, pools: list[TeacherPool]) -> None:
         self.cfg, self.pools, self.ctx = cfg, pools, ctx
         self.verified: dict[str, list[tuple[TeacherSolution, float]]] = {}
         self.warned = False
@@ -44,7 +47,7 @@ class TeacherGuidance:
                 for slot, sols in zip(found, pool.solutions([rows[i] for i in todo])):
                     slot.extend(sols)
             flat = [(i, s) for i, sols in zip(todo, found) for s in sols]
-            rewards = score_texts(self.ctx, [rows[i] for i, _ in flat], [s.text for _, s in flat]) if flat else []
+            rewards = rewards_of(self.ctx, [rows[i] for i, _ in flat], [s.text for _, s in flat])
             for i in todo:
                 self.verified[keys[i]] = []
             for (i, sol), reward in zip(flat, rewards):
@@ -77,7 +80,7 @@ class TeacherGuidance:
         demand = guidance_demand(batch.correct, batch.group_index, cfg.trigger, cfg.num_guidance, cfg.max_guidance)
         groups = [g for g in range(len(demand)) if demand[g] > 0]
         n_groups = len(torch.unique(batch.group_index))
-        metrics: dict[str, float] = {"guidance/rate": len(groups) / n_groups}
+        metrics: dict[str, float] = {"guidance/teacher/rate": len(groups) / n_groups}
         if not groups:
             return batch, metrics
         cands = self.candidates([rows[g] for g in groups])
@@ -87,12 +90,12 @@ class TeacherGuidance:
             scores = self.comprehension([prompt_tokens(batch, first_row[g]) for g, _, _ in flat],
                                         [s.text for _, s, _ in flat], [str(rows[g]["answer"]) for g, _, _ in flat])
         elif cfg.selection == "random":
-            gen = torch.Generator().manual_seed(self.ctx.seed * 31 + step)
+            gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "selection", step))
             scores = torch.rand(len(flat), generator=gen).tolist()
         else:
             scores = [0.0] * len(flat)
-        fmt = format_reward([""] * len(flat), [s.text for _, s, _ in flat]) if flat else []
-        gen = torch.Generator().manual_seed(self.ctx.seed * 17 + step)
+        fmt = [float(count_boxed(s.text) == 1) for _, s, _ in flat]
+        gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "replace", step))
         drop: list[int] = []
         new_prompts, new_texts, new_groups, new_rewards, new_sources = [], [], [], [], []
         selected_scores, rejected_scores, empty = [], [], 0
@@ -119,15 +122,15 @@ class TeacherGuidance:
             log.warning("step %d: %d guided group(s) had no verified teacher solution and stay on-policy; later "
                         "occurrences are counted in the metric guidance/empty_pool", step, empty)
             self.warned = True
-        metrics.update({"guidance/empty_pool": empty / len(groups),
-                        "guidance/rescued": (len(groups) - empty) / len(groups),
-                        "guidance/inserted": float(len(new_texts))})
+        metrics.update({"guidance/teacher/empty_pool": empty / len(groups),
+                        "guidance/teacher/rescued": (len(groups) - empty) / len(groups),
+                        "guidance/teacher/inserted": float(len(new_texts))})
         if selected_scores:
-            metrics["guidance/score_selected"] = sum(selected_scores) / len(selected_scores)
+            metrics["guidance/teacher/score_selected"] = sum(selected_scores) / len(selected_scores)
         if rejected_scores:
-            metrics["guidance/score_rejected"] = sum(rejected_scores) / len(rejected_scores)
+            metrics["guidance/teacher/score_rejected"] = sum(rejected_scores) / len(rejected_scores)
         for teacher, count in Counter(new_sources).items():
-            metrics[f"guidance/selected/{teacher}"] = float(count)
+            metrics[f"guidance/teacher/selected/{teacher}"] = float(count)
         if not new_texts:
             return batch, metrics
         responses = [ids + [tok.eos_token_id] for ids in tok(new_texts, add_special_tokens=False)["input_ids"]]

@@ -12,12 +12,18 @@ importance ratio of an unchanged policy is 1 (greedy decoding reports temperatur
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
-from transformers import DynamicCache, PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from guidedrl.registry import ENGINES
 from guidedrl.rollout.engine import Rollouts, SamplingParams
 from guidedrl.rollout.forward import position_ids_from_mask
+
+if TYPE_CHECKING:
+    from guidedrl.config import RolloutConfig
 
 
 class HFEngine:
@@ -112,3 +118,9 @@ def _sample(logits: Tensor, sampling: SamplingParams, gen: torch.Generator | Non
     else:
         tok = torch.multinomial(probs, 1, generator=gen).squeeze(1)
     return tok, logp.gather(-1, tok[:, None]).squeeze(1)
+
+
+@ENGINES.register("hf")
+def hf_engine(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RolloutConfig) -> HFEngine:
+    """The built-in engine: samples from the policy module itself."""
+    return HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)

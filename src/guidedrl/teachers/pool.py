@@ -11,8 +11,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guidedrl.config import TeacherSource
 from guidedrl.data import encode_prompts
+from guidedrl.registry import TEACHER_POOLS
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.seeding import derive_seed, text_index
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,11 @@ class OfflinePool:
 
 
 class OnlinePool:
-    """A local HF causal LM that samples solutions when asked; each problem is asked once, then cached."""
+    """A local HF causal LM that samples solutions when asked; each problem is asked once, then cached.
+
+    A problem's samples are drawn with a seed of its own (from the run's seed and the prompt's text), so they
+    do not depend on when the problem is first asked: a resumed run, whose cache starts empty, gets the same.
+    """
 
     def __init__(self, path: str, name: str | None, samples: int, temperature: float, max_new_tokens: int,
                  seed: int = 0) -> None:
@@ -54,20 +60,23 @@ class OnlinePool:
 
     def solutions(self, rows: Sequence[dict]) -> list[list[TeacherSolution]]:
         keys = [repr(row["prompt"]) for row in rows]
-        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
-        if missing:
-            first = {k: row for k, row in zip(reversed(keys), reversed(list(rows)))}
-            ids = encode_prompts(self.tokenizer, [first[k]["prompt"] for k in missing])
-            sampling = SamplingParams(self.temperature, 1.0, self.max_new_tokens, seed=self.seed + len(self.cache))
-            texts = self.engine.generate(ids, self.samples, sampling).response_texts(self.tokenizer)
-            for i, key in enumerate(missing):
-                unique = dict.fromkeys(texts[i * self.samples:(i + 1) * self.samples])
-                self.cache[key] = [TeacherSolution(self.name, t) for t in unique]
+        for key, row in zip(keys, rows):
+            if key not in self.cache:
+                ids = encode_prompts(self.tokenizer, [row["prompt"]])
+                sampling = SamplingParams(self.temperature, 1.0, self.max_new_tokens,
+                                          seed=derive_seed(self.seed, "online_teacher", text_index(key)))
+                texts = self.engine.generate(ids, self.samples, sampling).response_texts(self.tokenizer)
+                self.cache[key] = [TeacherSolution(self.name, t) for t in dict.fromkeys(texts)]
         return [self.cache[k] for k in keys]
 
 
-def build_pool(source: TeacherSource, max_new_tokens: int, seed: int) -> TeacherPool:
-    """The pool a config entry describes."""
-    if source.kind == "offline":
-        return OfflinePool(source.teachers)
+@TEACHER_POOLS.register("offline")
+def offline_pool(source: TeacherSource, max_new_tokens: int, seed: int) -> OfflinePool:
+    """The dataset's ``teacher_solutions`` column."""
+    return OfflinePool(source.teachers)
+
+
+@TEACHER_POOLS.register("online")
+def online_pool(source: TeacherSource, max_new_tokens: int, seed: int) -> OnlinePool:
+    """A local teacher model sampling on demand."""
     return OnlinePool(source.path, source.name, source.samples, source.temperature, max_new_tokens, seed)

@@ -9,7 +9,7 @@ from transformers import AutoModel
 
 from guidedrl.algorithms.advantages import gae
 from guidedrl.algorithms.losses import value_loss
-from guidedrl.batch import trim
+from guidedrl.batch import RolloutBatch, trim
 from guidedrl.config import CriticConfig
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import position_ids_from_mask
@@ -40,6 +40,10 @@ class Critic(nn.Module):
         """The critic's current estimates, without gradients (the 'old' values of this step)."""
         self.eval()
         return self(rollouts)
+
+    def update(self, batch: RolloutBatch, micro_batch_size: int) -> dict[str, float]:
+        """Fit the critic to the returns of a step's batch, whose ``values`` are the critic's before the update."""
+        return self.fit(batch.rollouts, batch.rewards, batch.values, micro_batch_size)
 
     def fit(self, rollouts: Rollouts, rewards: Tensor, old_values: Tensor, micro_batch_size: int) -> dict[str, float]:
         """One pass of value regression on GAE returns, accumulated over micro-batches (token-mean)."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -31,3 +34,22 @@ class MetricsLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class PhaseTimer:
+    """Wall-clock seconds of the named phases of a step (``time/<phase>``) and of the whole step."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def metrics(self) -> dict[str, float]:
+        return {"step_time": time.perf_counter() - self.start, **{f"time/{k}": v for k, v in self.seconds.items()}}

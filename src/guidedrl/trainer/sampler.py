@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from guidedrl.seeding import derive_seed
+
 
 class PromptSampler:
     """Yields batches of row indices; pass ``e`` is a permutation seeded by (seed, e), so resuming is exact."""
@@ -16,7 +18,7 @@ class PromptSampler:
 
     def _order(self, epoch: int) -> list[int]:
         order = list(range(self.n_rows))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        random.Random(derive_seed(self.seed, "data", epoch)).shuffle(order)
         return order
 
     def next_batch(self) -> list[int]:

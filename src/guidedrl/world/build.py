@@ -19,14 +19,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from guidedrl.config import WorldConfig
+from guidedrl.world.settings import WorldConfig
+from guidedrl.config import DEFAULT_HINT_TEMPLATE
 from guidedrl.data import encode_prompts, load_rows, write_jsonl
 from guidedrl.eval.evaluate import evaluate
 from guidedrl.rewards import math_answer_reward
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.world.problems import Expression
-from guidedrl.world.splits import HINT_TEMPLATE, make_splits, prompt_for, rows_for
+from guidedrl.world.splits import make_splits, prompt_for, rows_for
 from guidedrl.world.styles import STYLES, hint_for, slip_final_answer
 from guidedrl.world.tokenizer import build_tokenizer
 from guidedrl.world.zoo import encode_pairs, make_model, sft
@@ -66,7 +67,7 @@ def _sft_pairs(tokenizer: PreTrainedTokenizerBase, exprs: list[Expression], styl
         slipped = rng.random() < slip_share
         if not hinted and plain_operands is not None and len(e.operands) not in plain_operands:
             continue
-        prompts.append(HINT_TEMPLATE.format(prompt=prompt_for(e), hint=hint_for(e)) if hinted else prompt_for(e))
+        prompts.append(DEFAULT_HINT_TEMPLATE.format(prompt=prompt_for(e), hint=hint_for(e)) if hinted else prompt_for(e))
         solutions.append(slip_final_answer(STYLES[style](e), rng) if slipped else STYLES[style](e))
     return encode_pairs(tokenizer, prompts, solutions)
 
@@ -183,7 +184,7 @@ def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None =
             report = evaluate(HFEngine(load_model(out, name), tokenizer.pad_token_id, tokenizer.eos_token_id),
                               tokenizer, load_rows(out / "data" / f"{split}.jsonl"), split=split,
                               ks=(1, cfg.eval_samples), temperature=cfg.eval_temperature,
-                              max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, reward_fn=math_answer_reward)
+                              max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
             summary = report.summary()
             summary["all_wrong_share"] = sum(p.correct == 0 for p in report.problems) / len(report.problems)
             results.setdefault(name, {})[split] = summary
@@ -201,7 +202,7 @@ def pool_stats(rows: list[dict], answer_key: str = "answer") -> dict[str, dict[s
     counts: dict[str, list[int]] = {}
     for row in rows:
         for sol in row.get("teacher_solutions", []):
-            ok = math_answer_reward([row["prompt"]], [sol["text"]], answer=[row[answer_key]])[0]
+            ok = math_answer_reward(prompts=[row["prompt"]], completions=[sol["text"]], answer=[row[answer_key]])[0]
             total = counts.setdefault(sol["teacher"], [0, 0])
             total[0] += 1
             total[1] += int(ok >= 1.0)

@@ -9,7 +9,6 @@ from guidedrl.world.problems import Expression, evaluate, sample_expression
 from guidedrl.world.styles import STYLES, hint_for
 
 PROMPT_TEMPLATE = "{problem}\n"
-HINT_TEMPLATE = "{prompt}hint: {hint}\n"
 REFERENCE_STYLE = "steps"
 
 

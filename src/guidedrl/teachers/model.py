@@ -1,4 +1,4 @@
-"""The teacher's view of the student's own rollouts (TGPO, reverse-KL distillation).
+"""A frozen teacher model that predicts on the student's own rollouts (TGPO, reverse-KL distillation).
 
 One no-grad forward of the teacher over prompt + student response gives, at every response
 position, the teacher's log-prob of the token the student sampled and the teacher's own label
@@ -34,7 +34,7 @@ def check_shared_vocab(student: PreTrainedTokenizerBase, teacher: PreTrainedToke
 
 
 @dataclass
-class TeacherSignal:
+class TeacherPredictions:
     """Per response token (B×R): teacher log-prob of the sampled token and the teacher's label; with
     ``top_k`` > 0 also the teacher's k most likely tokens and their log-probs (B×R×k, best first)."""
 
@@ -44,21 +44,20 @@ class TeacherSignal:
     topk_logp: Tensor | None = None
 
 
-class TeacherScorer:
-    """A frozen local HF causal LM that scores student rollouts in one batched forward."""
+class FrozenTeacher:
+    """A frozen local HF causal LM that predicts on student rollouts in one batched forward."""
 
     def __init__(self, path: str, student_tokenizer: PreTrainedTokenizerBase, label: str = "argmax",
                  temperature: float = 1.0, top_k: int = 0) -> None:
         check_shared_vocab(student_tokenizer, AutoTokenizer.from_pretrained(path), path)
         self.name = Path(path).name
         self.model = AutoModelForCausalLM.from_pretrained(path).eval()
-        if top_k > self.model.config.vocab_size:
-            raise ValueError(f"top_k {top_k} exceeds the vocabulary of the teacher at {path} "
-                             f"({self.model.config.vocab_size} tokens)")
+        if top_k > len(student_tokenizer):
+            raise ValueError(f"top_k {top_k} exceeds the student's vocabulary ({len(student_tokenizer)} tokens)")
         self.label, self.temperature, self.top_k = label, temperature, top_k
 
     @torch.no_grad()
-    def score(self, rollouts: Rollouts, generator: torch.Generator | None = None) -> TeacherSignal:
+    def predict(self, rollouts: Rollouts, generator: torch.Generator | None = None) -> TeacherPredictions:
         """Teacher predictions on the student's prefixes; zero/pad outside the response mask."""
         logits = response_logits(self.model, rollouts.input_ids, rollouts.attention_mask, rollouts.prompt_width)
         mask = rollouts.response_mask.bool()
@@ -68,7 +67,7 @@ class TeacherScorer:
             label = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(mask.shape)
         else:
             label = logits.argmax(-1)
-        signal = TeacherSignal(logp, label.masked_fill(~mask, 0))
+        signal = TeacherPredictions(logp, label.masked_fill(~mask, 0))
         if self.top_k > 0:
             ids = logits.topk(self.top_k, dim=-1).indices.masked_fill(~mask[..., None], 0)
             signal.topk_ids = ids

@@ -1,0 +1,102 @@
+"""Registries of the pieces a config chooses by name: one per kind of piece, as verl's ``core_algos``.
+
+A piece is registered where it is defined (``@ADVANTAGES.register("grpo")`` in
+``algorithms/advantages.py``), so a reader finds every estimator in the file named after them. Each
+registry knows the one module that defines its built-in entries and imports it the first time it is
+asked for a name, so that validating a config sees the built-ins without importing the whole package;
+a user's own pieces are registered by importing their module first (see the README's worked example).
+
+Entries may declare ``needs``: the per-token fields a step must compute for them (e.g. ``teacher_logp``),
+so the trainer computes exactly what the configured pieces read and never asks "which method is this?".
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """A registered piece and the batch fields it reads."""
+
+    fn: T
+    needs: frozenset[str]
+
+
+class UnknownName(ValueError):
+    """A name no piece of this kind is registered under; the message lists the known ones."""
+
+
+class Registry(Generic[T]):
+    """Named pieces of one kind (advantage estimators, surrogates, ...), built-ins loaded on first use."""
+
+    def __init__(self, kind: str, *builtins: str) -> None:
+        self.kind, self.builtins = kind, builtins
+        self._entries: dict[str, Entry[T]] = {}
+        self._loaded = False
+
+    def register(self, name: str, needs: Iterable[str] = ()) -> Callable[[T], T]:
+        """Decorator adding ``fn`` under ``name``; a second piece with the same name is an error."""
+        def add(fn: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._entries[name] = Entry(fn, frozenset(needs))
+            return fn
+        return add
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self.builtins:
+                importlib.import_module(module)
+
+    def names(self) -> list[str]:
+        """Every registered name, built-ins included, sorted."""
+        self._load()
+        return sorted(self._entries)
+
+    def check(self, name: str) -> str:
+        """``name`` if registered; else :class:`UnknownName` with the closest name and every known one."""
+        known = self.names()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownName(f"unknown {self.kind} {name!r}{hint}; known: {', '.join(known)}")
+        return name
+
+    def entry(self, name: str) -> Entry[T]:
+        return self._entries[self.check(name)]
+
+    def get(self, name: str) -> T:
+        """The piece registered under ``name``."""
+        return self.entry(name).fn
+
+    def needs(self, names: Iterable[str]) -> frozenset[str]:
+        """The union of the fields the named pieces read."""
+        return frozenset().union(*(self.entry(n).needs for n in names))
+
+
+# advantage estimators: (AdvantageInputs, eps) -> B×R advantages
+ADVANTAGES: Registry = Registry("advantage estimator", "guidedrl.algorithms.advantages")
+# advantage add-ons: (advantages, AdvantageInputs, coef) -> advantages (reverse KL, TGPO-Adv's label bonus)
+ADVANTAGE_ADDONS: Registry = Registry("advantage add-on", "guidedrl.algorithms.advantages")
+# per-token surrogates, chosen per kind of token (policy / teacher / hinted): (logp, old_logp, adv, params)
+SURROGATES: Registry = Registry("surrogate", "guidedrl.algorithms.surrogates")
+# regularizers: LossInputs -> B×R matrix, weighted by a (scheduled) coefficient and aggregated
+REGULARIZERS: Registry = Registry("regularizer", "guidedrl.algorithms.regularizers")
+# batch filters: (rewards, group_index) -> B bool rows to keep (DAPO's flat-group filter)
+BATCH_FILTERS: Registry = Registry("batch filter", "guidedrl.algorithms.filters")
+# guidance strategies: (GuidanceConfig, GuidanceContext, pools) -> Guidance
+GUIDANCE: Registry = Registry("guidance strategy", "guidedrl.guidance.teacher", "guidedrl.guidance.hint")
+# teacher pools: (TeacherSource, max_new_tokens, seed) -> TeacherPool
+TEACHER_POOLS: Registry = Registry("teacher pool", "guidedrl.teachers.pool")
+# rollout engines: (policy, tokenizer, RolloutConfig) -> RolloutEngine
+ENGINES: Registry = Registry("rollout engine", "guidedrl.rollout.hf_engine")
+# reward functions in TRL's keyword convention: f(prompts=, completions=, **columns) -> list[float | None]
+REWARDS: Registry = Registry("reward", "guidedrl.rewards")

@@ -1,0 +1,20 @@
+"""Every seed a run derives from its one ``seed``: one named stream per random choice, so that each is
+reproducible on its own and a resumed run draws exactly what the uninterrupted run would have."""
+
+from __future__ import annotations
+
+import hashlib
+
+# one multiplier per stream: seed·m + index keeps the streams of one run apart
+STREAMS = {"data": 1_000_003, "rollout": 1_000_003, "hint": 1_000_033, "minibatch": 7919, "selection": 31,
+           "replace": 17, "teacher_label": 1_000_037, "online_teacher": 1_000_039}
+
+
+def derive_seed(seed: int, stream: str, index: int) -> int:
+    """The seed of draw ``index`` (a step, an epoch, a problem) of ``stream``, in torch's seed range."""
+    return (seed * STREAMS[stream] + index) % (1 << 63)
+
+
+def text_index(text: str) -> int:
+    """A stable integer for a text (a problem's prompt), the same in every process and Python version."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")

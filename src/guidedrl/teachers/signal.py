@@ -1,0 +1,49 @@
+"""The teacher-signal stage of a step (TGPO, reverse-KL distillation, KDRL): the frozen teacher's predictions
+on the final batch, what the configured pieces derive from them, and the student–teacher gap, logged."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from guidedrl.algorithms.advantages import POLICY
+from guidedrl.algorithms.distill import mean_reverse_kl, mismatch_ratio, teacher_token_mask
+from guidedrl.batch import RolloutBatch
+from guidedrl.config import TeacherSignalConfig
+from guidedrl.rollout.forward import response_logprobs
+from guidedrl.seeding import derive_seed
+from guidedrl.teachers.model import FrozenTeacher
+
+ENTROPY_SETS = ("high_entropy", "low_entropy")
+
+
+class TeacherSignal:
+    """Fills ``teacher_logp``, ``teacher_label`` (and the top-k, π_old of the label, the label-term token set
+    when the configured pieces read them) on a batch, with one teacher forward and at most one student one."""
+
+    def __init__(self, path: str, tokenizer: PreTrainedTokenizerBase, cfg: TeacherSignalConfig,
+                 needs: frozenset[str], temperature: float, seed: int) -> None:
+        self.cfg, self.needs, self.temperature, self.seed = cfg, needs, temperature, seed
+        self.teacher = FrozenTeacher(path, tokenizer, cfg.label, cfg.temperature,
+                                     cfg.top_k if "teacher_topk" in needs else 0)
+
+    def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        cfg, r = self.cfg, batch.rollouts
+        generator = (torch.Generator().manual_seed(derive_seed(self.seed, "teacher_label", step))
+                     if cfg.label == "sample" else None)
+        pred = self.teacher.predict(r, generator)
+        old_label_logp = entropy = None
+        if "old_label_logp" in self.needs or cfg.tokens in ENTROPY_SETS:  # the student before its update
+            with torch.no_grad():
+                out = response_logprobs(policy, r.input_ids, r.attention_mask, r.prompt_width, self.temperature,
+                                        labels=pred.label, with_entropy=cfg.tokens in ENTROPY_SETS)
+            old_label_logp, entropy = out.label_logp, out.entropy
+        tokens = None if cfg.tokens == "all" else teacher_token_mask(
+            cfg.tokens, r.response_mask, r.response_ids, pred.label, entropy, cfg.entropy_share)
+        own = batch.token_mask(batch.kind == POLICY)
+        metrics = {"teacher_signal/mismatch_ratio": mismatch_ratio(pred.label, r.response_ids, own),
+                   "teacher_signal/reverse_kl": mean_reverse_kl(r.behaviour_logp, pred.logp, own)}
+        return replace(batch, teacher_logp=pred.logp, teacher_label=pred.label, teacher_topk_ids=pred.topk_ids,
+                       teacher_topk_logp=pred.topk_logp, old_label_logp=old_label_logp, teacher_tokens=tokens), metrics

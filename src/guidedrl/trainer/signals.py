@@ -1,0 +1,53 @@
+"""The per-token fields the configured pieces read, computed once on a step's final batch without gradients:
+the teacher's predictions (TGPO, RKL, KDRL), the initial policy's log-probs (k3 KL), the critic's values (PPO).
+Which of them a run computes follows from ``TrainConfig.needs()``: nothing is computed that no piece reads."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from guidedrl.batch import RolloutBatch
+from guidedrl.config import TEACHER_FIELDS, TrainConfig
+from guidedrl.rollout.forward import response_logprobs
+from guidedrl.teachers.signal import TeacherSignal
+from guidedrl.trainer.critic import Critic
+
+
+class StepSignals:
+    """Teacher signal, reference policy and critic of a run, each only if a configured piece needs it."""
+
+    def __init__(self, cfg: TrainConfig, initial_model: Path, teacher: Path | None,
+                 tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype) -> None:
+        needs = cfg.needs()
+        self.temperature, self.rows_per_forward = cfg.rollout.temperature, cfg.optim.micro_batch_size
+        self.teacher = (TeacherSignal(str(teacher), tokenizer, cfg.teacher_signal, needs, cfg.rollout.temperature,
+                                      cfg.seed) if needs & TEACHER_FIELDS else None)
+        # the k3 KL's reference is the run's *initial* policy, also after a resume
+        self.reference = (AutoModelForCausalLM.from_pretrained(initial_model, dtype=dtype).eval()
+                          if "ref_logp" in needs else None)
+        self.critic = Critic(str(initial_model), cfg.critic, dtype) if "values" in needs else None
+
+    def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, index: int) -> tuple[RolloutBatch, dict[str, float]]:
+        metrics: dict[str, float] = {}
+        if self.teacher is not None:
+            batch, metrics = self.teacher(batch, policy, index)
+        if self.reference is not None:
+            batch = replace(batch, ref_logp=self.reference_logprobs(batch))
+        if self.critic is not None:
+            batch = replace(batch, values=self.critic.values(batch.rollouts))
+        return batch, metrics
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        """log π_ref of every response token (B×R), in chunks of the micro-batch size."""
+        r = batch.rollouts
+        parts = []
+        for rows in torch.arange(batch.size).split(self.rows_per_forward):
+            part = r.select(rows)
+            parts.append(response_logprobs(self.reference, part.input_ids, part.attention_mask, part.prompt_width,
+                                           self.temperature).logp)
+        return torch.cat(parts) * r.response_mask
