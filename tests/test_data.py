@@ -28,10 +28,14 @@ def tokenizer():
 
 
 def test_jsonl_json_round_trips(tmp_path: Path) -> None:
+    """Through datasets' loader, mixed-type columns included (answers both text and numbers, prompts both text
+    and messages); a column a row lacks is absent from it, as written."""
+    expected = validate_rows(ROWS, "rows")
     write_jsonl(tmp_path / "d.jsonl", ROWS)
-    assert load_rows(tmp_path / "d.jsonl") == ROWS
+    assert validate_rows(load_rows(tmp_path / "d.jsonl"), "d.jsonl") == expected
     (tmp_path / "d.json").write_text(json.dumps(ROWS))
-    assert load_rows(str(tmp_path / "d.json")) == ROWS
+    assert validate_rows(load_rows(str(tmp_path / "d.json")), "d.json") == expected
+    assert "hint" not in load_rows(tmp_path / "d.jsonl")[1]
 
 
 def test_parquet_and_save_to_disk(tmp_path: Path) -> None:
@@ -72,10 +76,13 @@ def test_missing_unsupported_and_bad_json(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "answer": "1"}\n\n{"prompt": "b", answer: 2}\n')
     with pytest.raises(DatasetError) as info:
         load_rows(tmp_path / "bad.jsonl")
-    assert "bad.jsonl: row 1 (0-based): line 3: invalid JSON" in str(info.value)
-    (tmp_path / "obj.json").write_text('{"prompt": "a"}')
-    with pytest.raises(DatasetError, match="obj.json: expected a JSON array"):
-        load_rows(tmp_path / "obj.json")
+    assert "bad.jsonl: row 1 (0-based): cannot read: JSON parse error" in str(info.value)
+    (tmp_path / "obj.json").write_text('{"prompt": "a"}')  # one object is one row, which lacks its answer
+    with pytest.raises(DatasetError, match=r"obj.json: row 0 \(0-based\): field 'answer': missing"):
+        validate_rows(load_rows(tmp_path / "obj.json"), str(tmp_path / "obj.json"))
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DatasetError, match="empty.jsonl: no rows"):
+        load_rows(tmp_path / "empty.jsonl")
     (tmp_path / "notsaved").mkdir()
     with pytest.raises(DatasetError, match="save_to_disk"):
         load_rows(tmp_path / "notsaved")
@@ -148,7 +155,7 @@ def test_write_jsonl_is_atomic(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError):
         write_jsonl(target, failing())
-    assert load_rows(target) == ROWS
+    assert [json.loads(line) for line in target.read_text().splitlines()] == ROWS
     assert [p.name for p in target.parent.iterdir()] == ["d.jsonl"]
     with pytest.raises(TypeError):
         write_jsonl(target, [{"x": object()}])

@@ -17,6 +17,7 @@ from guidedrl.registry import SURROGATES
 
 POLICY, TEACHER, HINTED = 0, 1, 2
 clipped_surrogate = SURROGATES.get("clip")
+MASK1 = torch.ones(1, 1, dtype=torch.bool)  # the clip surrogate is per token: its mask only broadcasts
 
 
 def assert_values(t: torch.Tensor, expected: list | float, atol: float = 1e-6) -> None:
@@ -91,7 +92,7 @@ def test_clipped_surrogate_both_sides() -> None:
     # A<0, ρ=0.5 < 0.8: max(0.5, 0.8) = 0.8 (clipped); A<0, ρ=1.1: 1.1.
     logp = logs(1.5, 0.9, 0.5, 1.1)
     adv = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
-    loss, clipped = clipped_surrogate(logp, torch.zeros(1, 4), adv, SurrogateParams())
+    loss, clipped = clipped_surrogate(logp, torch.zeros(1, 4), adv, MASK1, SurrogateParams())
     assert_values(loss, [[-1.2, -0.9, 0.8, 1.1]])
     assert clipped.tolist() == [[True, False, True, False]]
     loss.sum().backward()
@@ -100,7 +101,7 @@ def test_clipped_surrogate_both_sides() -> None:
 
 
 def test_clipped_surrogate_asymmetric_clip_higher() -> None:
-    loss, clipped = clipped_surrogate(logs(1.25, 1.3, 0.75), torch.zeros(1, 3), torch.ones(1, 3),
+    loss, clipped = clipped_surrogate(logs(1.25, 1.3, 0.75), torch.zeros(1, 3), torch.ones(1, 3), MASK1,
                                       SurrogateParams(eps_high=0.28))
     assert_values(loss, [[-1.25, -1.28, -0.75]])  # ρ=0.75 < 0.8 with A>0 keeps the unclipped −0.75
     assert clipped.tolist() == [[False, True, False]]
@@ -111,14 +112,15 @@ def test_dual_clip_only_for_negative_advantages() -> None:
     # A=−1, ρ=2: max(2, 1.2) = 2 < 3 stays. A=−2, ρ=4: max(8, 2.4) = 8 → min(8, 6) = 6.
     logp = logs(5.0, 5.0, 2.0, 4.0)
     adv = torch.tensor([[-1.0, 1.0, -1.0, -2.0]])
-    loss, clipped = clipped_surrogate(logp, torch.zeros(1, 4), adv, SurrogateParams(dual_clip=3.0))
+    loss, clipped = clipped_surrogate(logp, torch.zeros(1, 4), adv, MASK1, SurrogateParams(dual_clip=3.0))
     assert_values(loss, [[3.0, -1.2, 2.0, 6.0]], atol=1e-5)
     assert clipped.tolist() == [[True, True, False, True]]
 
 
 def test_log_ratio_clamped_before_exp() -> None:
     assert_values(ratio_of(torch.tensor([50.0, -50.0]), torch.zeros(2)), [math.exp(20), math.exp(-20)], atol=1.0)
-    loss, _ = clipped_surrogate(torch.tensor([[80.0]]), torch.zeros(1, 1), -torch.ones(1, 1), SurrogateParams())
+    loss, _ = clipped_surrogate(torch.tensor([[80.0]]), torch.zeros(1, 1), -torch.ones(1, 1), MASK1,
+                                SurrogateParams())
     assert torch.isfinite(loss).all()
 
 
@@ -278,7 +280,7 @@ def test_own_samples_alone_are_the_clipped_surrogate_aggregated() -> None:
     adv = torch.randn(3, 1).expand(3, 5)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
     loss, _ = loss_of(inputs(logp, behaviour, adv, mask), dual_clip=3.0, agg_mode="seq-mean-token-mean")
-    direct, _ = clipped_surrogate(logp, behaviour, adv, SurrogateParams(dual_clip=3.0))
+    direct, _ = clipped_surrogate(logp, behaviour, adv, MASK1, SurrogateParams(dual_clip=3.0))
     assert torch.equal(loss, aggregate(direct, mask, "seq-mean-token-mean"))
 
 

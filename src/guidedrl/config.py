@@ -8,12 +8,13 @@ checked against their registry in :mod:`guidedrl.registry`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from guidedrl.registry import (ADVANTAGE_ADDONS, ADVANTAGES, BATCH_FILTERS, ENGINES, GUIDANCE, REGULARIZERS,
-                               SURROGATES, TEACHER_POOLS)
+                               REWARDS, SURROGATES, TEACHER_POOLS, load_plugin)
 from guidedrl.yaml_config import StrictModel
 
 AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
@@ -45,12 +46,7 @@ class RewardSpec(StrictModel):
                       "of a function in TRL's convention f(prompts=, completions=, **columns) -> list[float | None]")
     weight: float = Field(1.0, description="weight in the weighted sum")
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        from guidedrl.rewards import resolve_reward  # rewards register into REWARDS; an import path is imported
-        resolve_reward(name)
-        return name
+    _name = field_validator("name")(lambda v: REWARDS.check(v))
 
 
 class Scheduled(StrictModel):
@@ -251,6 +247,10 @@ class TeacherSignalConfig(StrictModel):
 class TrainConfig(StrictModel):
     """A training run. Without ``model``/``dataset`` it trains the embedded world's student on its train split."""
 
+    plugins: list[str] = Field([], description="imported before anything else is validated, so the pieces they "
+                               "register can be named below: modules (package.module) or .py files (relative "
+                               "to the config file)")
+
     world: str = Field("worlds/default", description="embedded world supplying defaults for model and data")
     model: str | None = Field(None, description="path of any HF causal LM (default: the world's student)")
     dataset: str | None = Field(None, description="training data: JSONL / JSON / parquet / save_to_disk dir")
@@ -273,6 +273,17 @@ class TrainConfig(StrictModel):
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
     save_every: int = Field(50, ge=0, description="checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept on disk")
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, plugins: list[str], info: ValidationInfo) -> list[str]:
+        base = (info.context or {}).get("config_dir")
+        for plugin in plugins:
+            try:
+                load_plugin(plugin, Path(base) if base else None)
+            except (ImportError, FileNotFoundError) as err:
+                raise ValueError(f"cannot import plugin {plugin!r}: {err}") from None
+        return plugins
 
     def needs(self) -> frozenset[str]:
         """The per-token fields the configured pieces read (teacher_logp, ref_logp, values, entropy, ...)."""

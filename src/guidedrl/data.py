@@ -7,13 +7,15 @@ any other column is passed through to reward functions. Every error names the fi
 
 from __future__ import annotations
 
-import copy
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, field_validator
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -36,7 +38,8 @@ class DatasetError(ValueError):
 
 
 def load_rows(path: str | Path, split: str | None = None) -> list[dict]:
-    """Rows of a ``.jsonl``, ``.json`` or ``.parquet`` file, or of a ``save_to_disk`` directory.
+    """Rows of a ``.jsonl``, ``.json`` or ``.parquet`` file (``datasets.load_dataset``), or of a ``save_to_disk``
+    directory (``datasets.load_from_disk``).
 
     ``split`` picks a split of a saved ``DatasetDict`` (needed when it has several); for any other source
     it keeps the rows whose ``split`` column equals it, as in the embedded world's files.
@@ -46,60 +49,31 @@ def load_rows(path: str | Path, split: str | None = None) -> list[dict]:
         raise DatasetError(path, "no such file or directory")
     if path.is_dir():
         return _load_saved(path, split)
-    if path.suffix == ".jsonl":
-        rows = _load_jsonl(path)
-    elif path.suffix == ".json":
-        rows = _load_json(path)
-    elif path.suffix == ".parquet":
-        rows = _load_parquet(path)
-    else:
+    if path.suffix not in SUFFIXES:
         raise DatasetError(path, f"unsupported format; expected one of {', '.join(SUFFIXES)} "
                                  "or a directory written by datasets' save_to_disk")
+    rows = _load_file(path)
     return rows if split is None else filter_split(rows, split, str(path))
 
 
-def _load_jsonl(path: Path) -> list[dict]:
-    """One JSON object per non-blank line; row numbers count objects, line numbers count lines."""
-    rows: list[dict] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(path, f"line {lineno}: invalid JSON: {err.msg} (column {err.colno})",
-                                   row=len(rows)) from None
-            if not isinstance(row, dict):
-                raise DatasetError(path, f"line {lineno}: expected a JSON object, got {type(row).__name__}",
-                                   row=len(rows))
-            rows.append(row)
-    return rows
+def _load_file(path: Path) -> list[dict]:
+    """A JSON-lines, JSON-array or parquet file through ``datasets.load_dataset``; a malformed file is a
+    :class:`DatasetError` naming the row Arrow stopped at."""
+    import datasets
+    from datasets import load_dataset
+    from datasets.exceptions import DatasetGenerationError
 
-
-def _load_json(path: Path) -> list[dict]:
-    """A JSON array of objects."""
+    datasets.disable_progress_bars()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DatasetError(path, f"invalid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
-    if not isinstance(data, list):
-        raise DatasetError(path, f"expected a JSON array of objects, got {type(data).__name__}")
-    for i, row in enumerate(data):
-        if not isinstance(row, dict):
-            raise DatasetError(path, f"expected a JSON object, got {type(row).__name__}", row=i)
-    return data
-
-
-def _load_parquet(path: Path) -> list[dict]:
-    """All rows of a parquet file as Python values."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pylist()
-    except (pa.ArrowException, OSError) as err:
-        raise DatasetError(path, f"cannot read parquet: {err}") from None
+        data = load_dataset("parquet" if path.suffix == ".parquet" else "json", data_files=str(path), split="train")
+    except StopIteration:  # an empty file
+        raise DatasetError(path, "no rows") from None
+    except DatasetGenerationError as err:
+        cause = str(err.__cause__ or err)
+        row = re.search(r"in row (\d+)", cause)
+        raise DatasetError(path, f"cannot read: {cause}", row=int(row.group(1)) if row else None) from None
+    # Arrow gives every row every column: a column a row does not have comes back as None, so drop those
+    return [{k: v for k, v in row.items() if v is not None} for row in data.to_list()]
 
 
 def _load_saved(path: Path, split: str | None) -> list[dict]:
@@ -135,8 +109,68 @@ def filter_split(rows: Iterable[dict], split: str, source: str = "<rows>") -> li
     return kept
 
 
+class _Message(BaseModel):
+    """One chat message of a conversational prompt."""
+
+    model_config = ConfigDict(extra="allow")
+    role: StrictStr
+    content: StrictStr
+
+
+class _Solution(BaseModel):
+    """One stored teacher solution."""
+
+    model_config = ConfigDict(extra="allow")
+    teacher: StrictStr
+    text: StrictStr
+
+
+class Row(BaseModel):
+    """A training or evaluation row: ``prompt`` (text, or TRL's list of messages) and ``answer`` (an integer is
+    read as its text); ``hint`` and ``teacher_solutions`` are optional; other columns pass through to rewards."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt: StrictStr | list[_Message]
+    answer: StrictStr
+    hint: StrictStr | None = None
+    teacher_solutions: list[_Solution] | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt(cls, value: Any) -> Any:
+        if not isinstance(value, (str, list)) or (isinstance(value, list) and not value):
+            raise ValueError("expected a string or a non-empty list of {role, content} messages, got "
+                             f"{type(value).__name__}")
+        return value
+
+    @field_validator("answer", mode="before")
+    @classmethod
+    def _answer(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(f"expected a string or an integer, got {type(value).__name__}")
+        return str(value)
+
+
+_SHAPES = {"_Message": "a {role, content} message", "_Solution": "a {teacher, text} object"}
+
+
+def _problem(error: dict) -> str:
+    """Pydantic's error in the words of the dataset's fields."""
+    kind, given = error["type"], type(error.get("input")).__name__
+    if kind == "missing":
+        return "missing"
+    if kind == "string_type":
+        return f"expected a string, got {given}"
+    if kind == "list_type":
+        return f"expected a list of {{teacher, text}} objects, got {given}"
+    if kind == "model_type":
+        return f"expected {_SHAPES.get(error['ctx']['class_name'], 'an object')}, got {given}"
+    return error["msg"].removeprefix("Value error, ")
+
+
 def validate_rows(rows: Iterable[Any], source: str, required: Sequence[str] = ("prompt", "answer")) -> list[dict]:
-    """Checked, normalized copies of ``rows``: answers become strings, null optional fields are dropped.
+    """Checked, normalized copies of ``rows`` (one :class:`Row` model): answers become strings, null optional
+    fields are dropped, blank required fields refused.
 
     Raises :class:`DatasetError` at the first problem, naming ``source``, the row and the field.
     """
@@ -144,28 +178,21 @@ def validate_rows(rows: Iterable[Any], source: str, required: Sequence[str] = ("
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise DatasetError(source, f"expected a mapping of fields, got {type(row).__name__}", row=i)
-        row = copy.deepcopy(row)
-        for key in ("hint", "teacher_solutions"):
-            if key not in required and key in row and row[key] is None:
-                del row[key]
         for key in required:
             if key not in row:
                 raise DatasetError(source, "missing", row=i, field=key)
             if _is_empty(row[key]):
                 raise DatasetError(source, "empty", row=i, field=key)
-        if "prompt" in row:
-            _check_prompt(row["prompt"], source, i)
-        if "answer" in row:
-            answer = row["answer"]
-            if isinstance(answer, bool) or not isinstance(answer, (str, int)):
-                raise DatasetError(source, f"expected a string or an integer, got {type(answer).__name__}",
-                                   row=i, field="answer")
-            row["answer"] = str(answer)
-        if "hint" in row and not isinstance(row["hint"], str):
-            raise DatasetError(source, f"expected a string, got {type(row['hint']).__name__}", row=i, field="hint")
-        if "teacher_solutions" in row:
-            _check_solutions(row["teacher_solutions"], source, i)
-        out.append(row)
+        try:
+            checked = Row.model_validate(row)
+        except ValidationError as err:
+            e = max(err.errors(), key=lambda x: len(x["loc"]))  # of a union, the branch that got furthest
+            # a union's error carries the branch's name ("str", "list[_Message]") in its location: drop it
+            loc = [p for p in e["loc"] if isinstance(p, int) or p in Row.model_fields or p in ("role", "content",
+                                                                                                   "teacher", "text")]
+            field = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if k else str(p)) for k, p in enumerate(loc))
+            raise DatasetError(source, _problem(e), row=i, field=field) from None
+        out.append(checked.model_dump(exclude_none=True))
     if not out:
         raise DatasetError(source, "no rows")
     return out
@@ -178,38 +205,6 @@ def _is_empty(value: Any) -> bool:
     if isinstance(value, str):
         return not value.strip()
     return isinstance(value, (list, dict)) and not value
-
-
-def _check_prompt(prompt: Any, source: str, row: int) -> None:
-    """A prompt is a string or a non-empty list of messages with string ``role`` and ``content``."""
-    if isinstance(prompt, str):
-        return
-    if not isinstance(prompt, list) or not prompt:
-        raise DatasetError(source, "expected a string or a non-empty list of {role, content} messages, "
-                                   f"got {type(prompt).__name__}", row=row, field="prompt")
-    for j, message in enumerate(prompt):
-        if not isinstance(message, dict):
-            raise DatasetError(source, f"expected a {{role, content}} message, got {type(message).__name__}",
-                               row=row, field=f"prompt[{j}]")
-        for key in ("role", "content"):
-            if not isinstance(message.get(key), str):
-                problem = "missing" if key not in message else f"expected a string, got {type(message[key]).__name__}"
-                raise DatasetError(source, problem, row=row, field=f"prompt[{j}].{key}")
-
-
-def _check_solutions(solutions: Any, source: str, row: int) -> None:
-    """``teacher_solutions`` is a list of ``{"teacher": str, "text": str}``."""
-    if not isinstance(solutions, list):
-        raise DatasetError(source, f"expected a list of {{teacher, text}} objects, got {type(solutions).__name__}",
-                           row=row, field="teacher_solutions")
-    for j, solution in enumerate(solutions):
-        if not isinstance(solution, dict):
-            raise DatasetError(source, f"expected a {{teacher, text}} object, got {type(solution).__name__}",
-                               row=row, field=f"teacher_solutions[{j}]")
-        for key in ("teacher", "text"):
-            if not isinstance(solution.get(key), str):
-                problem = "missing" if key not in solution else f"expected a string, got {type(solution[key]).__name__}"
-                raise DatasetError(source, problem, row=row, field=f"teacher_solutions[{j}].{key}")
 
 
 def render_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase) -> str:

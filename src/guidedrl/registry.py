@@ -8,14 +8,19 @@ a user's own pieces are registered by importing their module first (see the READ
 
 Entries may declare ``needs``: the per-token fields a step must compute for them (e.g. ``teacher_logp``),
 so the trainer computes exactly what the configured pieces read and never asks "which method is this?".
+Any piece may also be named by an import path, ``package.module:function`` (TRL users name their reward
+functions this way): the module is imported and the function used as an entry with no ``needs``.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -62,7 +67,11 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def check(self, name: str) -> str:
-        """``name`` if registered; else :class:`UnknownName` with the closest name and every known one."""
+        """``name`` if registered or importable (``package.module:function``); else :class:`UnknownName` with
+        the closest name and every known one."""
+        if ":" in name:
+            self._imported(name)
+            return name
         known = self.names()
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
@@ -71,7 +80,20 @@ class Registry(Generic[T]):
         return name
 
     def entry(self, name: str) -> Entry[T]:
+        if ":" in name:
+            return Entry(self._imported(name), frozenset())
         return self._entries[self.check(name)]
+
+    def _imported(self, path: str) -> T:
+        """The callable at ``package.module:function``."""
+        module, _, attr = path.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise UnknownName(f"cannot import {self.kind} {path!r}: {err}") from None
+        if not callable(fn):
+            raise UnknownName(f"{self.kind} {path!r} is not callable")
+        return fn
 
     def get(self, name: str) -> T:
         """The piece registered under ``name``."""
@@ -82,11 +104,33 @@ class Registry(Generic[T]):
         return frozenset().union(*(self.entry(n).needs for n in names))
 
 
+def load_plugin(spec: str, base: Path | None = None) -> None:
+    """Import a user's module of pieces (their ``register`` decorators run): a module name, or a ``.py`` file
+    (relative to ``base``, the config file's directory, when given). Importing one twice is a no-op."""
+    if not spec.endswith(".py"):
+        importlib.import_module(spec)
+        return
+    path = (base / spec if base is not None and not Path(spec).is_absolute() else Path(spec)).resolve()
+    name = f"guidedrl_plugin_{abs(hash(str(path)))}"
+    if name in sys.modules:
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"plugin file {path} does not exist")
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
 # advantage estimators: (AdvantageInputs, eps) -> B×R advantages
 ADVANTAGES: Registry = Registry("advantage estimator", "guidedrl.algorithms.advantages")
 # advantage add-ons: (advantages, AdvantageInputs, coef) -> advantages (reverse KL, TGPO-Adv's label bonus)
 ADVANTAGE_ADDONS: Registry = Registry("advantage add-on", "guidedrl.algorithms.advantages")
-# per-token surrogates, chosen per kind of token (policy / teacher / hinted): (logp, old_logp, adv, params)
+# per-token surrogates, chosen per kind of token (policy / teacher / hinted): (logp, old_logp, adv, mask, params)
 SURROGATES: Registry = Registry("surrogate", "guidedrl.algorithms.surrogates")
 # regularizers: LossInputs -> B×R matrix, weighted by a (scheduled) coefficient and aggregated
 REGULARIZERS: Registry = Registry("regularizer", "guidedrl.algorithms.regularizers")

@@ -7,7 +7,6 @@ when one check runs past its time budget, so a hostile output costs at most that
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import select
@@ -166,20 +165,6 @@ REWARDS.register("math_answer")(math_answer_reward)
 REWARDS.register("format")(format_reward)
 
 
-def resolve_reward(name: str) -> RewardFn:
-    """A registered reward by name, or the function at an import path ``package.module:function``."""
-    if ":" not in name:
-        return REWARDS.get(name)
-    module, _, attr = name.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import reward {name!r}: {err}") from None
-    if not callable(fn):
-        raise ValueError(f"reward {name!r} is not callable")
-    return fn
-
-
 @dataclass(frozen=True)
 class RewardState:
     """What a reward function gets as ``trainer_state`` (the attributes of TRL's ``TrainerState`` it reads)."""
@@ -214,7 +199,7 @@ class Reward:
     def __init__(self, specs: Sequence[RewardSpec]) -> None:
         if not specs:
             raise ValueError("a run needs at least one reward function")
-        self.parts = [(spec.name, resolve_reward(spec.name), spec.weight) for spec in specs]
+        self.parts = [(spec.name, REWARDS.get(spec.name), spec.weight) for spec in specs]
 
     def __call__(self, rows: Sequence[dict], completions: Sequence[str],
                  completion_ids: Sequence[Sequence[int]] | None = None, state: RewardState | None = None

@@ -98,7 +98,7 @@ def load_config(path: str | Path | None, model_cls: type[M], overrides: Sequence
             raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
     data = _merge(data, parse_overrides(overrides))
     try:
-        return model_cls.model_validate(data)
+        return model_cls.model_validate(data, context={"config_dir": str(path.parent) if path is not None else None})
     except ValidationError as err:
         raise ConfigError("\n".join(_describe(err, source, model_cls))) from None
 

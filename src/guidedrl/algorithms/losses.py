@@ -67,7 +67,7 @@ def policy_loss(x: LossInputs, algo: AlgorithmConfig, step: int, norm_length: in
             continue
         spec = getattr(algo.surrogate, kind)
         params = SurrogateParams(algo.eps_low, algo.eps_high, algo.dual_clip, x.gammas.get(kind, spec.gamma))
-        loss_k, clipped_k = SURROGATES.get(spec.name)(x.logp, x.behaviour_logp, adv, params)
+        loss_k, clipped_k = SURROGATES.get(spec.name)(x.logp, x.behaviour_logp, adv, tokens, params)
         loss_mat = torch.where(tokens, loss_k, loss_mat)
         clipped |= clipped_k & tokens
     pg_loss = aggregate(loss_mat, mask, algo.agg_mode, norm_length, d)

@@ -1,7 +1,7 @@
 """Per-token policy-gradient surrogates, registered by name and chosen per kind of token by the config.
 
-Each maps (log π_θ, behaviour log-prob, advantage) on B×R response positions to a B×R token loss and a
-B×R bool of where a clip is the active branch. On teacher rows the behaviour log-prob is 0, so the ratio
+Each maps (log π_θ, behaviour log-prob, advantage, response mask) on B×R response positions to a B×R token
+loss and a B×R bool of where a clip is the active branch (the mask lets a surrogate work per sequence). On teacher rows the behaviour log-prob is 0, so the ratio
 is π_θ itself (LUFFY); on hinted rows it is π_θ(o|q) / π_old(o|q,h) (Guide).
 """
 
@@ -47,7 +47,7 @@ def quantile_gamma(ratio: Tensor, mask: Tensor, q: float) -> Tensor:
 
 
 @SURROGATES.register("clip")
-def clip(logp: Tensor, old_logp: Tensor, adv: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
+def clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
     """PPO's max(−Aρ, −A·clip(ρ, 1−εl, 1+εh)); with ``dual_clip`` c, min(that, −A·c) where A < 0."""
     ratio = ratio_of(logp, old_logp)
     unclipped = -adv * ratio
@@ -63,12 +63,12 @@ def clip(logp: Tensor, old_logp: Tensor, adv: Tensor, p: SurrogateParams) -> tup
 
 
 @SURROGATES.register("plain")
-def plain(logp: Tensor, old_logp: Tensor, adv: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
+def plain(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
     """−A·ρ without a clip (LUFFY's ``loss_remove_clip`` on on-policy tokens)."""
     return -adv * ratio_of(logp, old_logp), torch.zeros_like(adv, dtype=torch.bool)
 
 
 @SURROGATES.register("shaped")
-def shaped(logp: Tensor, old_logp: Tensor, adv: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
+def shaped(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
     """−A·f(ρ) with f(ρ) = ρ/(ρ+γ), unclipped (LUFFY/AMPO teacher tokens; Guide's hinted tokens)."""
     return -adv * shape(ratio_of(logp, old_logp), p.gamma), torch.zeros_like(adv, dtype=torch.bool)
