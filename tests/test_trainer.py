@@ -64,6 +64,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(config: str, extra: tuple, wo
         stopped.train_step()
     stopped.save()
     stopped.train_step()  # work after the checkpoint that a kill -9 loses
+    stopped.run_dir.release()  # as the kill does: the process and its lock are gone
     del stopped
 
     resumed = Trainer(_config(world, tmp_path / "split", config, *extra), resume=True, console=Console(quiet=True))

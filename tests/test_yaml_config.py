@@ -63,8 +63,18 @@ def test_unknown_and_wrong_keys_are_named(tmp_path: Path) -> None:
     assert len(lines) == 3
     with pytest.raises(ConfigError, match=r"x.yaml: trainer.group_size: Input should be greater than 1"):
         load_config(write(tmp_path, "trainer: {group_size: 1}\n"), Run)
-    with pytest.raises(ConfigError, match=r"<defaults>: tags\[1\]: Input should be a valid string"):
+    with pytest.raises(ConfigError, match=r"^--set tags=\[a, \[b\]\]: tags\[1\]: Input should be a valid string"):
         load_config(None, Run, ["tags=[a, [b]]"])
+
+
+def test_errors_name_the_override_that_set_the_key_and_the_file_for_the_rest(tmp_path: Path) -> None:
+    path = write(tmp_path, "trainer:\n  lr: fast\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Run, ["trainer.group_size=0", "trainer.lrr=1"])
+    lines = str(info.value).splitlines()
+    assert any(line.startswith(f"{path}: trainer.lr: Input should be a valid number") for line in lines)
+    assert "--set trainer.group_size=0: trainer.group_size: Input should be greater than 1" in lines
+    assert "--set trainer.lrr=1: trainer.lrr: unknown key (did you mean 'lr'?)" in lines
 
 
 def test_missing_invalid_and_non_mapping_files(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from guidedrl.yaml_config import parse_overrides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Guided RL with verifiable rewards.")
 
@@ -31,8 +30,19 @@ GUIDED = "guidance/teacher/rate"  # the demo's guided-groups column
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _parse_ks(text: str) -> list[int]:
+    """The k of pass@k from ``-k 1,8,16``; anything else is a one-line error."""
+    try:
+        ks = [int(x) for x in text.split(",")]
+    except ValueError:
+        ks = []
+    if not ks or min(ks) < 1:
+        _fail(f"-k: expected comma-separated integers >= 1, got {text!r}")
+    return ks
 
 
 @world_app.command("build")
@@ -44,9 +54,10 @@ def world_build(
     """Generate problems, train the student and the teachers, sample the teacher pool, evaluate."""
     from guidedrl.world.build import build_world
     from guidedrl.world.settings import world_preset
+    from guidedrl.yaml_config import ConfigError
     try:
-        cfg = world_preset(size, **parse_overrides(set_))
-    except ValueError as err:
+        cfg = world_preset(size, set_)
+    except ConfigError as err:
         _fail(str(err))
     start = time.time()
     manifest = build_world(out, cfg, console)
@@ -86,7 +97,7 @@ def eval_cmd(
     temperature: float = typer.Option(1.0, help="sampling temperature"),
     max_new_tokens: int = typer.Option(128, help="generation limit"),
     seed: int = typer.Option(0, help="sampling seed"),
-    output: Path | None = typer.Option(None, help="JSON report path (default runs/eval/<model>_<split>.json)"),
+    output: Path | None = typer.Option(None, help="JSON report path (default runs/eval/<parent>_<model>_<split>.json)"),
 ) -> None:
     """Greedy and sampled decoding, pass@k, mean response length and distinct correct solution paths."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -94,17 +105,17 @@ def eval_cmd(
     from guidedrl.data import DatasetError, load_rows, validate_rows
     from guidedrl.eval.evaluate import evaluate
     from guidedrl.rollout.hf_engine import HFEngine
+    from guidedrl.trainer.paths import load_pretrained
+    from guidedrl.yaml_config import ConfigError
 
-    ks = [int(x) for x in k.split(",")]
+    ks = _parse_ks(k)
     source = dataset or world / "data" / f"{split}.jsonl"
     try:
         rows = validate_rows(load_rows(source), str(source))
-    except DatasetError as err:
+        tokenizer = load_pretrained(AutoTokenizer, model, "--model")
+        policy = load_pretrained(AutoModelForCausalLM, model, "--model").eval()
+    except (DatasetError, ConfigError) as err:
         _fail(str(err))
-    if not model.exists():
-        _fail(f"model path {model} does not exist")
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    policy = AutoModelForCausalLM.from_pretrained(model).eval()
     engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
     name = dataset.stem if dataset else split
     report = evaluate(engine, tokenizer, rows, split=name, ks=ks, temperature=temperature,
@@ -115,7 +126,7 @@ def eval_cmd(
     table.add_row(f"{100 * report.greedy_accuracy:.1f}", *[f"{100 * report.pass_at_k[k]:.1f}" for k in ks],
                   f"{report.mean_length:.1f}", f"{report.mean_distinct_paths:.2f}")
     console.print(table)
-    output = output or Path("runs/eval") / f"{model.name}_{name}.json"
+    output = output or Path("runs/eval") / f"{'_'.join(model.resolve().parts[-2:])}_{name}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     report.write_json(output)
     console.print(f"report written to {output}")
@@ -124,21 +135,25 @@ def eval_cmd(
 @app.command()
 def train(
     config: Path | None = typer.Argument(None, help="YAML config (see configs/); defaults train the world's student"),
-    resume: bool = typer.Option(False, help="continue from the newest checkpoint in output_dir"),
+    resume: bool = typer.Option(False, help="continue from the newest complete checkpoint in output_dir"),
+    overwrite: bool = typer.Option(False, help="move a previous run in output_dir aside (renamed, never deleted)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set optim.lr=1e-4"),
 ) -> None:
     """Train a policy with the method the config names (GRPO by default)."""
     from guidedrl.config import TrainConfig
     from guidedrl.data import DatasetError
+    from guidedrl.errors import RunError
     from guidedrl.trainer.loop import Trainer
     from guidedrl.yaml_config import ConfigError, load_config
 
     try:
         cfg = load_config(config, TrainConfig, set_)
-        trainer = Trainer(cfg, resume=resume, console=console)
-    except (ConfigError, DatasetError) as err:
+        trainer = Trainer(cfg, resume=resume, console=console, overwrite=overwrite)
+        if trainer.run_dir.moved_to is not None:
+            console.print(f"the previous run in {cfg.output_dir} was moved to {trainer.run_dir.moved_to}")
+        summary = trainer.train()
+    except (ConfigError, DatasetError, RunError) as err:
         _fail(str(err))
-    summary = trainer.train()
     console.print(before_after_table(summary, title=f"{config or 'defaults'}: held-out before / after"))
     console.print(f"run written to {cfg.output_dir}")
 
@@ -219,12 +234,10 @@ def demo(
     methods: list[str] = typer.Option(["grpo", "ampo"], "--method", help="configs/<method>.yaml to compare"),
     steps: int = typer.Option(60, help="training steps of every method (same seed, same data order)"),
     configs: Path = typer.Option(Path("configs"), help="directory of the method configs"),
-    out: Path = typer.Option(Path("runs/demo"), help="runs are written to OUT/<method> (replaced)"),
+    out: Path = typer.Option(Path("runs/demo"), help="runs are written to OUT/<method> (a previous one is moved aside)"),
     set_: list[str] = typer.Option([], "--set", help="override a key of every method's config"),
 ) -> None:
     """The main job: build (or reuse) the world, then train the student with each method and compare."""
-    import shutil
-
     from guidedrl.config import TrainConfig
     from guidedrl.trainer.loop import Trainer
     from guidedrl.yaml_config import ConfigError, load_config
@@ -238,9 +251,8 @@ def demo(
                 f"world={world}", f"steps={steps}", f"output_dir={run_dir}", "save_every=0", "eval.every=0", *set_])
         except ConfigError as err:
             _fail(str(err))
-        shutil.rmtree(run_dir, ignore_errors=True)
         console.rule(f"{method}: {steps} steps")
-        summary = Trainer(cfg, console=console).train()
+        summary = Trainer(cfg, console=console, overwrite=True).train()
         results[method] = {**summary, "train": _run_means(run_dir, (GUIDED, "step_time"))}
     console.print(comparison_table(results, f"{', '.join(methods)} on {world}: {steps} steps, seed 0, held-out"))
     (out / "comparison.json").write_text(json.dumps(results, indent=1))

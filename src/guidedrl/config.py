@@ -23,6 +23,8 @@ TeacherTokens = Literal["all", "disagree", "high_entropy", "low_entropy"]
 TEACHER_TOKEN_SETS: tuple[str, ...] = get_args(TeacherTokens)
 DEFAULT_HINT_TEMPLATE = "{prompt}hint: {hint}\n"
 TEACHER_FIELDS = frozenset({"teacher_logp", "teacher_label", "teacher_topk", "old_label_logp", "teacher_tokens"})
+# keys a resumed run may change (everything else must equal the recorded config: the run stays one run)
+MAY_CHANGE_ON_RESUME = ("steps", "eval", "log_every", "save_every", "keep_checkpoints")
 
 
 class RolloutConfig(StrictModel):
@@ -35,6 +37,10 @@ class RolloutConfig(StrictModel):
     temperature: float = Field(1.0, gt=0, description="sampling temperature, also used by the training forward")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; behaviour log-probs are untruncated")
     max_new_tokens: int = Field(64, ge=1, description="response length limit")
+    max_prompt_length: int | None = Field(None, ge=1, description="longest prompt in tokens (None: the model's "
+                                          "context minus max_new_tokens); checked when the data is loaded")
+    long_prompts: Literal["error", "drop"] = Field("error", description="a prompt over max_prompt_length: an error "
+                                                   "naming the row, or dropped and counted")
 
     _engine = field_validator("engine")(lambda v: ENGINES.check(v))
 
@@ -273,6 +279,8 @@ class TrainConfig(StrictModel):
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
     save_every: int = Field(50, ge=0, description="checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept on disk")
+    max_nonfinite_steps: int = Field(3, ge=1, description="stop after this many steps in a row whose every update "
+                                     "had a non-finite loss or gradient (each such update is skipped and counted)")
 
     @field_validator("plugins")
     @classmethod
@@ -305,3 +313,19 @@ class TrainConfig(StrictModel):
             raise ValueError("algorithm.batch_filters drop groups by their verifier rewards, which advantage rkl "
                              "does not use")
         return self
+
+
+def resume_changes(recorded: TrainConfig, new: TrainConfig) -> list[str]:
+    """Dotted keys whose values differ between a run's recorded config and the one it is resumed with, outside
+    the keys that may change on resume."""
+    def flat(data: dict, prefix: str = "") -> dict[str, object]:
+        out: dict[str, object] = {}
+        for key, value in data.items():
+            name = f"{prefix}{key}"
+            out.update(flat(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
+        return out
+
+    old, now = flat(recorded.model_dump(mode="json")), flat(new.model_dump(mode="json"))
+    free = lambda key: any(key == k or key.startswith(f"{k}.") for k in MAY_CHANGE_ON_RESUME)  # noqa: E731
+    return [f"{k} ({old.get(k)!r} -> {now.get(k)!r})" for k in sorted(set(old) | set(now))
+            if old.get(k) != now.get(k) and not free(k)]

@@ -236,6 +236,34 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]
     return ids
 
 
+def encode_rows(tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], source: str) -> list[list[int]]:
+    """Token ids of every row's prompt; a conversation the tokenizer has no chat template for is an error
+    naming the first such row."""
+    try:
+        return encode_prompts(tokenizer, [row["prompt"] for row in rows])
+    except ValueError as err:
+        first = next(i for i, row in enumerate(rows) if isinstance(row["prompt"], list))
+        raise DatasetError(source, str(err), row=first, field="prompt") from None
+
+
+def limit_prompt_length(rows: list[dict], ids: list[list[int]], limit: int | None, long_prompts: str, source: str
+                        ) -> tuple[list[dict], list[list[int]], int]:
+    """Rows (and ids) whose prompts fit in ``limit`` tokens: a longer one is an error naming its row, or with
+    ``long_prompts="drop"`` it is dropped; returns the kept rows and ids and how many were dropped."""
+    if limit is None:
+        return rows, ids, 0
+    too_long = [i for i, seq in enumerate(ids) if len(seq) > limit]
+    if too_long and long_prompts == "error":
+        i = too_long[0]
+        raise DatasetError(source, f"{len(ids[i])} tokens, more than max_prompt_length {limit} ({len(too_long)} "
+                           "such rows); shorten them, raise rollout.max_prompt_length within the model's context, "
+                           "or set rollout.long_prompts: drop", row=i, field="prompt")
+    keep = [i for i in range(len(ids)) if i not in set(too_long)]
+    if not keep:
+        raise DatasetError(source, f"every prompt is longer than max_prompt_length {limit}")
+    return [rows[i] for i in keep], [ids[i] for i in keep], len(too_long)
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     """Write one JSON object per line, atomically: a crash leaves the old file (or none), never half a file."""
     path = Path(path)

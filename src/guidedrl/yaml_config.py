@@ -77,13 +77,14 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def load_config(path: str | Path | None, model_cls: type[M], overrides: Sequence[str] = ()) -> M:
-    """The YAML file at ``path`` (or just defaults when ``None``) with ``overrides`` applied, validated.
+def load_config(path: str | Path | None, model_cls: type[M], overrides: Sequence[str] = (),
+                base: dict | None = None) -> M:
+    """The YAML file at ``path`` (or ``base``, or just defaults, when ``None``) with ``overrides`` applied, validated.
 
-    Raises :class:`ConfigError` naming the file and every offending key.
+    Raises :class:`ConfigError` naming, for each offending key, the file or the ``--set`` item it came from.
     """
     source = str(path) if path is not None else "<defaults>"
-    data: Any = {}
+    data: Any = dict(base or {})
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -100,11 +101,13 @@ def load_config(path: str | Path | None, model_cls: type[M], overrides: Sequence
     try:
         return model_cls.model_validate(data, context={"config_dir": str(path.parent) if path is not None else None})
     except ValidationError as err:
-        raise ConfigError("\n".join(_describe(err, source, model_cls))) from None
+        by_key = {item.partition("=")[0].strip(): item for item in overrides}
+        raise ConfigError("\n".join(_describe(err, source, model_cls, by_key))) from None
 
 
-def _describe(err: ValidationError, source: str, model_cls: type[BaseModel]) -> list[str]:
-    """One ``source: key.path: message`` line per problem, unknown keys with a close known key if any."""
+def _describe(err: ValidationError, source: str, model_cls: type[BaseModel], overrides: dict[str, str]) -> list[str]:
+    """One ``source: key.path: message`` line per problem, unknown keys with a close known key if any; a key
+    that an override set is attributed to that ``--set`` item instead of the file."""
     lines: list[str] = []
     for e in err.errors():
         loc = e["loc"]
@@ -117,7 +120,10 @@ def _describe(err: ValidationError, source: str, model_cls: type[BaseModel]) -> 
                 message += f" (did you mean {close[0]!r}?)"
         else:
             message = e["msg"].removeprefix("Value error, ")
-        line = f"{source}: {key}: {message}" if key else f"{source}: {message}"
+        dotted = ".".join(str(p) for p in loc)
+        given = next((item for k, item in overrides.items() if dotted == k or dotted.startswith(f"{k}.")), None)
+        where = f"--set {given}" if given is not None else source
+        line = f"{where}: {key}: {message}" if key else f"{where}: {message}"
         if line not in lines:
             lines.append(line)
     return lines

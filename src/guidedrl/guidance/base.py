@@ -28,6 +28,8 @@ class GuidanceContext:
     top_p: float
     max_new_tokens: int
     seed: int
+    max_prompt_length: int | None = None  # a hinted prompt longer than this is not re-rolled
+    context_length: int | None = None  # the student's context: a teacher solution that does not fit is unusable
 
 
 class Guidance(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from guidedrl.config import GuidanceConfig
 from guidedrl.guidance.base import Guidance, GuidanceContext, Ladder
 from guidedrl.registry import GUIDANCE, TEACHER_POOLS
+from guidedrl.yaml_config import ConfigError
 
 
 def build_guidance(cfg: GuidanceConfig, ctx: GuidanceContext) -> Guidance | None:
@@ -14,3 +15,13 @@ def build_guidance(cfg: GuidanceConfig, ctx: GuidanceContext) -> Guidance | None
     pools = [TEACHER_POOLS.get(source.kind)(source, ctx.max_new_tokens, ctx.seed) for source in cfg.teachers]
     steps: list[Guidance] = [GUIDANCE.get(name)(cfg, ctx, pools) for name in cfg.ladder]
     return steps[0] if len(steps) == 1 else Ladder(steps)
+
+
+def check_hints_available(cfg: GuidanceConfig, rows: list[dict], source: str) -> None:
+    """A ladder with ``hint`` needs hints: a ``hint`` column, or teacher solutions to take them from."""
+    if "hint" not in cfg.ladder:
+        return
+    online = any(t.kind != "offline" for t in cfg.teachers)
+    if not online and not any(row.get("hint") or row.get("teacher_solutions") for row in rows):
+        raise ConfigError(f"guidance.ladder: hint needs hints, but {source} has no 'hint' column and no "
+                          "teacher_solutions to take them from (nor does guidance.teachers name an online teacher)")

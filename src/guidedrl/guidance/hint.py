@@ -52,12 +52,16 @@ class HintGuidance:
         demand = guidance_demand(batch.correct, batch.group_index, "all_wrong" if cfg.trigger == "adaptive_k"
                                  else cfg.trigger, 1, 1)
         hints = {g: self.hint_for(rows[g]) for g in range(len(demand)) if demand[g] > 0}
-        groups = [g for g, h in hints.items() if h]
+        hinted_ids = {g: encode_prompts(tok, [with_hint(rows[g]["prompt"], h, cfg.hint_template)])[0]
+                      for g, h in hints.items() if h}
+        limit = ctx.max_prompt_length
+        groups = [g for g, ids in hinted_ids.items() if limit is None or len(ids) <= limit]
         n_groups = len(torch.unique(batch.group_index))
-        metrics = {"guidance/hint/rate": len(groups) / n_groups}
+        metrics = {"guidance/hint/rate": len(groups) / n_groups,
+                   "guidance/hint/unavailable": (len(hints) - len(groups)) / n_groups}  # no hint, or too long
         if not groups:
             return batch, metrics
-        ids = encode_prompts(tok, [with_hint(rows[g]["prompt"], hints[g], cfg.hint_template) for g in groups])
+        ids = [hinted_ids[g] for g in groups]
         sampling = SamplingParams(ctx.temperature, ctx.top_p, ctx.max_new_tokens, seed=derive_seed(ctx.seed, "hint", step))
         hinted = ctx.engine.generate(ids, ctx.group_size, sampling)
         n = hinted.size

@@ -55,6 +55,11 @@ class TeacherGuidance:
                     self.verified[keys[i]].append((sol, float(reward)))
         return [self.verified[k] for k in keys]
 
+    def fits(self, prompt_length: int, text: str) -> bool:
+        """Whether prompt + solution + EOS fit in the student's context (a longer solution is unusable)."""
+        limit = self.ctx.context_length
+        return limit is None or prompt_length + len(self.ctx.tokenizer(text, add_special_tokens=False)["input_ids"]) < limit
+
     def comprehension(self, prompts: list[list[int]], texts: list[str], answers: list[str]) -> list[float]:
         """AMPO's score of each candidate, all in one no-grad forward of the current student."""
         tok = self.ctx.tokenizer
@@ -85,7 +90,8 @@ class TeacherGuidance:
             return batch, metrics
         cands = self.candidates([rows[g] for g in groups])
         first_row = {g: int((batch.group_index == g).nonzero()[0]) for g in groups}
-        flat = [(g, sol, reward) for g, cs in zip(groups, cands) for sol, reward in cs]
+        flat = [(g, sol, reward) for g, cs in zip(groups, cands) for sol, reward in cs
+                if self.fits(len(prompt_tokens(batch, first_row[g])), sol.text)]
         if cfg.selection == "comprehension":
             scores = self.comprehension([prompt_tokens(batch, first_row[g]) for g, _, _ in flat],
                                         [s.text for _, s, _ in flat], [str(rows[g]["answer"]) for g, _, _ in flat])

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from guidedrl.errors import RunError
 from guidedrl.registry import ENGINES
 from guidedrl.rollout.engine import Rollouts, SamplingParams
 from guidedrl.rollout.forward import position_ids_from_mask
@@ -111,12 +112,18 @@ def _sample(logits: Tensor, sampling: SamplingParams, gen: torch.Generator | Non
         return tok, torch.log_softmax(logits, dim=-1).gather(-1, tok[:, None]).squeeze(1)
     logp = torch.log_softmax(logits / sampling.temperature, dim=-1)
     probs = logp.exp()
-    if sampling.top_p < 1.0:
-        sorted_p, order = probs.sort(-1, descending=True)
-        sorted_p.masked_fill_(sorted_p.cumsum(-1) - sorted_p > sampling.top_p, 0.0)
-        tok = order.gather(-1, torch.multinomial(sorted_p, 1, generator=gen)).squeeze(1)
-    else:
-        tok = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    try:
+        if sampling.top_p < 1.0:
+            sorted_p, order = probs.sort(-1, descending=True)
+            sorted_p.masked_fill_(sorted_p.cumsum(-1) - sorted_p > sampling.top_p, 0.0)
+            tok = order.gather(-1, torch.multinomial(sorted_p, 1, generator=gen)).squeeze(1)
+        else:
+            tok = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    except RuntimeError as err:
+        if torch.isfinite(probs).all():
+            raise
+        raise RunError("the policy's next-token distribution is not finite (NaN or inf logits): its weights "
+                       "diverged; lower optim.lr and --resume from an earlier checkpoint") from err
     return tok, logp.gather(-1, tok[:, None]).squeeze(1)
 
 

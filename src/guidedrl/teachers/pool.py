@@ -15,6 +15,7 @@ from guidedrl.registry import TEACHER_POOLS
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.seeding import derive_seed, text_index
+from guidedrl.yaml_config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -79,4 +80,6 @@ def offline_pool(source: TeacherSource, max_new_tokens: int, seed: int) -> Offli
 @TEACHER_POOLS.register("online")
 def online_pool(source: TeacherSource, max_new_tokens: int, seed: int) -> OnlinePool:
     """A local teacher model sampling on demand."""
+    if not Path(source.path).exists():
+        raise ConfigError(f"guidance.teachers: online teacher path {source.path} does not exist")
     return OnlinePool(source.path, source.name, source.samples, source.temperature, max_new_tokens, seed)

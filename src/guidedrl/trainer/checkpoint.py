@@ -1,14 +1,25 @@
-"""Atomic checkpoints: weights (safetensors), optimizer, scheduler, data position, step and RNG."""
+"""Atomic checkpoints: weights (safetensors), optimizer, scheduler, data position, step and RNG.
+
+A checkpoint is written into a temporary folder and renamed into place, so a kill leaves the previous ones
+intact; one whose weights are not all finite is never written; a full disk is a one-line error that keeps
+the previous checkpoints. ``is_complete`` tells a loadable checkpoint from a torn one without loading it.
+"""
 
 from __future__ import annotations
 
+import errno
+import json
 import re
 import shutil
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from guidedrl.errors import RunError
 
 STATE_FILE = "trainer_state.pt"
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -17,12 +28,23 @@ STEP_DIR = re.compile(r"^step_(\d+)$")
 def save_checkpoint(root: Path, step: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     state: dict[str, Any], keep: int) -> Path:
     """Write ``root/step_N`` via a temporary directory and a rename; keep the newest ``keep``."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise RunError(f"refusing to write checkpoint step_{step}: parameter {bad[0]} is not finite "
+                       f"({len(bad)} such); the previous checkpoints are kept")
     root.mkdir(parents=True, exist_ok=True)
     final, tmp = root / f"step_{step}", root / f".step_{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save({**state, "step": step, "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save({**state, "step": step, "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
+    except (OSError, RuntimeError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left" in str(err):
+            raise RunError(f"no space left on device while writing checkpoint {final}; the previous "
+                           "checkpoints are kept (free space, then --resume)") from None
+        raise
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for old in checkpoints(root)[:-keep]:
@@ -31,10 +53,33 @@ def save_checkpoint(root: Path, step: int, model: PreTrainedModel, tokenizer: Pr
 
 
 def checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under ``root``, oldest first (temporary directories are ignored)."""
+    """Checkpoint folders under ``root`` that were renamed into place, oldest first (temporary ones ignored)."""
     found = [(int(m.group(1)), p) for p in root.glob("step_*") if (m := STEP_DIR.match(p.name))
              and (p / STATE_FILE).exists()]
     return [p for _, p in sorted(found)]
+
+
+def safetensors_complete(path: Path) -> bool:
+    """Whether a safetensors file holds every byte its header declares (a truncated copy does not)."""
+    try:
+        with path.open("rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+    except (OSError, struct.error, ValueError):
+        return False
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return path.stat().st_size == 8 + length + max(ends, default=0)
+
+
+def is_complete(path: Path) -> bool:
+    """Whether a checkpoint's weights and trainer state are whole (checked by their sizes and zip directory)."""
+    weights = list(path.glob("*.safetensors"))
+    try:
+        with zipfile.ZipFile(path / STATE_FILE) as z:
+            z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return bool(weights) and all(safetensors_complete(w) for w in weights)
 
 
 def load_state(path: Path) -> dict[str, Any]:

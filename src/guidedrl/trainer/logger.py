@@ -1,4 +1,4 @@
-"""Metrics to JSONL and TensorBoard, one record per logged step."""
+"""Metrics to JSONL and TensorBoard, one record per logged step, each carrying the run's id."""
 
 from __future__ import annotations
 
@@ -12,28 +12,56 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 class MetricsLogger:
-    """Appends ``{"step": N, ...}`` lines to ``metrics.jsonl`` and scalars to TensorBoard."""
+    """Appends ``{"step": N, "run_id": ..., ...}`` lines to ``metrics.jsonl`` and scalars to TensorBoard.
 
-    def __init__(self, output_dir: Path) -> None:
+    Resuming at step N drops the records a killed run wrote after its checkpoint (a torn last line too)
+    and TensorBoard's events past N, so no step appears twice.
+    """
+
+    def __init__(self, output_dir: Path, run_id: str, resume_step: int | None = None) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
-        self.path = output_dir / "metrics.jsonl"
-        self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+        self.path, self.run_id = output_dir / "metrics.jsonl", run_id
+        if resume_step is not None:
+            self.truncate_after(resume_step)
+        self.writer = SummaryWriter(str(output_dir / "tensorboard"),
+                                    purge_step=None if resume_step is None else resume_step + 1)
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
+    def log(self, step: int, metrics: dict[str, float], final: bool = False) -> None:
+        """One record; ``final`` marks the held-out evaluation after training (redone by a resume)."""
+        record = {"step": step, "run_id": self.run_id, **({"final": True} if final else {}), **metrics}
         with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+            f.write(json.dumps(record) + "\n")
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (a resumed run rewrites them)."""
-        if self.path.exists():
-            keep = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            self.path.write_text("".join(line + "\n" for line in keep))
+        """Keep the records of steps up to ``step`` (not the final evaluation, nor a line cut by a kill)."""
+        if not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record["step"] <= step and not record.get("final"):
+                keep.append(line)
+        self.path.write_text("".join(line + "\n" for line in keep))
 
     def close(self) -> None:
         self.writer.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a ``metrics.jsonl``, a torn last line (a run killed mid-write) left out."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 class PhaseTimer:

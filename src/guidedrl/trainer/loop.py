@@ -18,11 +18,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from guidedrl.algorithms.advantages import estimate_advantages
 from guidedrl.batch import RolloutBatch, filter_batch, reward_rollouts
-from guidedrl.config import RolloutConfig, TrainConfig
-from guidedrl.data import encode_prompts, load_rows, validate_rows
+from guidedrl.config import MAY_CHANGE_ON_RESUME, RolloutConfig, TrainConfig, resume_changes
+from guidedrl.data import encode_rows, limit_prompt_length, load_rows, validate_rows
+from guidedrl.errors import RunError
 from guidedrl.eval.evaluate import evaluate
 from guidedrl.guidance.base import GuidanceContext
-from guidedrl.guidance.build import build_guidance
+from guidedrl.guidance.build import build_guidance, check_hints_available
 from guidedrl.registry import ENGINES
 from guidedrl.rewards import Reward, RewardState
 from guidedrl.rollout.engine import RolloutEngine, SamplingParams
@@ -31,11 +32,12 @@ from guidedrl.teachers.model import TokenizerMismatchError
 from guidedrl.trainer.checkpoint import checkpoints, load_state, save_checkpoint
 from guidedrl.trainer.logger import MetricsLogger, PhaseTimer
 from guidedrl.trainer.optim import build_optimizer
-from guidedrl.trainer.paths import RunPaths
+from guidedrl.trainer.paths import RunPaths, load_pretrained
+from guidedrl.trainer.run_dir import RunDir
 from guidedrl.trainer.sampler import PromptSampler
 from guidedrl.trainer.signals import StepSignals
 from guidedrl.trainer.update import PolicyUpdate
-from guidedrl.yaml_config import ConfigError, dump_config
+from guidedrl.yaml_config import ConfigError, dump_config, load_config
 
 EngineFactory = Callable[[PreTrainedModel, PreTrainedTokenizerBase, RolloutConfig], RolloutEngine]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -45,20 +47,31 @@ class Trainer:
     """Holds the run's state (policy, optimizer, data position) and steps it."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, console: Console | None = None,
-                 engine: EngineFactory | None = None) -> None:
+                 engine: EngineFactory | None = None, overwrite: bool = False) -> None:
         self.cfg, self.console = cfg, console or Console()
         self.paths = RunPaths.resolve(cfg)
         self.out = Path(cfg.output_dir)
+        self.run_dir = RunDir(self.out, resume, overwrite)
+        try:
+            self._build(engine)
+        except BaseException:
+            self.run_dir.release()
+            raise
+
+    def _build(self, engine: EngineFactory | None) -> None:
+        cfg, last = self.cfg, self.run_dir.checkpoint
+        if last is not None:
+            self._check_resumable()
         torch.manual_seed(cfg.seed)
-        last = checkpoints(self.out / "checkpoints")[-1] if resume and checkpoints(self.out / "checkpoints") else None
         weights, dtype = last or self.paths.model, DTYPES[cfg.dtype]
-        self.tokenizer = AutoTokenizer.from_pretrained(weights)
-        self.policy = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
+        self.tokenizer = load_pretrained(AutoTokenizer, weights, "model")
+        self.policy = load_pretrained(AutoModelForCausalLM, weights, "model", dtype=dtype)
         self.engine = (engine or ENGINES.get(cfg.rollout.engine))(self.policy, self.tokenizer, cfg.rollout)
-        self.rows = validate_rows(load_rows(self.paths.dataset, cfg.dataset_split), str(self.paths.dataset))
-        self.prompt_ids = encode_prompts(self.tokenizer, [r["prompt"] for r in self.rows])
-        self.eval_sets = {name: validate_rows(load_rows(path), str(path))[:cfg.eval.max_problems]
+        limit = cfg.rollout.max_prompt_length or self._context_limit()
+        self.rows, self.prompt_ids = self._load(self.paths.dataset, cfg.dataset_split, limit)
+        self.eval_sets = {name: self._load(path, None, limit)[0][:cfg.eval.max_problems]
                           for name, path in self.paths.eval_sets.items()}
+        check_hints_available(cfg.guidance, self.rows, str(self.paths.dataset))
         self.reward = Reward(cfg.rewards)
         self.optimizer, self.scheduler = build_optimizer(self.policy, cfg.optim, cfg.steps)
         self.sampler = PromptSampler(len(self.rows), cfg.rollout.prompts_per_step, cfg.seed)
@@ -66,7 +79,8 @@ class Trainer:
             policy=self.policy, tokenizer=self.tokenizer, engine=self.engine, reward=self.reward,
             correct_threshold=cfg.correct_threshold, group_size=cfg.rollout.group_size,
             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-            max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed))
+            max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed, max_prompt_length=limit,
+            context_length=getattr(self.policy.config, "max_position_embeddings", None)))
         try:
             self.signals = StepSignals(cfg, self.paths.model, self.paths.teacher, self.tokenizer, dtype)
         except TokenizerMismatchError as err:
@@ -75,13 +89,34 @@ class Trainer:
             raise ConfigError(f"teacher_signal: {err}") from None
         self.critic = self.signals.critic
         self.update = PolicyUpdate(self.policy, self.optimizer, cfg)
-        self.step = 0
+        self.step, self.nonfinite_steps = 0, 0
         self.last_batch: RolloutBatch | None = None  # the final batch of the latest step, advantages included
-        self.logger = MetricsLogger(self.out)
         if last is not None:
             self.restore(last)
-        else:
-            dump_config(cfg, self.out / "config.yaml")
+        self.logger = MetricsLogger(self.out, self.run_dir.run_id, self.step if last is not None else None)
+        dump_config(cfg, self.out / "config.yaml")
+
+    def _check_resumable(self) -> None:
+        """A resume continues the same run: only the keys that may change on resume may differ."""
+        recorded = load_config(self.out / "config.yaml", TrainConfig)
+        changed = resume_changes(recorded, self.cfg)
+        if changed:
+            raise ConfigError(f"--resume: the config differs from the run's ({self.out / 'config.yaml'}) in "
+                              f"{', '.join(changed)}; only {', '.join(MAY_CHANGE_ON_RESUME)} may change on resume")
+
+    def _context_limit(self) -> int | None:
+        """The model's context minus the response budget: the longest prompt that fits (None if unknown)."""
+        context = getattr(self.policy.config, "max_position_embeddings", None)
+        return None if context is None else context - self.cfg.rollout.max_new_tokens
+
+    def _load(self, path: Path, split: str | None, limit: int | None) -> tuple[list[dict], list[list[int]]]:
+        """Validated rows of a dataset and their prompt ids, prompts over ``limit`` refused or dropped."""
+        rows = validate_rows(load_rows(path, split), str(path))
+        rows, ids, dropped = limit_prompt_length(rows, encode_rows(self.tokenizer, rows, str(path)), limit,
+                                                 self.cfg.rollout.long_prompts, str(path))
+        if dropped:
+            self.console.print(f"{path}: dropped {dropped} prompts longer than {limit} tokens")
+        return rows, ids
 
     # ---- one step -------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -109,11 +144,22 @@ class Trainer:
             self.scheduler.step()
         self.last_batch = batch
         self.step += 1
+        self.count_nonfinite(metrics)
         timing = timer.metrics()
         tokens = float(rollouts.response_mask.sum())
         return {**metrics, **guided, **filtered, **self.coefficients(index + 1), **timing,
                 "response_length": tokens / rollouts.size, "tokens_per_s": tokens / timing["step_time"],
                 "lr": self.scheduler.get_last_lr()[0]}
+
+    def count_nonfinite(self, metrics: dict[str, float]) -> None:
+        """Stop the run when every update of ``max_nonfinite_steps`` steps in a row was skipped as non-finite."""
+        o = self.cfg.optim
+        all_skipped = metrics.get("updates_skipped", 0.0) == o.epochs * o.mini_batches
+        self.nonfinite_steps = self.nonfinite_steps + 1 if all_skipped else 0
+        if self.nonfinite_steps >= self.cfg.max_nonfinite_steps:
+            raise RunError(f"step {self.step}: the loss or gradient was not finite in {self.nonfinite_steps} steps in a "
+                           "row (no such update was applied; the checkpoints are intact): lower optim.lr or check "
+                           "the rewards, then --resume")
 
     def sampling(self, index: int) -> SamplingParams:
         """How step ``index`` samples its rollouts (its own seed)."""
@@ -154,7 +200,8 @@ class Trainer:
                                self.cfg.keep_checkpoints)
 
     def restore(self, checkpoint: Path) -> None:
-        """Optimizer, schedule, data position, RNG, critic and step of a checkpoint (its weights are loaded)."""
+        """Optimizer, schedule, data position, RNG, critic and step of a checkpoint (its weights are loaded);
+        the metrics a killed run wrote after it are dropped when the logger opens."""
         state = load_state(checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.critic is not None:
@@ -163,11 +210,18 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
-        self.logger.truncate_after(self.step)
         self.console.print(f"resumed from {checkpoint} at step {self.step}")
 
     def train(self) -> dict[str, dict[str, float]]:
-        """Run to ``cfg.steps``: evaluate before (unless resumed), log, checkpoint, evaluate after."""
+        """Run to ``cfg.steps``: evaluate before (unless resumed), log, checkpoint, evaluate after. The output
+        folder stays locked until it returns or fails."""
+        try:
+            return self._train()
+        finally:
+            self.logger.close()
+            self.run_dir.release()
+
+    def _train(self) -> dict[str, dict[str, float]]:
         cfg = self.cfg
         before_path = self.out / "eval_before.json"
         if not before_path.exists():
@@ -187,12 +241,12 @@ class Trainer:
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save()
                 progress.update(task, completed=self.step, reward=metrics["reward"], all_wrong=metrics["all_wrong"])
+        if not checkpoints(self.out / "checkpoints") or checkpoints(self.out / "checkpoints")[-1].name != f"step_{self.step}":
+            self.save()
         after = self.evaluate("after")
-        self.logger.log(self.step, after)
-        self.save()
+        self.logger.log(self.step, after, final=True)
         self.policy.save_pretrained(self.out / "final")
         self.tokenizer.save_pretrained(self.out / "final")
         summary = {"before": before, "after": after}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
-        self.logger.close()
         return summary

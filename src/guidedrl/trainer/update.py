@@ -36,7 +36,8 @@ class PolicyUpdate:
         self.norm_length = cfg.algorithm.norm_length or cfg.rollout.max_new_tokens
 
     def __call__(self, batch: RolloutBatch, index: int) -> dict[str, float]:
-        """Optimize on ``batch`` at step ``index`` (0-based); the statistics are means over its updates."""
+        """Optimize on ``batch`` at step ``index`` (0-based); the statistics are means over its updates, except
+        ``updates_skipped``: how many of them had a non-finite loss or gradient and were not applied."""
         o = self.cfg.optim
         updates = o.epochs * o.mini_batches
         generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "minibatch", index))
@@ -51,15 +52,22 @@ class PolicyUpdate:
                 denominators = Denominators.of(batch.rollouts.response_mask[mini], kind[mini])
                 gammas = self.quantile_gammas(batch, mini)
                 self.optimizer.zero_grad(set_to_none=True)
+                finite = True
                 for micro in mini.split(o.micro_batch_size):
                     loss, stats = policy_loss(self.loss_inputs(batch.select(micro), gammas), self.cfg.algorithm,
                                               index + 1, self.norm_length, denominators)
-                    loss.backward()
+                    finite = finite and bool(torch.isfinite(loss))
+                    if finite:
+                        loss.backward()
                     add_stats(acc, stats, 1.0 / updates)
                 norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), o.grad_clip)
                 add_stats(acc, {"grad_norm": float(norm), **{f"{k}_gamma": float(g) for k, g in gammas.items()}},
                           1.0 / updates)
-                self.optimizer.step()
+                if finite and torch.isfinite(norm):
+                    self.optimizer.step()
+                else:  # a non-finite loss or gradient is never applied
+                    self.optimizer.zero_grad(set_to_none=True)
+                    add_stats(acc, {"updates_skipped": 1.0})
         self.policy.eval()
         return acc
 

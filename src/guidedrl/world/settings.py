@@ -6,12 +6,13 @@ in :mod:`guidedrl.config`. Every field enters the build's settings hash.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from guidedrl.world.styles import STYLES
-from guidedrl.yaml_config import StrictModel
+from guidedrl.yaml_config import ConfigError, StrictModel, load_config
 
 
 class WorldConfig(StrictModel):
@@ -68,8 +69,8 @@ WORLD_PRESETS: dict[str, dict] = {
 }
 
 
-def world_preset(size: str, **overrides: object) -> WorldConfig:
-    """A world configuration by preset name, with field overrides."""
+def world_preset(size: str, overrides: Sequence[str] = (), **fields: object) -> WorldConfig:
+    """A world configuration by preset name, with ``key=value`` overrides (as ``world build --set``) and fields."""
     if size not in WORLD_PRESETS:
-        raise ValueError(f"unknown world size {size!r}; known: {sorted(WORLD_PRESETS)}")
-    return WorldConfig(**{**WORLD_PRESETS[size], **overrides})
+        raise ConfigError(f"--size: unknown world size {size!r}; known: {', '.join(sorted(WORLD_PRESETS))}")
+    return load_config(None, WorldConfig, overrides, base={**WORLD_PRESETS[size], **fields})
