@@ -121,8 +121,11 @@ def _describe(err: ValidationError, source: str, model_cls: type[BaseModel], ove
         else:
             message = e["msg"].removeprefix("Value error, ")
         dotted = ".".join(str(p) for p in loc)
-        given = next((item for k, item in overrides.items() if dotted == k or dotted.startswith(f"{k}.")), None)
-        where = f"--set {given}" if given is not None else source
+        # the override that set this key (or a section above it), else the overrides inside a section whose
+        # own check failed, else the file
+        given = [item for k, item in overrides.items() if dotted == k or dotted.startswith(f"{k}.")] or [
+            item for k, item in overrides.items() if dotted and k.startswith(f"{dotted}.")]
+        where = ", ".join(f"--set {item}" for item in given) if given else source
         line = f"{where}: {key}: {message}" if key else f"{where}: {message}"
         if line not in lines:
             lines.append(line)
