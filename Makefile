@@ -32,7 +32,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/pip install -q -e ".[bench]"
-	$(BIN)/python bench/grpo_step.py
+	PYTHONPATH=bench $(BIN)/python bench/grpo_step.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

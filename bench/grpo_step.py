@@ -1,15 +1,20 @@
 """GRPO step time: guidedrl vs TRL's GRPOTrainer, interleaved in one process on the same world model.
 
-Both start from the world's student with the same prompts, group size, sampling and update
-settings (8 prompts x 8 completions, <= 32 new tokens, temperature 1, one update per step, no KL).
-A TRL callback runs one guidedrl step after every TRL step, so both see the same machine state.
+Both start from the world's student with the same prompts, group size, sampling and update settings
+(8 prompts x 8 completions, <= 32 new tokens, temperature 1, one update per step, no KL). A TRL callback
+runs one guidedrl step after every TRL step, so both see the same machine state. TRL's step is split by
+timing its own methods (generation, rewards, the loss forward; the rest is backward, optimizer and
+bookkeeping); guidedrl's split is its logged ``time/*``. Prints versions, threads and machine, and writes
+``bench/results/grpo_step.json``.
 
-    python bench/grpo_step.py [--world worlds/default] [--steps 20]
+    python bench/grpo_step.py [--world worlds/default] [--steps 20] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import statistics
 import tempfile
 import time
@@ -22,29 +27,49 @@ from rich.table import Table
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from bench_env import environment
 from guidedrl.config import TrainConfig
 from guidedrl.data import load_rows
 from guidedrl.rewards import math_answer_reward
 from guidedrl.trainer.loop import Trainer
 
 PROMPTS, GROUP, NEW_TOKENS, LR = 8, 8, 32, 1e-4
+TRL_PHASES = {"generate": "_generate", "reward": "_calculate_rewards", "loss_forward": "compute_loss"}
 
 
 class Interleave(TrainerCallback):
-    """Times each TRL step, then runs and times one guidedrl step."""
+    """Times each TRL step (and its phases), then runs and times one guidedrl step."""
 
     def __init__(self, ours: Trainer) -> None:
-        self.ours, self.trl_times, self.our_times, self.start = ours, [], [], 0.0
-        self.our_phases: list[dict[str, float]] = []
+        self.ours, self.trl_steps, self.our_steps = ours, [], []
+        self.phase_seconds: dict[str, float] = {}
+        self.start = 0.0
+
+    def timed(self, phase: str, fn):  # noqa: ANN001, ANN201
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + time.perf_counter() - start
+        return wrapper
 
     def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        self.phase_seconds = {}
         self.start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
-        self.trl_times.append(time.perf_counter() - self.start)
+        total = time.perf_counter() - self.start
+        self.trl_steps.append({"step_time": total, **self.phase_seconds,
+                               "other": total - sum(self.phase_seconds.values())})
         start = time.perf_counter()
-        self.our_phases.append(self.ours.train_step())
-        self.our_times.append(time.perf_counter() - start)
+        metrics = self.ours.train_step()
+        self.our_steps.append({**metrics, "wall": time.perf_counter() - start})
+
+
+def median(records: list[dict], key: str) -> float:
+    return statistics.median(r.get(key, 0.0) for r in records)
 
 
 def main() -> None:
@@ -52,8 +77,11 @@ def main() -> None:
     parser.add_argument("--world", default="worlds/default")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3, help="leading steps of each left out of the median")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of both trainers")
+    parser.add_argument("--trl-bf16", action="store_true", help="TRL's default bf16 autocast (guidedrl runs fp32)")
+    parser.add_argument("--out", default="bench/results/grpo_step.json")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     world = Path(args.world)
     student = world / "models" / "student"
     rows = load_rows(world / "data" / "train.jsonl")
@@ -70,28 +98,45 @@ def main() -> None:
         num_generations=GROUP, max_completion_length=NEW_TOKENS, learning_rate=LR, beta=0.0, num_iterations=1,
         temperature=1.0, top_p=1.0, top_k=0, lr_scheduler_type="constant", warmup_steps=0,
         logging_steps=10**6, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
-        gradient_checkpointing=False)  # TRL turns it on by default; it only costs time at this size
+        gradient_checkpointing=False,  # TRL turns it on by default; it only costs time at this size
+        bf16=args.trl_bf16)  # TRL's default is bf16 autocast, also on a CPU: emulated (slow) without bf16 units
     timer = Interleave(ours)
     trl = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(student), reward_funcs=math_answer_reward,
                       args=trl_args, processing_class=tokenizer, callbacks=[timer],
                       train_dataset=Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]))
+    for phase, method in TRL_PHASES.items():
+        setattr(trl, method, timer.timed(phase, getattr(trl, method)))
     trl.train()
+    ours.run_dir.release()
 
-    trl_s = statistics.median(timer.trl_times[args.warmup:])
-    our_s = statistics.median(timer.our_times[args.warmup:])
-    params = sum(p.numel() for p in ours.policy.parameters())
+    trl_steps, our_steps = timer.trl_steps[args.warmup:], timer.our_steps[args.warmup:]
+    trl_s, our_s = median(trl_steps, "step_time"), median(our_steps, "step_time")
+    env = environment()
+    result = {
+        "environment": env, "settings": {"prompts": PROMPTS, "group": GROUP, "new_tokens": NEW_TOKENS, "lr": LR,
+                                         "steps": args.steps, "warmup": args.warmup},
+        "parameters": sum(p.numel() for p in ours.policy.parameters()),
+        "trl": {"median_step_s": trl_s, **{k: median(trl_steps, k) for k in [*TRL_PHASES, "other"]}},
+        "guidedrl": {"median_step_s": our_s, **{k.removeprefix("time/"): median(our_steps, k) for k in
+                                                ("time/rollout", "time/reward", "time/update")},
+                     "response_length": median(our_steps, "response_length")},
+        "speedup": trl_s / our_s,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+    console = Console()
+    console.print(f"{env['machine']}; torch {env['torch']}, transformers {env['transformers']}, trl {env['trl']}; "
+                  f"{env['torch_threads']} torch threads; median of {len(trl_steps)} steps after {args.warmup}")
     table = Table(title=f"GRPO step, {PROMPTS} prompts x {GROUP} completions, <= {NEW_TOKENS} new tokens, "
-                        f"{params / 1e6:.2f}M-parameter Llama, {torch.get_num_threads()} threads, "
-                        f"median of {len(timer.trl_times) - args.warmup} steps")
-    for col in ("trainer", "median step (s)", "steps / s"):
-        table.add_column(col, justify="right")
-    table.add_row("TRL GRPOTrainer", f"{trl_s:.3f}", f"{1 / trl_s:.2f}")
-    table.add_row("guidedrl", f"{our_s:.3f}", f"{1 / our_s:.2f}")
-    Console().print(table)
-    print(f"guidedrl throughput = {trl_s / our_s:.2f}x TRL's")
-    phases = {k: statistics.median(m[k] for m in timer.our_phases[args.warmup:])
-              for k in ("time/rollout", "time/score_guide", "time/update")}
-    print("where guidedrl's step goes (median s): " + ", ".join(f"{k.removeprefix('time/')} {v:.3f}" for k, v in phases.items()))
+                        f"{result['parameters'] / 1e6:.2f}M-parameter Llama")
+    for col in ("trainer", "median step (s)", "phases (median s)"):
+        table.add_column(col)
+    table.add_row(f"TRL GRPOTrainer ({'bf16 autocast' if args.trl_bf16 else 'fp32'})", f"{trl_s:.3f}", ", ".join(f"{k} {result['trl'][k]:.3f}" for k in [*TRL_PHASES, "other"]))
+    table.add_row("guidedrl", f"{our_s:.3f}", ", ".join(f"{k} {result['guidedrl'][k]:.3f}"
+                                                        for k in ("rollout", "reward", "update")))
+    console.print(table)
+    print(f"guidedrl throughput = {result['speedup']:.2f}x TRL's; results in {args.out}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 student's) and a matched one (the student's style): equal steps, same seeds, held-out ID/OOD pass@1.
 
     python bench/tgpo_vs_rkl.py [--seeds 0 1 2] [--steps 60] [--methods grpo tgpo rkl_distill]
-        [--teachers divergent matched] [--set teacher_signal.ce_coef=0.01 ...]
+        [--teachers divergent matched] [--set algorithm.regularizers.label_ce.coef=0.01 ...]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["grpo", "tgpo", "rkl_distill"])
     parser.add_argument("--teachers", nargs="+", default=list(TEACHERS), choices=list(TEACHERS))
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run, e.g. "
-                        "teacher_signal.ce_coef=0.01")
+                        "algorithm.regularizers.label_ce.coef=0.01")
     args = parser.parse_args()
     setup()
     evals = ["eval.samples=16", "eval.ks=[1,16]", "eval.every=0", "eval.max_problems=100", *args.set]
@@ -42,10 +42,10 @@ def main() -> None:
     console = Console()
     console.print(table(results, (1, 16), f"TGPO vs RKL vs GRPO: {args.steps} steps, seeds {args.seeds}"))
     for name, runs in results.items():
-        if "teacher/mismatch_ratio" not in runs[0]["steps"][0]:
+        if "teacher_signal/mismatch_ratio" not in runs[0]["steps"][0]:
             continue
-        first = statistics.fmean(r["steps"][0]["teacher/mismatch_ratio"] for r in runs)
-        last = statistics.fmean(statistics.fmean(s["teacher/mismatch_ratio"] for s in r["steps"][-10:]) for r in runs)
+        first = statistics.fmean(r["steps"][0]["teacher_signal/mismatch_ratio"] for r in runs)
+        last = statistics.fmean(statistics.fmean(s["teacher_signal/mismatch_ratio"] for s in r["steps"][-10:]) for r in runs)
         console.print(f"{name}: teacher/student mismatch ratio {first:.2f} at step 1, {last:.2f} over the last 10 steps")
 
 

@@ -80,7 +80,7 @@ def test_analyze_reads_a_finished_run(world: Path, tmp_path: Path) -> None:
     cfg = load_config(CONFIGS / "guide_grpo.yaml", TrainConfig, [
         f"world={world}", f"output_dir={run}", "steps=1", "save_every=0", "rollout.prompts_per_step=2",
         "rollout.group_size=2", "eval.samples=2", "eval.ks=[1,2]"])
-    Trainer(cfg, console=Console(quiet=True), engine=lambda p, t, _: ScriptedEngine(p, t, SCRIPT)).train()
+    Trainer(cfg, console=Console(quiet=True), engine=lambda p, t, *_: ScriptedEngine(p, t, SCRIPT)).train()
     result = CliRunner().invoke(app, ["analyze", str(run)])
     assert result.exit_code == 0, result.output
     analysis = json.loads((run / "analysis.json").read_text())

@@ -27,11 +27,11 @@ def test_the_gspo_example_trains_through_the_unchanged_loop(tmp_path: Path) -> N
     assert "gspo" in SURROGATES.names()
     # behaviour log-probs 1e-4 below the policy's on every token: each row's ratio is e^1e-4, inside 1 ± 4e-4
     trainer = Trainer(cfg, console=Console(quiet=True),
-                      engine=lambda p, t, _: ScriptedEngine(p, t, SCRIPT, logp_offset=-1e-4))
+                      engine=lambda p, t, *_: ScriptedEngine(p, t, SCRIPT, logp_offset=-1e-4))
     m = trainer.train_step()
     assert m["clip_frac"] == 0.0 and m["pg_loss"] == pytest.approx(0.0, abs=1e-7)  # unclipped: Σ A_i = 0
     trainer = Trainer(cfg.model_copy(update={"output_dir": str(tmp_path / "run2")}), console=Console(quiet=True),
-                      engine=lambda p, t, _: ScriptedEngine(p, t, SCRIPT, logp_offset=-0.01))
+                      engine=lambda p, t, *_: ScriptedEngine(p, t, SCRIPT, logp_offset=-0.01))
     m = trainer.train_step()  # e^0.01 > 1 + 4e-4: rows with A > 0 are clipped, rows with A < 0 are not
     a = 0.5 / (math.sqrt(1 / 3) + 1e-6)  # GRPO advantages ±a in the first group, 0 in the second
     # seq-mean-token-mean: each row's mean is its −A_i·s_i, then the mean over the 8 rows

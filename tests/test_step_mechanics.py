@@ -48,7 +48,7 @@ def _trainer(world: Path, out: Path, config: str | None, script: dict, *override
         f"rollout.group_size={G}", "rollout.max_new_tokens=32", "optim.micro_batch_size=3", "eval.samples=1",
         "eval.ks=[1]", *teacher, *overrides])
     return Trainer(cfg, console=Console(quiet=True),
-                   engine=lambda policy, tok, _: ScriptedEngine(policy, tok, script, logp_offset))
+                   engine=lambda policy, tok, *_: ScriptedEngine(policy, tok, script, logp_offset))
 
 
 TEACHER_CONFIGS = ("tgpo.yaml", "rkl_distill.yaml")

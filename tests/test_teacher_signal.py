@@ -46,7 +46,7 @@ def _tgpo(world: Path, out: Path, *overrides: str, script: dict = SCRIPT) -> Tra
         f"world={world}", f"output_dir={out}", "steps=1", "save_every=0", "rollout.prompts_per_step=2",
         "rollout.group_size=4", "rollout.max_new_tokens=32", "optim.micro_batch_size=3",
         f"teacher_signal.path={world / 'models' / 'teacher'}", *overrides])
-    return Trainer(cfg, console=Console(quiet=True), engine=lambda p, t, _: ScriptedEngine(p, t, script))
+    return Trainer(cfg, console=Console(quiet=True), engine=lambda p, t, *_: ScriptedEngine(p, t, script))
 
 
 def _logp(model, tok, prompt: str, text: str) -> torch.Tensor:

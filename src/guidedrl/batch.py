@@ -63,6 +63,12 @@ class RolloutBatch:
         kind = torch.full_like(self.group_index, POLICY)
         return kind.masked_fill(self.off_policy, TEACHER).masked_fill(self.hinted, HINTED)
 
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        """The same batch with every tensor on ``device``."""
+        tensors = {f: getattr(self, f).to(device) for f in ("rewards", "correct", "group_index", "off_policy", "hinted")}
+        per_token = {f: None if getattr(self, f) is None else getattr(self, f).to(device) for f in PER_TOKEN}
+        return replace(self, rollouts=self.rollouts.to(device), **tensors, **per_token)
+
     def token_mask(self, rows: Tensor) -> Tensor:
         """Broadcast a per-row flag to the response tokens of those rows (B×R bool)."""
         return rows[:, None] & self.rollouts.response_mask.bool()

@@ -97,6 +97,7 @@ def eval_cmd(
     temperature: float = typer.Option(1.0, help="sampling temperature"),
     max_new_tokens: int = typer.Option(128, help="generation limit"),
     seed: int = typer.Option(0, help="sampling seed"),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N"),
     output: Path | None = typer.Option(None, help="JSON report path (default runs/eval/<parent>_<model>_<split>.json)"),
 ) -> None:
     """Greedy and sampled decoding, pass@k, mean response length and distinct correct solution paths."""
@@ -104,6 +105,8 @@ def eval_cmd(
 
     from guidedrl.data import DatasetError, load_rows, validate_rows
     from guidedrl.eval.evaluate import evaluate
+    from guidedrl.precision import resolve_device
+    from guidedrl.rollout.engine import stop_token_ids, with_pad_token
     from guidedrl.rollout.hf_engine import HFEngine
     from guidedrl.trainer.paths import load_pretrained
     from guidedrl.yaml_config import ConfigError
@@ -112,11 +115,13 @@ def eval_cmd(
     source = dataset or world / "data" / f"{split}.jsonl"
     try:
         rows = validate_rows(load_rows(source), str(source))
-        tokenizer = load_pretrained(AutoTokenizer, model, "--model")
-        policy = load_pretrained(AutoModelForCausalLM, model, "--model").eval()
+        tokenizer = with_pad_token(load_pretrained(AutoTokenizer, model, "--model"))
+        policy = load_pretrained(AutoModelForCausalLM, model, "--model").eval().to(resolve_device(device))
     except (DatasetError, ConfigError) as err:
         _fail(str(err))
-    engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    except ValueError as err:
+        _fail(f"--device: {err}")
+    engine = HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer))
     name = dataset.stem if dataset else split
     report = evaluate(engine, tokenizer, rows, split=name, ks=ks, temperature=temperature,
                       max_new_tokens=max_new_tokens, seed=seed)

@@ -24,7 +24,7 @@ TEACHER_TOKEN_SETS: tuple[str, ...] = get_args(TeacherTokens)
 DEFAULT_HINT_TEMPLATE = "{prompt}hint: {hint}\n"
 TEACHER_FIELDS = frozenset({"teacher_logp", "teacher_label", "teacher_topk", "old_label_logp", "teacher_tokens"})
 # keys a resumed run may change (everything else must equal the recorded config: the run stays one run)
-MAY_CHANGE_ON_RESUME = ("steps", "eval", "log_every", "save_every", "keep_checkpoints")
+MAY_CHANGE_ON_RESUME = ("steps", "eval", "log_every", "save_every", "keep_checkpoints", "report_to")
 
 
 class RolloutConfig(StrictModel):
@@ -36,6 +36,10 @@ class RolloutConfig(StrictModel):
     group_size: int = Field(8, ge=2, description="G: responses per prompt (a group of 1 has no baseline)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature, also used by the training forward")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; behaviour log-probs are untruncated")
+    recompute_behaviour_logp: bool | None = Field(None, description="recompute the student's behaviour log-probs "
+                                                  "with a no-grad training forward before the update (None: on "
+                                                  "unless precision is fp32 and the engine is hf, where sampler "
+                                                  "and training forward agree exactly)")
     max_new_tokens: int = Field(64, ge=1, description="response length limit")
     max_prompt_length: int | None = Field(None, ge=1, description="longest prompt in tokens (None: the model's "
                                           "context minus max_new_tokens); checked when the data is loaded")
@@ -164,6 +168,8 @@ class EvalConfig(StrictModel):
     samples: int = Field(8, ge=1, description="samples per problem (at least max(ks))")
     temperature: float = Field(1.0, ge=0, description="sampling temperature of evaluation (AMPO's authors: 0.6)")
     max_problems: int | None = Field(None, ge=1, description="evaluate on the first N problems of each split")
+    holdout: float = Field(0.0, ge=0, lt=1, description="with your own data and no eval_datasets: this share of "
+                           "the training rows (seeded) is held out as the 'holdout' set (0: no evaluation)")
 
     @model_validator(mode="after")
     def _enough_samples(self) -> EvalConfig:
@@ -261,11 +267,20 @@ class TrainConfig(StrictModel):
     model: str | None = Field(None, description="path of any HF causal LM (default: the world's student)")
     dataset: str | None = Field(None, description="training data: JSONL / JSON / parquet / save_to_disk dir")
     dataset_split: str | None = Field(None, description="split of a save_to_disk DatasetDict")
-    eval_datasets: dict[str, str] | None = Field(None, description="name -> path (default: world test_id, test_ood)")
+    eval_datasets: dict[str, str] | None = Field(None, description="name -> path (default: the world's test_id and "
+                                                 "test_ood when the data is the world's; else eval.holdout)")
     output_dir: str = Field("runs/grpo", description="metrics, checkpoints and the final model go here")
     seed: int = Field(0, description="seeds data order, sampling and initialisation")
     steps: int = Field(100, ge=1, description="training steps")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="policy parameter dtype")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N; every model "
+                        "of the run is placed there")
+    precision: Literal["fp32", "bf16", "bf16-pure"] = Field(
+        "fp32", description="bf16: bf16 autocast with fp32 master weights and optimizer state; bf16-pure: weights "
+        "stored in bf16 (half the memory, small updates lost); frozen models (teacher, reference) run in bf16 "
+        "whenever the run is not fp32")
+    disable_dropout: bool = Field(True, description="set every dropout to 0 (as TRL): the policy that samples is "
+                                  "the one trained")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward (memory for time)")
     rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="math_answer")],
                                       description="weighted sum of rewards")
     correct_threshold: float = Field(0.6, description="a rollout counts as correct when its reward exceeds this")
@@ -277,6 +292,9 @@ class TrainConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(["tensorboard"], description=(
+        "where metrics go besides metrics.jsonl: TensorBoard (OUT/tensorboard), Weights & Biases (OUT/wandb; "
+        "WANDB_MODE=offline works without a network; pip install guidedrl[wandb])"))
     save_every: int = Field(50, ge=0, description="checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept on disk")
     max_nonfinite_steps: int = Field(3, ge=1, description="stop after this many steps in a row whose every update "

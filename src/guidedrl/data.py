@@ -219,6 +219,31 @@ def render_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase) -> str:
     return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
 
 
+_MARK = "\x00guidedrl\x00"
+
+
+def chat_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[str, str] | None:
+    """The text a tokenizer's chat template puts before and after one user message (the generation prompt
+    included), or None without a template: how to find the user's words in a pre-rendered prompt."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    text = tokenizer.apply_chat_template([{"role": "user", "content": _MARK}], add_generation_prompt=True,
+                                         tokenize=False)
+    if text.count(_MARK) != 1:
+        return None
+    before, after = text.split(_MARK)
+    return before, after
+
+
+def as_messages(prompt: Prompt, tokenizer: PreTrainedTokenizerBase) -> Prompt:
+    """A prompt pre-rendered with ``tokenizer``'s chat template as the one user message it renders; any other
+    prompt as it is. Lets another model (a teacher) render the question with its own template."""
+    frame = chat_frame(tokenizer) if isinstance(prompt, str) else None
+    if frame is None or not (prompt.startswith(frame[0]) and prompt.endswith(frame[1])) or not frame[1]:
+        return prompt
+    return [{"role": "user", "content": prompt[len(frame[0]):len(prompt) - len(frame[1])]}]
+
+
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]) -> list[list[int]]:
     """Token ids of each prompt, in order.
 

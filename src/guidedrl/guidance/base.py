@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -10,6 +10,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.batch import RolloutBatch
+from guidedrl.precision import Precision
 from guidedrl.rewards import Reward
 from guidedrl.rollout.engine import RolloutEngine
 
@@ -30,6 +31,7 @@ class GuidanceContext:
     seed: int
     max_prompt_length: int | None = None  # a hinted prompt longer than this is not re-rolled
     context_length: int | None = None  # the student's context: a teacher solution that does not fit is unusable
+    precision: Precision = field(default_factory=Precision)  # device and autocast of the student's forwards
 
 
 class Guidance(Protocol):

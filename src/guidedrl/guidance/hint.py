@@ -12,7 +12,7 @@ import torch
 
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import GuidanceConfig
-from guidedrl.data import Prompt, encode_prompts
+from guidedrl.data import Prompt, as_messages, chat_frame, encode_prompts
 from guidedrl.guidance.base import GuidanceContext, prompt_tokens, rewards_of
 from guidedrl.guidance.trigger import guidance_demand
 from guidedrl.registry import GUIDANCE
@@ -21,12 +21,19 @@ from guidedrl.seeding import derive_seed
 from guidedrl.teachers.pool import TeacherPool
 
 
-def with_hint(prompt: Prompt, hint: str, template: str) -> Prompt:
-    """The prompt with the hint inserted by the template (into the last message of a conversation)."""
+def with_hint(prompt: Prompt, hint: str, template: str, frame: tuple[str, str] | None = None) -> Prompt:
+    """The prompt with the hint added to the user's turn by the template: into the last user message of a
+    conversation, or, for a prompt pre-rendered with the chat template ``frame``, before the template's
+    end-of-turn and generation prompt (never inside the assistant's turn)."""
     if isinstance(prompt, str):
+        if frame is not None and frame[1] and prompt.endswith(frame[1]):
+            body = prompt[:len(prompt) - len(frame[1])]
+            return template.format(prompt=body, hint=hint) + frame[1]
         return template.format(prompt=prompt, hint=hint)
     messages = [dict(m) for m in prompt]
-    messages[-1]["content"] = template.format(prompt=messages[-1]["content"], hint=hint)
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user") if any(
+        m["role"] == "user" for m in messages) else len(messages) - 1
+    messages[last]["content"] = template.format(prompt=messages[last]["content"], hint=hint)
     return messages
 
 
@@ -36,13 +43,14 @@ class HintGuidance:
 
     def __init__(self, cfg: GuidanceConfig, ctx: GuidanceContext, pools: list[TeacherPool]) -> None:
         self.cfg, self.ctx, self.pools = cfg, ctx, pools
+        self.frame = chat_frame(ctx.tokenizer)
 
     def hint_for(self, row: dict) -> str | None:
         """The row's ``hint``, else the first lines of a verified teacher solution, else None."""
         if row.get("hint"):
             return row["hint"]
         for pool in self.pools:
-            for sol in pool.solutions([row])[0]:
+            for sol in pool.solutions([dict(row, prompt=as_messages(row["prompt"], self.ctx.tokenizer))])[0]:
                 if rewards_of(self.ctx, [row], [sol.text])[0] > self.ctx.correct_threshold:
                     return "\n".join(sol.text.splitlines()[:self.cfg.hint_steps_from_teacher])
         return None
@@ -52,7 +60,7 @@ class HintGuidance:
         demand = guidance_demand(batch.correct, batch.group_index, "all_wrong" if cfg.trigger == "adaptive_k"
                                  else cfg.trigger, 1, 1)
         hints = {g: self.hint_for(rows[g]) for g in range(len(demand)) if demand[g] > 0}
-        hinted_ids = {g: encode_prompts(tok, [with_hint(rows[g]["prompt"], h, cfg.hint_template)])[0]
+        hinted_ids = {g: encode_prompts(tok, [with_hint(rows[g]["prompt"], h, cfg.hint_template, self.frame)])[0]
                       for g, h in hints.items() if h}
         limit = ctx.max_prompt_length
         groups = [g for g, ids in hinted_ids.items() if limit is None or len(ids) <= limit]

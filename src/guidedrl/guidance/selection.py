@@ -13,15 +13,17 @@ from guidedrl.rewards import last_boxed_span
 
 def answer_slot_tokens(tokenizer: PreTrainedTokenizerBase, text: str, answer: str) -> tuple[list[int], list[int]] | None:
     """The solution with the ground truth written into its last ``\\boxed{}``, tokenized without special
-    tokens, and the positions of the tokens that carry the answer; None when it has no answer block."""
+    tokens, and the positions of the tokens that carry the answer; None when it has no answer block.
+
+    The text before the answer, the answer and the text after it are tokenized separately, so that no token
+    straddles the answer (a BPE merge such as ``{1`` would make the score the probability of the brace too)."""
     span = last_boxed_span(text)
     if span is None:
         return None
     start, end = span
-    rewritten = text[:start] + answer + text[end:]
-    enc = tokenizer(rewritten, add_special_tokens=False, return_offsets_mapping=True)
-    positions = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + len(answer) and b > start]
-    return list(enc["input_ids"]), positions
+    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
+    before, middle, after = encode(text[:start]), encode(answer), encode(text[end:])
+    return before + middle + after, list(range(len(before), len(before) + len(middle)))
 
 
 def comprehension_scores(answer_logp: Tensor, answer_mask: Tensor) -> Tensor:

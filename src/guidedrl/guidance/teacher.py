@@ -15,6 +15,7 @@ import torch
 
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import GuidanceConfig
+from guidedrl.data import as_messages
 from guidedrl.guidance.base import GuidanceContext, prompt_tokens, rewards_of
 from guidedrl.guidance.selection import answer_slot_tokens, comprehension_scores, rank_candidates
 from guidedrl.guidance.trigger import guidance_demand
@@ -43,8 +44,9 @@ class TeacherGuidance:
         todo = [i for i, k in enumerate(keys) if k not in self.verified]
         if todo:
             found = [[] for _ in todo]
-            for pool in self.pools:
-                for slot, sols in zip(found, pool.solutions([rows[i] for i in todo])):
+            asked = [dict(rows[i], prompt=as_messages(rows[i]["prompt"], self.ctx.tokenizer)) for i in todo]
+            for pool in self.pools:  # a pre-rendered prompt reaches a teacher as messages, for its own template
+                for slot, sols in zip(found, pool.solutions(asked)):
                     slot.extend(sols)
             flat = [(i, s) for i, sols in zip(todo, found) for s in sols]
             rewards = rewards_of(self.ctx, [rows[i] for i, _ in flat], [s.text for _, s in flat])
@@ -74,8 +76,8 @@ class TeacherGuidance:
         mask = torch.zeros_like(batch.response_mask)
         for row, i in enumerate(usable):
             mask[row, slots[i][1]] = 1
-        with torch.no_grad():
-            logp = response_logprobs(self.ctx.policy, batch.input_ids, batch.attention_mask, batch.prompt_width).logp
+        with torch.no_grad(), self.ctx.precision.autocast():
+            logp = response_logprobs(self.ctx.policy, batch.input_ids, batch.attention_mask, batch.prompt_width).logp.cpu()
         for row, value in zip(usable, comprehension_scores(logp, mask).tolist()):
             scores[row] = value
         return scores

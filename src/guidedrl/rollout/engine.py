@@ -61,6 +61,12 @@ class Rollouts:
     def size(self) -> int:
         return self.prompt_ids.shape[0]
 
+    def to(self, device: torch.device | str) -> Rollouts:
+        """The same batch on ``device``."""
+        return Rollouts(*(getattr(self, f).to(device) for f in ("prompt_ids", "prompt_mask", "response_ids",
+                                                                 "response_mask", "behaviour_logp", "prompt_index",
+                                                                 "finished")))
+
     def select(self, rows: Tensor | list[int]) -> Rollouts:
         """The given rows, in the given order, at the same widths."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.prompt_ids.device)
@@ -122,11 +128,29 @@ class Rollouts:
         return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
+def stop_token_ids(model: Module, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every token that ends a response: the tokenizer's EOS and each EOS of the model's generation config
+    (a chat model lists its end-of-turn token there, e.g. ``<|im_end|>``)."""
+    ids = [tokenizer.eos_token_id]
+    config = getattr(model, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None)
+    ids += extra if isinstance(extra, list) else [extra]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def with_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """The tokenizer, with its EOS as the pad token when it has none (as TRL does)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 class RolloutEngine(Protocol):
     """Anything that samples ``Rollouts`` from a policy.
 
     ``HFEngine`` implements it with transformers and a KV cache; a vLLM backend would implement the
-    same two methods, reloading the trained weights into its server in ``sync_weights``.
+    same two methods, reloading the trained weights into its server in ``sync_weights``. Returned tensors
+    are on the CPU (the batch lives on the host; each forward moves its inputs to its model's device).
     """
 
     def generate(self, prompts: list[list[int]], n: int, sampling: SamplingParams) -> Rollouts:

@@ -19,8 +19,9 @@ from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.errors import RunError
+from guidedrl.precision import Precision
 from guidedrl.registry import ENGINES
-from guidedrl.rollout.engine import Rollouts, SamplingParams
+from guidedrl.rollout.engine import Rollouts, SamplingParams, stop_token_ids
 from guidedrl.rollout.forward import position_ids_from_mask
 
 if TYPE_CHECKING:
@@ -28,13 +29,19 @@ if TYPE_CHECKING:
 
 
 class HFEngine:
-    """The transformers rollout backend; it samples from the policy module itself, so weights are always current."""
+    """The transformers rollout backend; it samples from the policy module itself, so weights are always current.
 
-    def __init__(self, model: PreTrainedModel, pad_id: int, eos_id: int, check_every: int = 4,
-                 compact_below: float = 0.75) -> None:
+    A row stops at any of ``eos_ids`` (the tokenizer's EOS and the generation config's, e.g. a chat model's
+    end-of-turn token); ``precision`` gives the forwards their autocast.
+    """
+
+    def __init__(self, model: PreTrainedModel, pad_id: int, eos_ids: int | list[int], check_every: int = 4,
+                 compact_below: float = 0.75, precision: Precision | None = None) -> None:
         self.model = model
         self.pad_id = pad_id
-        self.eos_id = eos_id
+        self.eos_ids = [eos_ids] if isinstance(eos_ids, int) else list(eos_ids)
+        self.eos_id = self.eos_ids[0]
+        self.precision = precision or Precision()
         self.check_every = check_every  # steps between looks at how many rows are still running (each syncs)
         self.compact_below = compact_below  # drop finished rows once the running share falls below this
 
@@ -51,12 +58,13 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self.precision.autocast():
                 ids, mask, logp = self._decode(prompt_ids, prompt_mask, n, sampling)
         finally:
             self.model.train(was_training)
+        finished = torch.isin(ids, torch.tensor(self.eos_ids, device=device)).any(1)
         return Rollouts(prompt_ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0), ids, mask, logp,
-                        torch.arange(len(prompts), device=device).repeat_interleave(n), (ids == self.eos_id).any(1))
+                        torch.arange(len(prompts), device=device).repeat_interleave(n), finished).to("cpu")
 
     def _decode(self, prompt_ids: Tensor, prompt_mask: Tensor, n: int, sampling: SamplingParams
                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -80,13 +88,14 @@ class HFEngine:
         next_pos = (positions[:, -1:] + 1).repeat_interleave(n, 0)
         rows = torch.arange(b, device=device)  # output row of each row still in the batch
         alive = torch.ones(b, dtype=torch.bool, device=device)
+        stops = torch.tensor(self.eos_ids, device=device)
         for t in range(steps):
             tok, tok_logp = _sample(logits, sampling, gen)
             tok.masked_fill_(~alive, self.pad_id)
             out_ids[rows, t] = tok
             out_logp[rows, t] = tok_logp.masked_fill_(~alive, 0.0)
             out_mask[rows, t] = alive.float()
-            alive &= tok != self.eos_id
+            alive &= ~torch.isin(tok, stops)
             if t + 1 == steps:
                 break
             if (t + 1) % self.check_every == 0:
@@ -128,6 +137,7 @@ def _sample(logits: Tensor, sampling: SamplingParams, gen: torch.Generator | Non
 
 
 @ENGINES.register("hf")
-def hf_engine(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RolloutConfig) -> HFEngine:
+def hf_engine(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RolloutConfig,
+              precision: Precision) -> HFEngine:
     """The built-in engine: samples from the policy module itself."""
-    return HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    return HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer), precision=precision)

@@ -15,6 +15,7 @@ from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from guidedrl.algorithms.logprobs import token_logprobs
+from guidedrl.precision import Precision
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logits
 
@@ -48,18 +49,22 @@ class FrozenTeacher:
     """A frozen local HF causal LM that predicts on student rollouts in one batched forward."""
 
     def __init__(self, path: str, student_tokenizer: PreTrainedTokenizerBase, label: str = "argmax",
-                 temperature: float = 1.0, top_k: int = 0) -> None:
+                 temperature: float = 1.0, top_k: int = 0, precision: Precision | None = None) -> None:
         check_shared_vocab(student_tokenizer, AutoTokenizer.from_pretrained(path), path)
         self.name = Path(path).name
-        self.model = AutoModelForCausalLM.from_pretrained(path).eval()
+        self.precision = precision or Precision()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.precision.frozen_dtype).eval()
+        self.model.to(self.precision.device)
         if top_k > len(student_tokenizer):
             raise ValueError(f"top_k {top_k} exceeds the student's vocabulary ({len(student_tokenizer)} tokens)")
         self.label, self.temperature, self.top_k = label, temperature, top_k
 
     @torch.no_grad()
     def predict(self, rollouts: Rollouts, generator: torch.Generator | None = None) -> TeacherPredictions:
-        """Teacher predictions on the student's prefixes; zero/pad outside the response mask."""
-        logits = response_logits(self.model, rollouts.input_ids, rollouts.attention_mask, rollouts.prompt_width)
+        """Teacher predictions on the student's prefixes (on the CPU); zero/pad outside the response mask."""
+        with self.precision.autocast():
+            logits = response_logits(self.model, rollouts.input_ids, rollouts.attention_mask,
+                                     rollouts.prompt_width).float().cpu()
         mask = rollouts.response_mask.bool()
         logp = token_logprobs(logits, rollouts.response_ids, self.temperature).masked_fill(~mask, 0.0)
         if self.label == "sample":

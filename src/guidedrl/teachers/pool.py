@@ -11,8 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guidedrl.config import TeacherSource
 from guidedrl.data import encode_prompts
+from guidedrl.precision import Precision
 from guidedrl.registry import TEACHER_POOLS
-from guidedrl.rollout.engine import SamplingParams
+from guidedrl.rollout.engine import SamplingParams, stop_token_ids, with_pad_token
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.seeding import derive_seed, text_index
 from guidedrl.yaml_config import ConfigError
@@ -51,11 +52,13 @@ class OnlinePool:
     """
 
     def __init__(self, path: str, name: str | None, samples: int, temperature: float, max_new_tokens: int,
-                 seed: int = 0) -> None:
+                 seed: int = 0, precision: Precision | None = None) -> None:
         self.name = name or Path(path).name
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path).eval()
-        self.engine = HFEngine(model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        precision = precision or Precision()
+        self.tokenizer = with_pad_token(AutoTokenizer.from_pretrained(path))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.frozen_dtype).eval().to(precision.device)
+        self.engine = HFEngine(model, self.tokenizer.pad_token_id, stop_token_ids(model, self.tokenizer),
+                               precision=precision)
         self.samples, self.temperature, self.max_new_tokens, self.seed = samples, temperature, max_new_tokens, seed
         self.cache: dict[str, list[TeacherSolution]] = {}
 
@@ -72,14 +75,14 @@ class OnlinePool:
 
 
 @TEACHER_POOLS.register("offline")
-def offline_pool(source: TeacherSource, max_new_tokens: int, seed: int) -> OfflinePool:
+def offline_pool(source: TeacherSource, max_new_tokens: int, seed: int, precision: Precision) -> OfflinePool:
     """The dataset's ``teacher_solutions`` column."""
     return OfflinePool(source.teachers)
 
 
 @TEACHER_POOLS.register("online")
-def online_pool(source: TeacherSource, max_new_tokens: int, seed: int) -> OnlinePool:
-    """A local teacher model sampling on demand."""
+def online_pool(source: TeacherSource, max_new_tokens: int, seed: int, precision: Precision) -> OnlinePool:
+    """A local teacher model sampling on demand, on the run's device."""
     if not Path(source.path).exists():
         raise ConfigError(f"guidance.teachers: online teacher path {source.path} does not exist")
-    return OnlinePool(source.path, source.name, source.samples, source.temperature, max_new_tokens, seed)
+    return OnlinePool(source.path, source.name, source.samples, source.temperature, max_new_tokens, seed, precision)

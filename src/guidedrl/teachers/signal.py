@@ -12,6 +12,7 @@ from guidedrl.algorithms.advantages import POLICY
 from guidedrl.algorithms.distill import mean_reverse_kl, mismatch_ratio, teacher_token_mask
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TeacherSignalConfig
+from guidedrl.precision import Precision
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import FrozenTeacher
@@ -24,10 +25,10 @@ class TeacherSignal:
     when the configured pieces read them) on a batch, with one teacher forward and at most one student one."""
 
     def __init__(self, path: str, tokenizer: PreTrainedTokenizerBase, cfg: TeacherSignalConfig,
-                 needs: frozenset[str], temperature: float, seed: int) -> None:
-        self.cfg, self.needs, self.temperature, self.seed = cfg, needs, temperature, seed
+                 needs: frozenset[str], temperature: float, seed: int, precision: Precision) -> None:
+        self.cfg, self.needs, self.temperature, self.seed, self.precision = cfg, needs, temperature, seed, precision
         self.teacher = FrozenTeacher(path, tokenizer, cfg.label, cfg.temperature,
-                                     cfg.top_k if "teacher_topk" in needs else 0)
+                                     cfg.top_k if "teacher_topk" in needs else 0, precision)
 
     def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, step: int) -> tuple[RolloutBatch, dict[str, float]]:
         cfg, r = self.cfg, batch.rollouts
@@ -36,10 +37,11 @@ class TeacherSignal:
         pred = self.teacher.predict(r, generator)
         old_label_logp = entropy = None
         if "old_label_logp" in self.needs or cfg.tokens in ENTROPY_SETS:  # the student before its update
-            with torch.no_grad():
+            with torch.no_grad(), self.precision.autocast():
                 out = response_logprobs(policy, r.input_ids, r.attention_mask, r.prompt_width, self.temperature,
                                         labels=pred.label, with_entropy=cfg.tokens in ENTROPY_SETS)
-            old_label_logp, entropy = out.label_logp, out.entropy
+            old_label_logp = out.label_logp.cpu()
+            entropy = None if out.entropy is None else out.entropy.cpu()
         tokens = None if cfg.tokens == "all" else teacher_token_mask(
             cfg.tokens, r.response_mask, r.response_ids, pred.label, entropy, cfg.entropy_share)
         own = batch.token_mask(batch.kind == POLICY)

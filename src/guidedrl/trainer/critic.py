@@ -11,6 +11,7 @@ from guidedrl.algorithms.advantages import gae
 from guidedrl.algorithms.losses import value_loss
 from guidedrl.batch import RolloutBatch, trim
 from guidedrl.config import CriticConfig
+from guidedrl.precision import Precision
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import position_ids_from_mask
 
@@ -18,28 +19,32 @@ from guidedrl.rollout.forward import position_ids_from_mask
 class Critic(nn.Module):
     """V(prompt, response[:t]) for every response position t, from the policy's architecture."""
 
-    def __init__(self, policy_path: str, cfg: CriticConfig, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, policy_path: str, cfg: CriticConfig, precision: Precision | None = None) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.precision = cfg, precision or Precision()
+        dtype = self.precision.weights_dtype
         self.body = AutoModel.from_pretrained(policy_path, dtype=dtype)
         self.head = nn.Linear(self.body.config.hidden_size, 1, dtype=dtype)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.to(self.precision.device)
         self.optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=0.0)
 
     def forward(self, rollouts: Rollouts) -> Tensor:
-        """Values (B×R): position t holds the value of the state before response token t."""
-        hidden = self.body(input_ids=rollouts.input_ids, attention_mask=rollouts.attention_mask,
-                           position_ids=position_ids_from_mask(rollouts.attention_mask), use_cache=False).last_hidden_state
-        start = rollouts.prompt_width - 1
-        values = self.head(hidden[:, start:start + rollouts.response_ids.shape[1]]).squeeze(-1).float()
-        return values * rollouts.response_mask
+        """Values (B×R, on the critic's device): position t holds the value of the state before response token t."""
+        r = rollouts.to(self.precision.device)
+        with self.precision.autocast():
+            hidden = self.body(input_ids=r.input_ids, attention_mask=r.attention_mask,
+                               position_ids=position_ids_from_mask(r.attention_mask), use_cache=False).last_hidden_state
+            start = r.prompt_width - 1
+            values = self.head(hidden[:, start:start + r.response_ids.shape[1]]).squeeze(-1).float()
+        return values * r.response_mask
 
     @torch.no_grad()
     def values(self, rollouts: Rollouts) -> Tensor:
-        """The critic's current estimates, without gradients (the 'old' values of this step)."""
+        """The critic's current estimates on the CPU, without gradients (the 'old' values of this step)."""
         self.eval()
-        return self(rollouts)
+        return self(rollouts).cpu()
 
     def update(self, batch: RolloutBatch, micro_batch_size: int) -> dict[str, float]:
         """Fit the critic to the returns of a step's batch, whose ``values`` are the critic's before the update."""
@@ -52,12 +57,13 @@ class Critic(nn.Module):
         self.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
+        device = self.precision.device
         for rows in torch.arange(rollouts.size).split(micro_batch_size):
             part = trim(rollouts.select(rows))
             width = part.response_ids.shape[1]
             share = float(part.response_mask.sum()) / total
-            loss = value_loss(self(part), old_values[rows, :width], returns[rows, :width], part.response_mask,
-                              self.cfg.value_clip)
+            loss = value_loss(self(part), old_values[rows, :width].to(device), returns[rows, :width].to(device),
+                              part.response_mask.to(device), self.cfg.value_clip)
             (loss * share).backward()
             loss_sum += share * float(loss.detach())
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.grad_clip)

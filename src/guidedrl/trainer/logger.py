@@ -4,36 +4,52 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from guidedrl.errors import RunError
+
 
 class MetricsLogger:
-    """Appends ``{"step": N, "run_id": ..., ...}`` lines to ``metrics.jsonl`` and scalars to TensorBoard.
+    """Appends ``{"step": N, "run_id": ..., ...}`` lines to ``metrics.jsonl``, and scalars to TensorBoard and
+    Weights & Biases when ``report_to`` names them.
 
     Resuming at step N drops the records a killed run wrote after its checkpoint (a torn last line too)
-    and TensorBoard's events past N, so no step appears twice.
+    and TensorBoard's events past N, so no step appears twice; a W&B run is resumed under the same id.
     """
 
-    def __init__(self, output_dir: Path, run_id: str, resume_step: int | None = None) -> None:
+    def __init__(self, output_dir: Path, run_id: str, resume_step: int | None = None,
+                 report_to: Sequence[str] = ("tensorboard",), config: dict | None = None) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
         self.path, self.run_id = output_dir / "metrics.jsonl", run_id
         if resume_step is not None:
             self.truncate_after(resume_step)
-        self.writer = SummaryWriter(str(output_dir / "tensorboard"),
-                                    purge_step=None if resume_step is None else resume_step + 1)
+        self.writer = (SummaryWriter(str(output_dir / "tensorboard"),
+                                     purge_step=None if resume_step is None else resume_step + 1)
+                       if "tensorboard" in report_to else None)
+        self.wandb = None
+        if "wandb" in report_to:
+            try:
+                import wandb
+            except ImportError:
+                raise RunError("report_to: wandb needs the wandb package (pip install guidedrl[wandb])") from None
+            self.wandb = wandb.init(project="guidedrl", id=run_id, name=f"{output_dir.name}-{run_id}",
+                                    dir=str(output_dir), config=config or {}, resume="allow")
 
     def log(self, step: int, metrics: dict[str, float], final: bool = False) -> None:
         """One record; ``final`` marks the held-out evaluation after training (redone by a resume)."""
         record = {"step": step, "run_id": self.run_id, **({"final": True} if final else {}), **metrics}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        for key, value in metrics.items():
-            self.writer.add_scalar(key, value, step)
-        self.writer.flush()
+        if self.writer is not None:
+            for key, value in metrics.items():
+                self.writer.add_scalar(key, value, step)
+            self.writer.flush()
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
 
     def truncate_after(self, step: int) -> None:
         """Keep the records of steps up to ``step`` (not the final evaluation, nor a line cut by a kill)."""
@@ -50,7 +66,10 @@ class MetricsLogger:
         self.path.write_text("".join(line + "\n" for line in keep))
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 def read_metrics(path: Path) -> list[dict]:

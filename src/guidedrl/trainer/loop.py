@@ -7,6 +7,7 @@ no method logic: each line of a step is a call into the module that owns it.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,9 +25,10 @@ from guidedrl.errors import RunError
 from guidedrl.eval.evaluate import evaluate
 from guidedrl.guidance.base import GuidanceContext
 from guidedrl.guidance.build import build_guidance, check_hints_available
+from guidedrl.precision import Precision, disable_dropout, resolve_device
 from guidedrl.registry import ENGINES
 from guidedrl.rewards import Reward, RewardState
-from guidedrl.rollout.engine import RolloutEngine, SamplingParams
+from guidedrl.rollout.engine import RolloutEngine, SamplingParams, with_pad_token
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import TokenizerMismatchError
 from guidedrl.trainer.checkpoint import checkpoints, load_state, save_checkpoint
@@ -39,8 +41,7 @@ from guidedrl.trainer.signals import StepSignals
 from guidedrl.trainer.update import PolicyUpdate
 from guidedrl.yaml_config import ConfigError, dump_config, load_config
 
-EngineFactory = Callable[[PreTrainedModel, PreTrainedTokenizerBase, RolloutConfig], RolloutEngine]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+EngineFactory = Callable[[PreTrainedModel, PreTrainedTokenizerBase, RolloutConfig, Precision], RolloutEngine]
 
 
 class Trainer:
@@ -63,14 +64,25 @@ class Trainer:
         if last is not None:
             self._check_resumable()
         torch.manual_seed(cfg.seed)
-        weights, dtype = last or self.paths.model, DTYPES[cfg.dtype]
-        self.tokenizer = load_pretrained(AutoTokenizer, weights, "model")
-        self.policy = load_pretrained(AutoModelForCausalLM, weights, "model", dtype=dtype)
-        self.engine = (engine or ENGINES.get(cfg.rollout.engine))(self.policy, self.tokenizer, cfg.rollout)
+        try:
+            precision = Precision(cfg.precision, resolve_device(cfg.device))
+        except ValueError as err:
+            raise ConfigError(f"device: {err}") from None
+        weights = last or self.paths.model
+        self.tokenizer = with_pad_token(load_pretrained(AutoTokenizer, weights, "model"))
+        self.policy = load_pretrained(AutoModelForCausalLM, weights, "model", dtype=precision.weights_dtype)
+        self.policy.to(precision.device)
+        if cfg.disable_dropout:
+            disable_dropout(self.policy)
+        if cfg.gradient_checkpointing:
+            self.policy.gradient_checkpointing_enable()
+        self.engine = (engine or ENGINES.get(cfg.rollout.engine))(self.policy, self.tokenizer, cfg.rollout, precision)
         limit = cfg.rollout.max_prompt_length or self._context_limit()
         self.rows, self.prompt_ids = self._load(self.paths.dataset, cfg.dataset_split, limit)
         self.eval_sets = {name: self._load(path, None, limit)[0][:cfg.eval.max_problems]
                           for name, path in self.paths.eval_sets.items()}
+        if not self.eval_sets:
+            self.eval_sets = self._hold_out(cfg.eval.holdout)
         check_hints_available(cfg.guidance, self.rows, str(self.paths.dataset))
         self.reward = Reward(cfg.rewards)
         self.optimizer, self.scheduler = build_optimizer(self.policy, cfg.optim, cfg.steps)
@@ -80,20 +92,24 @@ class Trainer:
             correct_threshold=cfg.correct_threshold, group_size=cfg.rollout.group_size,
             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
             max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed, max_prompt_length=limit,
-            context_length=getattr(self.policy.config, "max_position_embeddings", None)))
+            context_length=getattr(self.policy.config, "max_position_embeddings", None), precision=precision))
         try:
-            self.signals = StepSignals(cfg, self.paths.model, self.paths.teacher, self.tokenizer, dtype)
+            self.signals = StepSignals(cfg, self.paths.model, self.paths.teacher, self.tokenizer, precision)
         except TokenizerMismatchError as err:
             raise ConfigError(f"teacher_signal.path: {err}") from None
         except ValueError as err:
             raise ConfigError(f"teacher_signal: {err}") from None
         self.critic = self.signals.critic
-        self.update = PolicyUpdate(self.policy, self.optimizer, cfg)
+        recompute = cfg.rollout.recompute_behaviour_logp
+        if recompute is None:  # the sampler's log-probs are the training forward's exactly only in fp32 with hf
+            recompute = cfg.precision != "fp32" or cfg.rollout.engine != "hf"
+        self.update = PolicyUpdate(self.policy, self.optimizer, cfg, precision, recompute)
         self.step, self.nonfinite_steps = 0, 0
         self.last_batch: RolloutBatch | None = None  # the final batch of the latest step, advantages included
         if last is not None:
             self.restore(last)
-        self.logger = MetricsLogger(self.out, self.run_dir.run_id, self.step if last is not None else None)
+        self.logger = MetricsLogger(self.out, self.run_dir.run_id, self.step if last is not None else None,
+                                    cfg.report_to, cfg.model_dump(mode="json"))
         dump_config(cfg, self.out / "config.yaml")
 
     def _check_resumable(self) -> None:
@@ -108,6 +124,23 @@ class Trainer:
         """The model's context minus the response budget: the longest prompt that fits (None if unknown)."""
         context = getattr(self.policy.config, "max_position_embeddings", None)
         return None if context is None else context - self.cfg.rollout.max_new_tokens
+
+    def _hold_out(self, share: float) -> dict[str, list[dict]]:
+        """Without held-out sets: ``share`` of the training rows (seeded) become the ``holdout`` set, or there is
+        no evaluation, and the run says so."""
+        if share == 0:
+            self.console.print(f"no held-out evaluation: {self.paths.dataset} is your own data and no eval_datasets "
+                               "are set (set eval_datasets, or eval.holdout to hold out a share of the rows)")
+            return {}
+        order = list(range(len(self.rows)))
+        random.Random(derive_seed(self.cfg.seed, "holdout", 0)).shuffle(order)
+        held = set(order[:max(1, round(share * len(order)))])
+        if len(held) == len(order):
+            raise ConfigError(f"eval.holdout: {share} of {len(order)} rows leaves none to train on")
+        holdout = [self.rows[i] for i in sorted(held)][:self.cfg.eval.max_problems]
+        keep = [i for i in range(len(self.rows)) if i not in held]
+        self.rows, self.prompt_ids = [self.rows[i] for i in keep], [self.prompt_ids[i] for i in keep]
+        return {"holdout": holdout}
 
     def _load(self, path: Path, split: str | None, limit: int | None) -> tuple[list[dict], list[list[int]]]:
         """Validated rows of a dataset and their prompt ids, prompts over ``limit`` refused or dropped."""

@@ -40,8 +40,10 @@ class RunPaths:
         dataset = take("dataset", cfg.dataset, world / "data" / "train.jsonl")
         if cfg.eval_datasets is not None:
             evals = {k: take(f"eval_datasets.{k}", v, Path(v)) for k, v in cfg.eval_datasets.items()}
-        else:
+        elif cfg.dataset is None:  # the world's data: its held-out sets (never for a user's own data)
             evals = {s: take(f"eval_datasets.{s}", None, world / "data" / f"{s}.jsonl") for s in ("test_id", "test_ood")}
+        else:
+            evals = {}
         teacher = world_model(cfg.teacher_signal.path, world) if cfg.teacher_signal.path else None
         if teacher is not None:
             given["teacher_signal.path"] = teacher

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TEACHER_FIELDS, TrainConfig
+from guidedrl.precision import Precision
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.teachers.signal import TeacherSignal
 from guidedrl.trainer.critic import Critic
@@ -21,15 +22,16 @@ class StepSignals:
     """Teacher signal, reference policy and critic of a run, each only if a configured piece needs it."""
 
     def __init__(self, cfg: TrainConfig, initial_model: Path, teacher: Path | None,
-                 tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype) -> None:
+                 tokenizer: PreTrainedTokenizerBase, precision: Precision) -> None:
         needs = cfg.needs()
         self.temperature, self.rows_per_forward = cfg.rollout.temperature, cfg.optim.micro_batch_size
+        self.precision = precision
         self.teacher = (TeacherSignal(str(teacher), tokenizer, cfg.teacher_signal, needs, cfg.rollout.temperature,
-                                      cfg.seed) if needs & TEACHER_FIELDS else None)
+                                      cfg.seed, precision) if needs & TEACHER_FIELDS else None)
         # the k3 KL's reference is the run's *initial* policy, also after a resume
-        self.reference = (AutoModelForCausalLM.from_pretrained(initial_model, dtype=dtype).eval()
-                          if "ref_logp" in needs else None)
-        self.critic = Critic(str(initial_model), cfg.critic, dtype) if "values" in needs else None
+        self.reference = (AutoModelForCausalLM.from_pretrained(initial_model, dtype=precision.frozen_dtype).eval()
+                          .to(precision.device) if "ref_logp" in needs else None)
+        self.critic = Critic(str(initial_model), cfg.critic, precision) if "values" in needs else None
 
     def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, index: int) -> tuple[RolloutBatch, dict[str, float]]:
         metrics: dict[str, float] = {}
@@ -48,6 +50,7 @@ class StepSignals:
         parts = []
         for rows in torch.arange(batch.size).split(self.rows_per_forward):
             part = r.select(rows)
-            parts.append(response_logprobs(self.reference, part.input_ids, part.attention_mask, part.prompt_width,
-                                           self.temperature).logp)
+            with self.precision.autocast():
+                parts.append(response_logprobs(self.reference, part.input_ids, part.attention_mask,
+                                               part.prompt_width, self.temperature).logp.cpu())
         return torch.cat(parts) * r.response_mask

@@ -9,14 +9,18 @@ epoch the behaviour log-probs come from the sampler (same weights, same temperat
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from transformers import PreTrainedModel
 
+from guidedrl.algorithms.advantages import POLICY
 from guidedrl.algorithms.aggregation import Denominators
 from guidedrl.algorithms.losses import TOKEN_KINDS, LossInputs, policy_loss
 from guidedrl.algorithms.surrogates import quantile_gamma, ratio_of
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
+from guidedrl.precision import Precision
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.seeding import derive_seed
 
@@ -30,16 +34,20 @@ def add_stats(acc: dict[str, float], stats: dict[str, float], weight: float = 1.
 class PolicyUpdate:
     """Applies the configured policy loss to a step's final batch (advantages already on it)."""
 
-    def __init__(self, policy: PreTrainedModel, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
-        self.policy, self.optimizer, self.cfg = policy, optimizer, cfg
+    def __init__(self, policy: PreTrainedModel, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                 precision: Precision, recompute_behaviour: bool = False) -> None:
+        self.policy, self.optimizer, self.cfg, self.precision = policy, optimizer, cfg, precision
         self.needs = cfg.needs()
         self.norm_length = cfg.algorithm.norm_length or cfg.rollout.max_new_tokens
+        self.recompute_behaviour = recompute_behaviour
 
     def __call__(self, batch: RolloutBatch, index: int) -> dict[str, float]:
         """Optimize on ``batch`` at step ``index`` (0-based); the statistics are means over its updates, except
         ``updates_skipped``: how many of them had a non-finite loss or gradient and were not applied."""
         o = self.cfg.optim
         updates = o.epochs * o.mini_batches
+        if self.recompute_behaviour:
+            batch = self.recomputed_behaviour(batch)
         generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "minibatch", index))
         lengths = batch.rollouts.prompt_mask.sum(1) + batch.rollouts.response_mask.sum(1)
         kind = batch.kind
@@ -54,8 +62,9 @@ class PolicyUpdate:
                 self.optimizer.zero_grad(set_to_none=True)
                 finite = True
                 for micro in mini.split(o.micro_batch_size):
-                    loss, stats = policy_loss(self.loss_inputs(batch.select(micro), gammas), self.cfg.algorithm,
-                                              index + 1, self.norm_length, denominators)
+                    mb = batch.select(micro).to(self.precision.device)
+                    loss, stats = policy_loss(self.loss_inputs(mb, gammas), self.cfg.algorithm, index + 1,
+                                              self.norm_length, denominators)
                     finite = finite and bool(torch.isfinite(loss))
                     if finite:
                         loss.backward()
@@ -76,7 +85,7 @@ class PolicyUpdate:
         """log π_θ of the response tokens, their entropy, and π_θ's log-probs of the teacher's label and
         top-k where the configured pieces read them, from one forward on the training context."""
         r = mb.rollouts
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), self.precision.autocast():
             out = response_logprobs(
                 self.policy, r.input_ids, r.attention_mask, r.prompt_width, self.cfg.rollout.temperature,
                 labels=mb.teacher_label if "label_logp" in self.needs else None, with_entropy=grad,
@@ -91,6 +100,18 @@ class PolicyUpdate:
                           ref_logp=mb.ref_logp, teacher_logp=mb.teacher_logp, label_logp=label_logp,
                           topk_logp=topk_logp, teacher_topk_logp=mb.teacher_topk_logp, teacher_tokens=mb.teacher_tokens)
 
+    def recomputed_behaviour(self, batch: RolloutBatch) -> RolloutBatch:
+        """The batch with its own samples' behaviour log-probs recomputed by a no-grad training forward, for when
+        the sampler's differ from the training forward's (bf16, another engine). Hinted rows keep the sampler's
+        (their sampling context held the hint, which the training context does not) and teacher rows keep 0."""
+        own = (batch.kind == POLICY).nonzero().flatten()
+        logp = batch.rollouts.behaviour_logp.clone()
+        for micro in own.split(self.cfg.optim.micro_batch_size):
+            mb = batch.select(micro).to(self.precision.device)
+            width = mb.rollouts.response_ids.shape[1]
+            logp[micro, :width] = (self.forward(mb, grad=False)[0].float() * mb.rollouts.response_mask).cpu()
+        return replace(batch, rollouts=replace(batch.rollouts, behaviour_logp=logp))
+
     def quantile_gammas(self, batch: RolloutBatch, mini: torch.Tensor) -> dict[str, torch.Tensor]:
         """γ per kind of token whose surrogate takes it from a quantile of the ratio over the mini-batch."""
         gammas: dict[str, torch.Tensor] = {}
@@ -102,7 +123,7 @@ class PolicyUpdate:
                 continue
             ratios = []
             for micro in rows.split(self.cfg.optim.micro_batch_size):
-                mb = batch.select(micro)
+                mb = batch.select(micro).to(self.precision.device)
                 logp = self.forward(mb, grad=False)[0]
                 mask = mb.rollouts.response_mask.bool()
                 ratios.append(ratio_of(logp, mb.rollouts.behaviour_logp)[mask])

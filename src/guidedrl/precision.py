@@ -1,0 +1,56 @@
+"""Where and in what precision a run computes: the device (``auto`` picks CUDA when present), bf16 autocast
+over fp32 master weights (or pure bf16 weights, by choice), and dropout switched off for RL updates."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; an unavailable one is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA device (torch {torch.__version__})")
+    return device
+
+
+@dataclass(frozen=True)
+class Precision:
+    """``fp32``; ``bf16``: bf16 autocast of every forward, weights and optimizer state in fp32 (the default
+    mixed precision); ``bf16-pure``: weights stored in bf16 (half the memory; small updates are lost)."""
+
+    mode: str = "fp32"
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype a trained model's parameters are loaded in."""
+        return torch.bfloat16 if self.mode == "bf16-pure" else torch.float32
+
+    @property
+    def frozen_dtype(self) -> torch.dtype:
+        """The dtype of models that are never trained (teacher, reference): bf16 unless the run is fp32."""
+        return torch.float32 if self.mode == "fp32" else torch.bfloat16
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast on the run's device for ``bf16``; nothing otherwise."""
+        if self.mode != "bf16":
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+
+def disable_dropout(model: nn.Module) -> int:
+    """Set every dropout probability to 0, as TRL does for RL: the policy that samples is the one trained.
+    Returns how many dropout modules there were."""
+    found = 0
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+            found += 1
+    return found
