@@ -22,6 +22,7 @@ from guidedrl.world.build import build_world
 from guidedrl.world.settings import WorldConfig, world_preset
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import their helpers (scripted.py) by name
+sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))  # and the examples they check
 torch.set_num_threads(int(os.environ.get("GUIDEDRL_TEST_THREADS", "2")))
 
 

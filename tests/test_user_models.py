@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from guidedrl.config import TrainConfig
 from guidedrl.data import as_messages, chat_frame, encode_prompts
@@ -23,58 +21,17 @@ from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import ConfigError, load_config
 from scripted import ScriptedEngine
+from tiny_chat_model import build, chat_rows
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-PROBLEMS = [(a, b) for a in range(1, 10) for b in range(1, 10)][:24]
-ROWS = [{"prompt": [{"role": "user", "content": f"What is {a}+{b}?"}], "answer": str(a + b),
-         "solution": str(a + b), "hint": f"add {a} and {b}"} for a, b in PROBLEMS]
-
-
-def bpe_tokenizer(eos: str, pad: str | None) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on arithmetic chat text, with a ChatML template."""
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    corpus = [f"What is {a}+{b}? {a}+{b}={a + b} so \\boxed{{{a + b}}} add {a} and {b}" for a in range(10)
-              for b in range(10)]
-    core.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=eos, pad_token=pad,
-                                  clean_up_tokenization_spaces=False)
-    tok.chat_template = CHATML
-    return tok
+ROWS = chat_rows()
 
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("user_models")
-    out = {}
-    # GPT-2 style: dropout 0.1 everywhere, learned positions (128), no pad token, EOS <|endoftext|>
-    tok = bpe_tokenizer("<|endoftext|>", None)
-    torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=64, n_layer=2, n_head=2,
-                                      resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
-                                      eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id))
-    gpt2.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
-    for part in (gpt2, tok):
-        part.save_pretrained(root / "gpt2")
-    out["gpt2"] = root / "gpt2"
-    # Qwen2 style: EOS <|im_end|>, pad <|endoftext|>, generation config stopping at both
-    tok = bpe_tokenizer("<|im_end|>", "<|endoftext|>")
-    qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    qwen.generation_config.eos_token_id = [tok.eos_token_id, tok.pad_token_id]
-    for part in (qwen, tok):
-        part.save_pretrained(root / "qwen2")
-    out["qwen2"] = root / "qwen2"
-    data = root / "train.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    out["data"] = data
-    return out
+    out = {arch: build(root, arch) for arch in ("gpt2", "qwen2")}
+    return {**out, "data": root / "train.jsonl"}
 
 
 def _config(models_dir: dict[str, Path], arch: str, out: Path, *overrides: str, config: str = "grpo.yaml") -> TrainConfig:
@@ -148,10 +105,32 @@ def test_bf16_keeps_fp32_master_weights_and_recomputes_behaviour_logprobs(models
         trainer.run_dir.release()
     # fp32 master weights take every small update; pure bf16 weights round many of them away
     assert changed["bf16", None] > 0.9 and changed["bf16", None] > changed["bf16-pure", None]
-    # the fp32 sampler's log-probs are not the bf16 training forward's: recomputed, the first ratio is 1 (to bf16
-    # rounding of the padding); kept, it is not
-    assert first_ratio["fp32", None] == pytest.approx(1.0, abs=1e-6)
-    assert abs(first_ratio["bf16", None] - 1) < 1e-4 < abs(first_ratio["bf16", False] - 1)
+    assert first_ratio["fp32", None] == pytest.approx(1.0, abs=1e-6)  # fp32 sampler = fp32 training forward
+
+
+def test_recomputed_behaviour_logprobs_are_the_bf16_training_forwards(models_dir: dict, tmp_path: Path) -> None:
+    """Under bf16 the sampler's log-probs are not the training forward's; the recompute replaces the student's
+    own rows' with a no-grad forward in the training precision, and leaves teacher rows at 0."""
+    from guidedrl.batch import RolloutBatch
+    cfg = _config(models_dir, "qwen2", tmp_path / "run", "precision=bf16")
+    script = _half_right_script(models_dir["qwen2"])
+    trainer = Trainer(cfg, console=Console(quiet=True), engine=lambda p, t, *_: ScriptedEngine(p, t, script))
+    prompts = [trainer.prompt_ids[0], trainer.prompt_ids[1]]
+    rollouts = trainer.engine.generate(prompts, 2, SamplingParams(max_new_tokens=12))  # fp32 behaviour log-probs
+    batch = RolloutBatch.on_policy(rollouts, torch.zeros(4), torch.zeros(4, dtype=torch.bool))
+    batch.off_policy[3] = True
+    batch.rollouts.behaviour_logp[3] = 0.0
+    recomputed = trainer.update.recomputed_behaviour(batch).rollouts.behaviour_logp
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        from guidedrl.rollout.forward import response_logprobs
+        r = batch.rollouts
+        direct = response_logprobs(trainer.policy, r.input_ids, r.attention_mask, r.prompt_width).logp.float()
+    mask = r.response_mask.bool()
+    own = mask.clone()
+    own[3] = False
+    torch.testing.assert_close(recomputed[own], direct[own], atol=2e-2, rtol=0)  # bf16 padding differs a little
+    assert not torch.equal(recomputed[own], rollouts.behaviour_logp[own]) and recomputed[3].abs().sum() == 0
+    trainer.run_dir.release()
 
 
 def test_a_missing_pad_token_falls_back_to_eos_and_every_stop_token_ends_a_row(models_dir: dict) -> None:
