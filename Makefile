@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 WORLD   ?= worlds/default
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup test test-matrix demo bench clean
+.PHONY: setup test test-matrix demo bench chromium clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ test-matrix: setup
 
 demo: setup
 	$(BIN)/guidedrl demo --world $(WORLD)
+
+# Debian's chromium, for the report test's headless screenshot (CI runs this target)
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 bench: setup
 	$(BIN)/pip install -q -e ".[bench]"

@@ -52,6 +52,39 @@ def grpo_step_bf16(r: dict) -> str:
     return grpo_step(r)
 
 
+def _mean_std(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def comparison(r: dict) -> str:
+    """Methods × held-out figures after training, mean ± std over seeds (bench/results_summary.py's format)."""
+    cols = [("ID pass@1", "id/pass@1"), ("ID pass@16", "id/pass@16"), ("OOD pass@1", "ood/pass@1"),
+            ("OOD pass@16", "ood/pass@16")]
+    head = "| method | " + " | ".join(c for c, _ in cols) + " | ID distinct correct paths | guided groups |" + \
+        ("" if r["contended"] else " s/step |")
+    rows = [head, "|" + "---|" * (len(cols) + 3 + (0 if r["contended"] else 1))]
+    for method, runs in r["methods"].items():
+        cells = [_mean_std([run[key] for run in runs]) for _, key in cols]
+        paths = sum(run["id/distinct_paths"] for run in runs) / len(runs)
+        rates = [run.get("teacher_rate") or run.get("hint_rate") for run in runs]
+        guided = f"{100 * sum(rates) / len(rates):.0f}%" if all(v is not None for v in rates) else "–"
+        time = "" if r["contended"] else f" {sum(run['step_time'] for run in runs) / len(runs):.2f} |"
+        rows.append(f"| {method} | " + " | ".join(cells) + f" | {paths:.2f} | {guided} |" + time)
+    b = r["before"]
+    rows.append("| student before | " + " | ".join(f"{100 * b[key]:.1f}" for _, key in cols) +
+                f" | {b['id/distinct_paths']:.2f} | |" + ("" if r["contended"] else " |"))
+    note = (" Step times are left out: the machine ran other work during this bench." if r["contended"] else "")
+    s = r["settings"]
+    return "\n".join(rows) + f"\n\n*{s['steps']} steps, seeds {s['seeds']}, {s['eval']}.{note}* " + \
+        environment_line(r["environment"])
+
+
+for _name in ("ampo_vs_grpo_60", "guide_vs_grpo_60"):
+    renders(_name)(comparison)
+
+
 def render(text: str) -> str:
     def fill(match: re.Match) -> str:
         name = match.group(1)

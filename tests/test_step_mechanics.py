@@ -110,7 +110,8 @@ def test_grpo_step_rows_advantages_and_clipped_loss(world: Path, tmp_path: Path)
 
 
 def test_ampo_step_inserts_verified_teacher_rows_and_shapes_them(world: Path, tmp_path: Path) -> None:
-    trainer = _trainer(world, tmp_path / "run", "ampo.yaml", ALL_WRONG)
+    """The AMPO preset's math on one update (its two updates per step are the mini-batch mechanism, tested below)."""
+    trainer = _trainer(world, tmp_path / "run", "ampo.yaml", ALL_WRONG, "optim.mini_batches=1")
     policy, tok = _policy(world), _tok(world)
     m = trainer.train_step()
     b, rows = trainer.last_batch, _rows_by_prompt(trainer)
@@ -130,31 +131,30 @@ def test_ampo_step_inserts_verified_teacher_rows_and_shapes_them(world: Path, tm
         assert rewards[r] == pytest.approx(0.1 if "\\boxed" in text else 0.0)
     for r in teacher:
         assert rewards[r] == pytest.approx(1.0)
-    values = torch.tensor([rewards[r] for r in group])
-    mean, std = values.mean(), values.std()
+    mean = sum(rewards.values()) / G  # dr_grpo: r − mean over the mixed group, no std (norm_adv_by_std=False)
     for r in group:
-        adv = (rewards[r] - mean) / (std + EPS)
-        assert _row_adv(trainer, r) == pytest.approx([float(adv)] * _tokens(_texts(trainer, [r])[0]), rel=1e-5)
-    # loss: on-policy tokens −A (ratio 1); teacher tokens −A·p/(p+0.1) with p = π_θ(token); token-mean,
-    # minus 0.001 · entropy
-    num, count = 0.0, 0
+        assert _row_adv(trainer, r) == pytest.approx([rewards[r] - mean] * _tokens(_texts(trainer, [r])[0]), rel=1e-5)
+    # loss: on-policy tokens −A (ratio 1); teacher tokens −A·p/(p+0.1) with p = π_θ(token); Dr.GRPO aggregation:
+    # each row's sum over max_new_tokens (32 here), then the mean over the 8 rows
+    num = 0.0
     for r in group + rows["4*2\n"]:
         text = _texts(trainer, [r])[0]
         adv = float(b.advantages[r][0])
         if b.off_policy[r]:
             logits = row_logits(policy, tok, "2+3\n", text)
             p = torch.log_softmax(logits, -1).gather(-1, response_ids(tok, text)[:, None]).squeeze(-1).exp()
-            num += float((-adv * p / (p + 0.1)).sum())
+            num += float((-adv * p / (p + 0.1)).sum()) / 32
         else:
-            num += -adv * _tokens(text)
-        count += _tokens(text)
-    assert m["pg_loss"] == pytest.approx(num / count, rel=1e-4)
+            num += -adv * _tokens(text) / 32
+    assert m["pg_loss"] == pytest.approx(num / (2 * G), rel=1e-4)
 
 
 def test_guide_step_rebuilds_hinted_rows_without_the_hint(world: Path, tmp_path: Path) -> None:
+    """The Guide preset's math on one update and without its flat-group filter (both tested on their own)."""
     hinted = "2+3\nhint: first 2+3=5\n"
     script = {**ALL_WRONG, hinted: ["2+3=5\n\\boxed{5}", "\\boxed{3}", "\\boxed{5}", "\\boxed{5}"]}
-    trainer = _trainer(world, tmp_path / "run", "guide_grpo.yaml", script)
+    trainer = _trainer(world, tmp_path / "run", "guide_grpo.yaml", script, "optim.mini_batches=1",
+                       "algorithm.batch_filters=[]")
     policy, tok = _policy(world), _tok(world)
     m = trainer.train_step()
     b, rows = trainer.last_batch, _rows_by_prompt(trainer)
@@ -188,7 +188,8 @@ def test_guide_step_rebuilds_hinted_rows_without_the_hint(world: Path, tmp_path:
 
 
 def test_tgpo_step_adds_the_teacher_label_cross_entropy(world: Path, tmp_path: Path) -> None:
-    trainer = _trainer(world, tmp_path / "run", "tgpo.yaml", MIXED, "algorithm.regularizers.label_ce.coef=0.5")
+    trainer = _trainer(world, tmp_path / "run", "tgpo.yaml", MIXED, "algorithm.regularizers.label_ce.coef=0.5",
+                       "optim.mini_batches=1")
     policy, tok = _policy(world), _tok(world)
     teacher = AutoModelForCausalLM.from_pretrained(world / "models" / "teacher").eval()
     m = trainer.train_step()
@@ -209,9 +210,11 @@ def test_tgpo_step_adds_the_teacher_label_cross_entropy(world: Path, tmp_path: P
     assert m["reg/label_ce"] == pytest.approx(ce_sum / count, rel=1e-4)
     assert m["teacher_signal/mismatch_ratio"] == pytest.approx(mismatched / count)
     assert m["coef/label_ce"] == pytest.approx(0.5)
-    # dr_grpo advantages (no std): group 1 rewards 1, 0, 1, 0 → ±0.5; ratio 1 → pg = −token-mean(A)
+    # GRPO advantages with std (grpo_use_std=True): group 1 rewards 1, 0, 1, 0 → ±a; ratio 1 → pg = −token-mean(A)
+    a = 0.5 / (math.sqrt(1 / 3) + EPS)
     lengths = {r: _tokens(_texts(trainer, [r])[0]) for r in rows["2+3\n"]}
-    pg = -sum(0.5 * float(torch.sign(b.advantages[r][0])) * n for r, n in lengths.items()) / count
+    assert {round(float(b.advantages[r][0]), 5) for r in lengths} == {round(a, 5), round(-a, 5)}
+    pg = -sum(a * float(torch.sign(b.advantages[r][0])) * n for r, n in lengths.items()) / count
     assert m["pg_loss"] == pytest.approx(pg, abs=1e-5)
     assert m["loss"] == pytest.approx(pg + 0.5 * ce_sum / count - 0.001 * entropy_sum / count, rel=1e-4)
 
@@ -235,15 +238,30 @@ def test_rkl_step_advantage_is_teacher_minus_behaviour_logprob(world: Path, tmp_
     assert m["pg_loss"] == pytest.approx(-adv_sum / count, abs=1e-4)  # ratio 1: −token-mean(A_t)
 
 
-def test_luffy_step_replaces_one_wrong_row_of_every_group_with_the_teacher(world: Path, tmp_path: Path) -> None:
+def test_luffy_step_adds_one_teacher_trace_to_every_group_of_g_minus_one_samples(world: Path, tmp_path: Path) -> None:
     trainer = _trainer(world, tmp_path / "run", "luffy.yaml", MIXED,
                        "guidance.teachers=[{kind: offline, teachers: [teacher_a]}]")
     m = trainer.train_step()
     b, rows = trainer.last_batch, _rows_by_prompt(trainer)
-    assert m["guidance/teacher/rate"] == 1.0 and m["guidance/teacher/inserted"] == 1.0  # 4*2 has no wrong row
-    teacher = [r for r in range(b.size) if b.off_policy[r]]
-    assert _texts(trainer, teacher) == [ROWS[0]["teacher_solutions"][0]["text"]] and b.source[teacher[0]] == "teacher_a"
-    assert len(rows["2+3\n"]) == G and len(rows["4*2\n"]) == G
+    assert trainer.samples_per_prompt == G - 1  # 3 sampled per prompt
+    assert m["guidance/teacher/rate"] == 1.0 and m["guidance/teacher/inserted"] == 2.0  # also the all-right group
+    for prompt, solution in (("2+3\n", ROWS[0]["teacher_solutions"][0]["text"]),
+                             ("4*2\n", ROWS[1]["teacher_solutions"][0]["text"])):
+        group = rows[prompt]
+        assert len(group) == G and [_texts(trainer, [r])[0] for r in group if b.off_policy[r]] == [solution]
+        assert sorted(_texts(trainer, [r])[0] for r in group if not b.off_policy[r]) == sorted(MIXED[prompt][:G - 1])
+    # dr_grpo over the mixed group: 2+3 has rewards 1, 0, 1 sampled + 1 teacher → mean 0.75
+    assert sorted(float(b.advantages[r][0]) for r in rows["2+3\n"]) == pytest.approx([-0.75, 0.25, 0.25, 0.25])
+
+
+def test_at_most_one_solution_per_teacher_when_asked(tmp_path: Path) -> None:
+    rows = [dict(ROWS[0], teacher_solutions=[{"teacher": "t", "text": "2+3=5\n\\boxed{5}"},
+                                             {"teacher": "t", "text": "so \\boxed{5}"}]), ROWS[1]]
+    world = build_tiny_world(tmp_path / "w", rows)
+    for per_teacher, inserted in ((1, 1.0), (None, 2.0)):
+        trainer = _trainer(world, tmp_path / f"run{per_teacher}", "ampo.yaml", ALL_WRONG,
+                           f"guidance.per_teacher={'null' if per_teacher is None else per_teacher}")
+        assert trainer.train_step()["guidance/teacher/inserted"] == inserted
 
 
 def test_ppo_step_whitens_gae_of_a_fresh_critic(world: Path, tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ RESUMABLE = [
     ("ppo.yaml", ()),  # the critic and its optimizer
     ("tgpo.yaml", ("teacher_signal.label=sample",)),  # sampled labels are seeded per step
     ("ampo.yaml", ("optim.mini_batches=2",)),  # teacher insertion; the mini-batch order is seeded per step
-    ("guide_grpo.yaml", ()),  # hinted re-rolls
+    ("guide_grpo.yaml", ("algorithm.batch_filters=[]",)),  # hinted re-rolls (unfiltered: the tiny student fails all)
 ]
 
 

@@ -68,8 +68,8 @@ def test_trl_reward_functions_plug_in_by_import_path(arch: str, models_dir: dict
 def test_every_method_runs_on_a_chat_model(arch: str, models_dir: dict, tmp_path: Path) -> None:
     for config in ("grpo.yaml", "guide_grpo.yaml", "ppo.yaml"):
         trainer = Trainer(_config(models_dir, arch, tmp_path / config, config=config), console=Console(quiet=True))
-        m = trainer.train_step()
-        assert math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])
+        m = trainer.train_step()  # Guide's preset filters flat groups: a step of all-wrong groups makes no update
+        assert math.isfinite(m.get("loss", 0.0)) and math.isfinite(m.get("grad_norm", 0.0))
         trainer.run_dir.release()
 
 

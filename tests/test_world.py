@@ -13,13 +13,12 @@ from guidedrl.world.splits import make_splits, rows_for
 from guidedrl.world.styles import STYLES, hint_for
 from guidedrl.world.tokenizer import build_tokenizer
 
-SPLIT_ARGS = dict(id_operands=[2, 3, 4], ood_operands=[5], operand_max=9, operators="+-*", max_value=99,
-                  n_train=300, n_test_id=100, n_test_ood=100, n_sft=500)
+SPLIT_ARGS = dict(n_train=300, n_test_id=100, n_test_ood=100, n_sft=500)
 
 
 @pytest.fixture(scope="module")
 def splits() -> dict[str, list[Expression]]:
-    return make_splits(seed=3, **SPLIT_ARGS)
+    return make_splits(world_preset("default", seed=3, **SPLIT_ARGS))
 
 
 def test_precedence_and_styles_on_a_known_problem() -> None:
@@ -37,15 +36,24 @@ def test_splits_are_disjoint(splits: dict[str, list[Expression]]) -> None:
     held_out = texts["test_id"] | texts["test_ood"]
     assert not texts["test_id"] & texts["test_ood"]
     assert not texts["train"] & held_out
-    assert not texts["sft"] & held_out
+    assert not texts["sft"] & held_out and not texts["sft_wide"] & held_out
     assert len(texts["train"]) == 300 and len(texts["test_id"]) == 100
-    assert {len(e.operands) for e in splits["test_ood"]} == {5}
+    assert {len(e.operands) for e in splits["test_ood"]} == {3}
     assert {len(e.operands) for e in splits["train"]} == {2, 3, 4}
 
 
+def test_the_ood_split_is_of_another_kind_than_training(splits: dict[str, list[Expression]]) -> None:
+    """Every test_ood problem has exactly one operand in 10..30; no training or test_id prompt has one."""
+    for e in splits["test_ood"] + splits["sft_wide"]:
+        assert sum(10 <= x <= 30 for x in e.operands) == 1 and sum(x > 9 for x in e.operands) == 1
+    assert all(max(e.operands) <= 9 for e in splits["train"] + splits["test_id"] + splits["sft"])
+    longer = make_splits(world_preset("default", seed=3, ood_kind="longer", ood_operands=[5], **SPLIT_ARGS))
+    assert {len(e.operands) for e in longer["test_ood"]} == {5} and "sft_wide" not in longer
+
+
 def test_splits_are_reproducible_from_the_seed(splits: dict[str, list[Expression]]) -> None:
-    again = make_splits(seed=3, **SPLIT_ARGS)
-    other = make_splits(seed=4, **SPLIT_ARGS)
+    again = make_splits(world_preset("default", seed=3, **SPLIT_ARGS))
+    other = make_splits(world_preset("default", seed=4, **SPLIT_ARGS))
     assert all([e.text for e in splits[k]] == [e.text for e in again[k]] for k in splits)
     assert [e.text for e in splits["train"]] != [e.text for e in other["train"]]
 
@@ -55,7 +63,7 @@ def test_every_reference_solution_of_every_style_verifies(splits: dict[str, list
     answers = [str(evaluate(e)) for e in exprs]
     for style, render in STYLES.items():
         solutions = [render(e) for e in exprs]
-        assert math_answer_reward([""] * len(exprs), solutions, answer=answers) == [1.0] * len(exprs), style
+        assert math_answer_reward(prompts=[""] * len(exprs), completions=solutions, answer=answers) == [1.0] * len(exprs), style
 
 
 def test_styles_differ_textually(splits: dict[str, list[Expression]]) -> None:

@@ -45,8 +45,7 @@ def test_models_reload_through_from_pretrained_with_the_world_tokenizer(micro_wo
 
 def test_splits_on_disk_are_the_generator_s(micro_world: Path, micro_settings: WorldConfig) -> None:
     cfg = micro_settings
-    splits = make_splits(cfg.seed, cfg.id_operands, cfg.ood_operands, cfg.operand_max, cfg.operators, cfg.max_value,
-                         cfg.n_train, cfg.n_test_id, cfg.n_test_ood, cfg.n_sft)
+    splits = make_splits(cfg)
     for split in ("train", "test_id", "test_ood"):
         rows = load_rows(micro_world / "data" / f"{split}.jsonl")
         assert [r["prompt"] for r in rows] == [f"{e.text}\n" for e in splits[split]]

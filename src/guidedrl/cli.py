@@ -163,6 +163,27 @@ def train(
     console.print(f"run written to {cfg.output_dir}")
 
 
+@app.command()
+def sft(
+    config: Path = typer.Argument(..., help="YAML config with an `sft` section (see configs/sft.yaml)"),
+    overwrite: bool = typer.Option(False, help="move a previous run in output_dir aside (renamed, never deleted)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key"),
+) -> None:
+    """Supervised fine-tuning on the verified teacher solutions of the training data (TRL's SFTTrainer)."""
+    from guidedrl.data import DatasetError
+    from guidedrl.errors import RunError
+    from guidedrl.sft import SFTRunConfig, run_sft
+    from guidedrl.yaml_config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, SFTRunConfig, set_)
+        summary = run_sft(cfg, console, overwrite)
+    except (ConfigError, DatasetError, RunError, ValueError) as err:
+        _fail(str(err))
+    console.print(before_after_table(summary, title=f"{config}: SFT, held-out before / after"))
+    console.print(f"run written to {cfg.output_dir}; its model: {cfg.output_dir}/final")
+
+
 def before_after_table(summary: dict[str, dict[str, float]], title: str) -> Table:
     """Every evaluation figure before and after training."""
     table = Table(title=title)
@@ -204,6 +225,48 @@ def analyze(
     console.print(table)
     (run_dir / "analysis.json").write_text(json.dumps(results, indent=1))
     console.print(f"written to {run_dir / 'analysis.json'}")
+
+
+@app.command()
+def runs(root: Path = typer.Argument(Path("runs"), help="a folder of runs (searched recursively), or one run")) -> None:
+    """A table of the runs under a folder: method, steps, last reward, held-out pass@1, status."""
+    from guidedrl.report.runs import NotARun, find_runs
+
+    try:
+        found = find_runs(root) if root.is_dir() else []
+    except NotARun as err:
+        _fail(str(err))
+    if not found:
+        _fail(f"{root}: no run folders (a run folder holds metrics.jsonl or config.yaml)")
+    table = Table(title=f"runs under {root}")
+    for col in ("run", "method", "status", "last step", "last reward", "ID pass@1", "OOD pass@1"):
+        table.add_column(col, justify="left" if col in ("run", "method", "status") else "right")
+    for run in found:
+        ident, ood = run.pass_at_1("test_id"), run.pass_at_1("test_ood")
+        status = run.status if run.status != "crashed" else f"crashed at step {run.last_step}"
+        table.add_row(str(run.path.relative_to(root) if run.path != root else run.path), run.method, status,
+                      str(run.last_step), f"{run.steps[-1]['reward']:.3f}" if run.steps and "reward" in run.steps[-1] else "-",
+                      f"{100 * ident:.1f}" if ident is not None else "-", f"{100 * ood:.1f}" if ood is not None else "-")
+    console.print(table)
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="run folders to compare"),
+    out: Path = typer.Option(Path("report.html"), help="the HTML file written (self-contained, opens offline)"),
+) -> None:
+    """One HTML page comparing runs: training curves, guidance, teacher signal, step time, held-out pass@k."""
+    from guidedrl.report.html import write_report
+    from guidedrl.report.runs import NotARun, label_runs, read_run
+
+    try:
+        found = label_runs([read_run(path) for path in run_dirs])
+    except NotARun as err:
+        _fail(str(err))
+    empty = [r.name for r in found if not r.records]
+    if len(empty) == len(found):
+        _fail(f"{', '.join(empty)}: no metrics logged yet (nothing to plot)")
+    console.print(f"report written to {write_report(found, out)}")
 
 
 def _run_means(run_dir: Path, keys: tuple[str, ...]) -> dict[str, float]:

@@ -212,6 +212,12 @@ class GuidanceConfig(StrictModel):
         "all_wrong", description="all_wrong: no rollout correct (AMPO, Guide); adaptive_k: fewer than half "
         "correct, k = min(max_guidance, G/2 - #correct) (AMPO's newer code); always: every group (LUFFY)")
     num_guidance: int = Field(2, ge=1, description="k: teacher solutions inserted into a guided group")
+    composition: Literal["replace", "add"] = Field(
+        "replace", description="replace: the teacher rows replace k wrong rollouts (AMPO); add: they join the group "
+        "whatever its rollouts scored, and with trigger always the engine samples group_size − k per prompt, so "
+        "every group holds group_size rows (LUFFY: 7 samples + 1 trace)")
+    per_teacher: int | None = Field(None, ge=1, description="at most this many of one teacher's solutions in a "
+                                    "group (AMPO: 1; None: no limit)")
     max_guidance: int = Field(4, ge=1, description="adaptive_k: the largest k")
     selection: Literal["comprehension", "random", "first"] = Field(
         "comprehension", description="which verified candidates are inserted (random/first for ablations)")
@@ -327,6 +333,11 @@ class TrainConfig(StrictModel):
             users += [f"algorithm.regularizers.{n}" for n in a.active_regularizers()
                       if REGULARIZERS.needs([n]) & TEACHER_FIELDS]
             raise ValueError(f"teacher_signal.path is required by {', '.join(users)}")
+        g = self.guidance
+        if "teacher" in g.ladder and g.composition == "add" and g.trigger == "always" and \
+                self.rollout.group_size - g.num_guidance < 2:
+            raise ValueError(f"guidance.composition=add with trigger=always samples rollout.group_size − num_guidance "
+                             f"= {self.rollout.group_size - g.num_guidance} rollouts per prompt; at least 2 are needed")
         if a.batch_filters and a.advantage == "rkl":
             raise ValueError("algorithm.batch_filters drop groups by their verifier rewards, which advantage rkl "
                              "does not use")

@@ -102,3 +102,23 @@ def evaluate(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Se
         mean_distinct_paths=sum(p.distinct_paths for p in solved) / len(solved) if solved else 0.0,
         problems=problems,
     )
+
+
+def evaluate_sets(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, sets: dict[str, Sequence[dict]], *,
+                  ks: Sequence[int], samples: int, temperature: float, max_new_tokens: int, seed: int,
+                  report_dir: Path | None = None, tag: str | None = None) -> dict[str, float]:
+    """pass@k, greedy accuracy, length and distinct correct paths on every held-out set, as flat metrics
+    (``eval/<set>/<name>``); with a ``tag`` the per-problem reports are kept as ``<report_dir>/<tag>_<set>.json``
+    (what ``guidedrl analyze`` and ``guidedrl report`` read)."""
+    metrics: dict[str, float] = {}
+    for name, rows in sets.items():
+        report = evaluate(engine, tokenizer, rows, split=name, ks=ks, n_samples=samples, temperature=temperature,
+                          max_new_tokens=max_new_tokens, seed=seed)
+        if tag is not None and report_dir is not None:
+            report_dir.mkdir(parents=True, exist_ok=True)
+            report.write_json(report_dir / f"{tag}_{name}.json")
+        metrics[f"eval/{name}/greedy"] = report.greedy_accuracy
+        metrics.update({f"eval/{name}/pass@{k}": v for k, v in report.pass_at_k.items()})
+        metrics[f"eval/{name}/distinct_paths"] = report.mean_distinct_paths
+        metrics[f"eval/{name}/length"] = report.mean_length
+    return metrics

@@ -35,7 +35,10 @@ class GuidanceContext:
 
 
 class Guidance(Protocol):
-    """Rewrites a scored batch: ``(batch, rows of its groups, step) -> (new batch, metrics)``."""
+    """Rewrites a scored batch: ``(batch, rows of its groups, step) -> (new batch, metrics)``. ``reserved_rows``
+    says how many of each group's ``group_size`` rows the strategy fills itself (the engine samples the rest)."""
+
+    reserved_rows: int
 
     def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]: ...
 
@@ -56,6 +59,7 @@ class Ladder:
 
     def __init__(self, steps: list[Guidance]) -> None:
         self.steps = steps
+        self.reserved_rows = sum(getattr(s, "reserved_rows", 0) for s in steps)
 
     def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]:
         metrics: dict[str, float] = {}

@@ -44,6 +44,7 @@ class HintGuidance:
     def __init__(self, cfg: GuidanceConfig, ctx: GuidanceContext, pools: list[TeacherPool]) -> None:
         self.cfg, self.ctx, self.pools = cfg, ctx, pools
         self.frame = chat_frame(ctx.tokenizer)
+        self.reserved_rows = 0
 
     def hint_for(self, row: dict) -> str | None:
         """The row's ``hint``, else the first lines of a verified teacher solution, else None."""

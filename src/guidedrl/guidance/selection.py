@@ -33,7 +33,19 @@ def comprehension_scores(answer_logp: Tensor, answer_mask: Tensor) -> Tensor:
     return torch.where(count > 0, probs.sum(1) / count.clamp(min=1), torch.zeros_like(count, dtype=probs.dtype))
 
 
-def rank_candidates(scores: Sequence[float], format_ok: Sequence[float], format_weight: float, k: int) -> list[int]:
-    """Indices of the top-k by (1-w)·score + w·format; ties keep pool order (stable sort)."""
+def rank_candidates(scores: Sequence[float], format_ok: Sequence[float], format_weight: float, k: int,
+                    teachers: Sequence[str] | None = None, per_teacher: int | None = None) -> list[int]:
+    """Indices of the top-k by (1-w)·score + w·format, ties in pool order (stable sort), taking at most
+    ``per_teacher`` candidates of one teacher (AMPO keeps one solution per teacher)."""
     ranked = sorted(range(len(scores)), key=lambda i: -((1 - format_weight) * scores[i] + format_weight * format_ok[i]))
-    return ranked[:k]
+    picked: list[int] = []
+    taken: dict[str, int] = {}
+    for i in ranked:
+        teacher = teachers[i] if teachers is not None else None
+        if per_teacher is not None and teacher is not None and taken.get(teacher, 0) >= per_teacher:
+            continue
+        picked.append(i)
+        taken[teacher] = taken.get(teacher, 0) + 1
+        if len(picked) == k:
+            break
+    return picked

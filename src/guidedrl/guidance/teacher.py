@@ -35,6 +35,8 @@ class TeacherGuidance:
 
     def __init__(self, cfg: GuidanceConfig, ctx: GuidanceContext, pools: list[TeacherPool]) -> None:
         self.cfg, self.pools, self.ctx = cfg, pools, ctx
+        # LUFFY's composition: every group gets k teacher rows added, so k fewer rollouts are sampled
+        self.reserved_rows = cfg.num_guidance if cfg.composition == "add" and cfg.trigger == "always" else 0
         self.verified: dict[str, list[tuple[TeacherSolution, float]]] = {}
         self.warned = False
 
@@ -113,12 +115,15 @@ class TeacherGuidance:
                 empty += 1
                 continue
             wrong = ((batch.group_index == g) & ~batch.correct).nonzero().flatten()
-            k = min(int(demand[g]), len(idx), len(wrong))
+            add = cfg.composition == "add"
+            k = min(int(demand[g]), len(idx)) if add else min(int(demand[g]), len(idx), len(wrong))
             picked = [idx[j] for j in rank_candidates([scores[i] for i in idx], [fmt[i] for i in idx],
-                                                      cfg.format_weight, k)]
+                                                      cfg.format_weight, k,
+                                                      [flat[i][1].teacher for i in idx], cfg.per_teacher)]
             selected_scores += [scores[i] for i in picked]
             rejected_scores += [scores[i] for i in idx if i not in picked]
-            drop += wrong[torch.randperm(len(wrong), generator=gen)[:k]].tolist()
+            if not add:
+                drop += wrong[torch.randperm(len(wrong), generator=gen)[:len(picked)]].tolist()
             for i in picked:
                 _, sol, reward = flat[i]
                 new_prompts.append(prompt_tokens(batch, first_row[g]))
@@ -128,7 +133,7 @@ class TeacherGuidance:
                 new_sources.append(sol.teacher)
         if empty and not self.warned:
             log.warning("step %d: %d guided group(s) had no verified teacher solution and stay on-policy; later "
-                        "occurrences are counted in the metric guidance/empty_pool", step, empty)
+                        "occurrences are counted in the metric guidance/teacher/empty_pool", step, empty)
             self.warned = True
         metrics.update({"guidance/teacher/empty_pool": empty / len(groups),
                         "guidance/teacher/rescued": (len(groups) - empty) / len(groups),

@@ -22,7 +22,7 @@ from guidedrl.batch import RolloutBatch, filter_batch, reward_rollouts
 from guidedrl.config import MAY_CHANGE_ON_RESUME, RolloutConfig, TrainConfig, resume_changes
 from guidedrl.data import encode_rows, limit_prompt_length, load_rows, validate_rows
 from guidedrl.errors import RunError
-from guidedrl.eval.evaluate import evaluate
+from guidedrl.eval.evaluate import evaluate_sets
 from guidedrl.guidance.base import GuidanceContext
 from guidedrl.guidance.build import build_guidance, check_hints_available
 from guidedrl.precision import Precision, disable_dropout, resolve_device
@@ -79,11 +79,11 @@ class Trainer:
         self.engine = (engine or ENGINES.get(cfg.rollout.engine))(self.policy, self.tokenizer, cfg.rollout, precision)
         limit = cfg.rollout.max_prompt_length or self._context_limit()
         self.rows, self.prompt_ids = self._load(self.paths.dataset, cfg.dataset_split, limit)
+        check_hints_available(cfg.guidance, self.rows, str(self.paths.dataset))
         self.eval_sets = {name: self._load(path, None, limit)[0][:cfg.eval.max_problems]
                           for name, path in self.paths.eval_sets.items()}
         if not self.eval_sets:
             self.eval_sets = self._hold_out(cfg.eval.holdout)
-        check_hints_available(cfg.guidance, self.rows, str(self.paths.dataset))
         self.reward = Reward(cfg.rewards)
         self.optimizer, self.scheduler = build_optimizer(self.policy, cfg.optim, cfg.steps)
         self.sampler = PromptSampler(len(self.rows), cfg.rollout.prompts_per_step, cfg.seed)
@@ -100,6 +100,8 @@ class Trainer:
         except ValueError as err:
             raise ConfigError(f"teacher_signal: {err}") from None
         self.critic = self.signals.critic
+        # the rows of a group the guidance fills itself (LUFFY's added trace) are not sampled
+        self.samples_per_prompt = cfg.rollout.group_size - (self.guidance.reserved_rows if self.guidance else 0)
         recompute = cfg.rollout.recompute_behaviour_logp
         if recompute is None:  # the sampler's log-probs are the training forward's exactly only in fp32 with hf
             recompute = cfg.precision != "fp32" or cfg.rollout.engine != "hf"
@@ -158,7 +160,7 @@ class Trainer:
         ids = self.sampler.next_batch()
         rows = [self.rows[i] for i in ids]
         with timer("rollout"):
-            rollouts = self.engine.generate([self.prompt_ids[i] for i in ids], cfg.rollout.group_size,
+            rollouts = self.engine.generate([self.prompt_ids[i] for i in ids], self.samples_per_prompt,
                                             self.sampling(index))
         with timer("reward"):
             batch, metrics = reward_rollouts(rollouts, rows, self.reward, self.tokenizer, cfg.correct_threshold,
@@ -209,19 +211,10 @@ class Trainer:
     def evaluate(self, tag: str | None = None) -> dict[str, float]:
         """pass@k, greedy accuracy, length and distinct correct paths on every held-out set; with a ``tag``,
         the per-problem reports are kept as ``eval/<tag>_<set>.json`` (what ``guidedrl analyze`` reads)."""
-        e, metrics = self.cfg.eval, {}
-        for name, rows in self.eval_sets.items():
-            report = evaluate(self.engine, self.tokenizer, rows, split=name, ks=e.ks, n_samples=e.samples,
-                              temperature=e.temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
-                              seed=self.cfg.seed)
-            if tag is not None:
-                (self.out / "eval").mkdir(exist_ok=True)
-                report.write_json(self.out / "eval" / f"{tag}_{name}.json")
-            metrics[f"eval/{name}/greedy"] = report.greedy_accuracy
-            metrics.update({f"eval/{name}/pass@{k}": v for k, v in report.pass_at_k.items()})
-            metrics[f"eval/{name}/distinct_paths"] = report.mean_distinct_paths
-            metrics[f"eval/{name}/length"] = report.mean_length
-        return metrics
+        e = self.cfg.eval
+        return evaluate_sets(self.engine, self.tokenizer, self.eval_sets, ks=e.ks, samples=e.samples,
+                             temperature=e.temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
+                             seed=self.cfg.seed, report_dir=self.out / "eval", tag=tag)
 
     def save(self) -> Path:
         """An atomic checkpoint of everything an exact resume needs."""

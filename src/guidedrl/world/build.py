@@ -26,6 +26,7 @@ from guidedrl.eval.evaluate import evaluate
 from guidedrl.rewards import math_answer_reward
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.seeding import derive_seed
 from guidedrl.world.problems import Expression
 from guidedrl.world.splits import make_splits, prompt_for, rows_for
 from guidedrl.world.styles import STYLES, hint_for, slip_final_answer
@@ -56,16 +57,20 @@ def _save_atomically(path: Path, *parts: PreTrainedModel | PreTrainedTokenizerBa
 
 
 def _sft_pairs(tokenizer: PreTrainedTokenizerBase, exprs: list[Expression], style: str, hint_share: float,
-               slip_share: float, plain_operands: list[int] | None, seed: int) -> list[tuple[list[int], list[int]]]:
-    """(prompt, solution) token pairs in one style. A share of prompts carries the problem's hint; problems
-    whose operand count is not in ``plain_operands`` are kept only with a hint (a skill practised only with
-    help); a share of solutions miscopies its final answer."""
+               slip_share: float, plain_operands: list[int] | None, seed: int, wide: list[Expression] | None = None,
+               wide_share: float = 0.0) -> list[tuple[list[int], list[int]]]:
+    """(prompt, solution) token pairs in one style. A ``wide_share`` of the examples are wide problems (the
+    OOD kind) instead; a share of prompts carries the problem's hint; in-distribution problems whose operand
+    count is not in ``plain_operands`` are kept only with a hint (a skill practised only with help); a share of
+    solutions miscopies its final answer."""
     rng = random.Random(seed)
     prompts, solutions = [], []
-    for e in exprs:
+    for i, e in enumerate(exprs):
+        is_wide = wide is not None and rng.random() < wide_share
+        e = wide[i % len(wide)] if is_wide else e
         hinted = rng.random() < hint_share
         slipped = rng.random() < slip_share
-        if not hinted and plain_operands is not None and len(e.operands) not in plain_operands:
+        if not hinted and not is_wide and plain_operands is not None and len(e.operands) not in plain_operands:
             continue
         prompts.append(DEFAULT_HINT_TEMPLATE.format(prompt=prompt_for(e), hint=hint_for(e)) if hinted else prompt_for(e))
         solutions.append(slip_final_answer(STYLES[style](e), rng) if slipped else STYLES[style](e))
@@ -92,7 +97,7 @@ def _pool_for(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: 
         part = rows[start:start + per_batch]
         ids = encode_prompts(tokenizer, [r["prompt"] for r in part])
         sampling = SamplingParams(temperature=cfg.pool_temperature, max_new_tokens=cfg.max_new_tokens,
-                                  seed=cfg.seed + start)
+                                  seed=derive_seed(cfg.seed, "world_pool", start))
         texts = engine.generate(ids, cfg.pool_samples, sampling).response_texts(tokenizer)
         for i in range(len(part)):
             unique = dict.fromkeys(texts[i * cfg.pool_samples:(i + 1) * cfg.pool_samples])
@@ -133,8 +138,7 @@ def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None =
     tokenizer = build_tokenizer()
     if not (out / "tokenizer").exists():
         _save_atomically(out / "tokenizer", tokenizer)
-    splits = make_splits(cfg.seed, cfg.id_operands, cfg.ood_operands, cfg.operand_max, cfg.operators,
-                         cfg.max_value, cfg.n_train, cfg.n_test_id, cfg.n_test_ood, cfg.n_sft)
+    splits = make_splits(cfg)
     for split in EVAL_SPLITS:
         if not (out / "data" / f"{split}.jsonl").exists():
             write_jsonl(out / "data" / f"{split}.jsonl", rows_for(splits[split], split))
@@ -150,10 +154,12 @@ def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None =
             is_student = name == STUDENT
             pairs = _sft_pairs(tokenizer, splits["sft"], style, cfg.student_hint_share if is_student else 0.0,
                                cfg.student_slip_share if is_student else 0.0,
-                               cfg.student_operands if is_student else None, cfg.seed + i)
+                               cfg.student_operands if is_student else None, derive_seed(cfg.seed, "world_sft", i),
+                               splits.get("sft_wide"), cfg.student_wide_share if is_student else cfg.teacher_wide_share)
             steps = cfg.student_steps if is_student else cfg.teacher_steps_by_style.get(style, cfg.teacher_steps)
             path.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomically(path, _train(name, cfg.seed + i, pairs, steps, cfg, tokenizer, progress), tokenizer)
+            _save_atomically(path, _train(name, derive_seed(cfg.seed, "world_model", i), pairs, steps, cfg, tokenizer,
+                                          progress), tokenizer)
             manifest["seconds"][f"train_{name}"] = round(time.time() - start, 1)
             write_manifest()
 

@@ -102,10 +102,14 @@ def within_range(expr: Expression, max_value: int) -> bool:
 
 
 def sample_expression(rng: random.Random, n_operands: int, operand_max: int, operators: str,
-                      max_value: int) -> Expression:
-    """Rejection-sample one expression whose intermediate values all stay in range."""
+                      max_value: int, wide: tuple[int, int] | None = None) -> Expression:
+    """Rejection-sample one expression whose intermediate values all stay in range; with ``wide`` = (lo, hi)
+    one operand, at a random position, is drawn from lo..hi instead."""
     while True:
-        operands = tuple(rng.randint(1, operand_max) for _ in range(n_operands))
+        operands = [rng.randint(1, operand_max) for _ in range(n_operands)]
+        if wide is not None:
+            operands[rng.randrange(n_operands)] = rng.randint(*wide)
+        operands = tuple(operands)
         ops = tuple(rng.choice(operators) for _ in range(n_operands - 1))
         expr = Expression(operands, ops)
         if within_range(expr, max_value):

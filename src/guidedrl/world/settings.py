@@ -21,7 +21,15 @@ class WorldConfig(StrictModel):
     seed: int = Field(0, description="seed of the problem generator and of every model's training")
     model_size: Literal["micro", "tiny"] = Field("tiny", description="zoo size of student and teachers")
     id_operands: list[int] = Field([2, 3, 4], description="operand counts of training and test_id problems")
-    ood_operands: list[int] = Field([5], description="operand counts of test_ood problems (longer than training)")
+    ood_kind: Literal["wide", "longer"] = Field("wide", description=(
+        "what makes test_ood different in kind: wide: one operand of each problem is drawn from wide_range (a "
+        "number the RL training split never shows in a prompt); longer: only more operands than training"))
+    ood_operands: list[int] = Field([3], description="operand counts of test_ood problems")
+    wide_range: tuple[int, int] = Field((10, 30), description="wide: the range of the one wide operand")
+    student_wide_share: float = Field(0.03, ge=0, le=1, description=(
+        "share of the student's SFT examples that are wide problems (rarely seen: hard, not hopeless)"))
+    teacher_wide_share: float = Field(0.25, ge=0, le=1, description=(
+        "share of each teacher's SFT examples that are wide problems (the teachers are broader models)"))
     operand_max: int = Field(9, ge=1, description="operands are drawn from 1..operand_max")
     operators: str = Field("+-*", description="operators problems may use")
     max_value: int = Field(99, ge=1, description="every intermediate value stays in [0, max_value]")
@@ -61,7 +69,8 @@ class WorldConfig(StrictModel):
 
 WORLD_PRESETS: dict[str, dict] = {
     "default": {},
-    "micro": {"model_size": "micro", "id_operands": [2, 3], "ood_operands": [4], "n_train": 512, "n_test_id": 48,
+    "micro": {"model_size": "micro", "id_operands": [2, 3], "ood_kind": "longer", "ood_operands": [4],
+              "student_wide_share": 0.0, "teacher_wide_share": 0.0, "n_train": 512, "n_test_id": 48,
               "n_test_ood": 48, "n_sft": 8000, "teacher_styles": ["steps", "rewrite"], "teacher_steps": 600,
               "student_steps": 450, "student_operands": None, "teacher_steps_by_style": {}, "student_slip_share": 0.5, "lr": 1e-2,
               "pool_samples": 2, "max_new_tokens": 48,

@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterable
 
 from guidedrl.world.problems import Expression, evaluate, sample_expression
+from guidedrl.world.settings import WorldConfig
 from guidedrl.world.styles import STYLES, hint_for
 
 PROMPT_TEMPLATE = "{problem}\n"
@@ -18,13 +19,14 @@ def prompt_for(expr: Expression) -> str:
 
 
 def sample_unique(rng: random.Random, count: int, operand_counts: list[int], operand_max: int, operators: str,
-                  max_value: int, exclude: set[str], max_tries: int = 200) -> list[Expression]:
+                  max_value: int, exclude: set[str], max_tries: int = 200,
+                  wide: tuple[int, int] | None = None) -> list[Expression]:
     """``count`` distinct expressions not in ``exclude``; fails loudly if the space is too small."""
     out: list[Expression] = []
     seen = set(exclude)
     misses = 0
     while len(out) < count:
-        expr = sample_expression(rng, rng.choice(operand_counts), operand_max, operators, max_value)
+        expr = sample_expression(rng, rng.choice(operand_counts), operand_max, operators, max_value, wide)
         if expr.text in seen:
             misses += 1
             if misses > max_tries * max(count, 1):
@@ -35,26 +37,34 @@ def sample_unique(rng: random.Random, count: int, operand_counts: list[int], ope
     return out
 
 
-def make_splits(seed: int, id_operands: list[int], ood_operands: list[int], operand_max: int, operators: str,
-                max_value: int, n_train: int, n_test_id: int, n_test_ood: int, n_sft: int
-                ) -> dict[str, list[Expression]]:
+def make_splits(cfg: WorldConfig) -> dict[str, list[Expression]]:
     """Test sets first, then training and SFT problems that never repeat a test problem.
 
-    ``sft`` is the teachers' and student's supervised corpus (may repeat itself and overlap ``train``,
-    the RL split); ``test_id`` and ``test_ood`` are disjoint from everything else.
+    ``sft`` is the supervised corpus of in-distribution problems (may repeat itself and overlap ``train``,
+    the RL split); ``sft_wide`` (with ``ood_kind: wide``) holds problems of the OOD kind, never a test one,
+    that each model's SFT mixes in at its own share; ``test_id`` and ``test_ood`` are disjoint from all else.
     """
-    rng = random.Random(seed)
-    test_ood = sample_unique(rng, n_test_ood, ood_operands, operand_max, operators, max_value, set())
-    test_id = sample_unique(rng, n_test_id, id_operands, operand_max, operators, max_value,
-                            {e.text for e in test_ood})
+    rng = random.Random(cfg.seed)
+    wide = cfg.wide_range if cfg.ood_kind == "wide" else None
+    draw = lambda counts, n, exclude, w=None: sample_unique(  # noqa: E731
+        rng, n, counts, cfg.operand_max, cfg.operators, cfg.max_value, exclude, wide=w)
+    test_ood = draw(cfg.ood_operands, cfg.n_test_ood, set(), wide)
+    test_id = draw(cfg.id_operands, cfg.n_test_id, {e.text for e in test_ood})
     held_out = {e.text for e in test_id + test_ood}
-    train = sample_unique(rng, n_train, id_operands, operand_max, operators, max_value, held_out)
-    sft: list[Expression] = []
-    while len(sft) < n_sft:
-        expr = sample_expression(rng, rng.choice(id_operands), operand_max, operators, max_value)
-        if expr.text not in held_out:
-            sft.append(expr)
-    return {"train": train, "test_id": test_id, "test_ood": test_ood, "sft": sft}
+    train = draw(cfg.id_operands, cfg.n_train, held_out)
+
+    def corpus(counts: list[int], w: tuple[int, int] | None) -> list[Expression]:
+        out: list[Expression] = []
+        while len(out) < cfg.n_sft:
+            expr = sample_expression(rng, rng.choice(counts), cfg.operand_max, cfg.operators, cfg.max_value, w)
+            if expr.text not in held_out:
+                out.append(expr)
+        return out
+
+    splits = {"train": train, "test_id": test_id, "test_ood": test_ood, "sft": corpus(cfg.id_operands, None)}
+    if wide is not None:
+        splits["sft_wide"] = corpus(cfg.ood_operands, wide)
+    return splits
 
 
 def rows_for(exprs: Iterable[Expression], split: str) -> list[dict]:

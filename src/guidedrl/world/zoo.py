@@ -6,12 +6,11 @@ loaded through ``save_pretrained``/``from_pretrained`` exactly like a user's mod
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, get_scheduler
 
 MODEL_SIZES: dict[str, dict[str, int]] = {
     "micro": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
@@ -58,8 +57,7 @@ def sft(model: LlamaForCausalLM, pairs: Sequence[tuple[list[int], list[int]]], p
     """Train with AdamW and a warm-up + cosine schedule on shuffled (prompt, solution) pairs."""
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = get_scheduler("cosine", opt, num_warmup_steps=warmup, num_training_steps=steps)
     order: list[int] = []
     model.train()
     for step in range(steps):
