@@ -97,6 +97,9 @@ CASES: list[tuple[str, Setup, str]] = [
     ("Guide without hints or teacher solutions", lambda w, t: train(
         w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [{'prompt': '1+1', 'answer': '2'}])}", config="guide_grpo.yaml"),
      r"guidance.ladder: hint needs hints, but .*d.jsonl has no 'hint' column and no teacher_solutions"),
+    ("AMPO without teacher solutions", lambda w, t: train(
+        w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [{'prompt': '1+1', 'answer': '2'}])}", config="ampo.yaml"),
+     r"guidance.ladder: teacher needs solutions, but .*d.jsonl has no 'teacher_solutions' column"),
     ("chat prompt without a chat template", lambda w, t: train(
         w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [ROWS[0], {'prompt': [{'role': 'user', 'content': '1+1'}], 'answer': '2'}])}"),
      r"d.jsonl: row 1 \(0-based\): field 'prompt': a conversational prompt .* needs a tokenizer with a chat template"),

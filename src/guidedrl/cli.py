@@ -143,6 +143,8 @@ def train(
     resume: bool = typer.Option(False, help="continue from the newest complete checkpoint in output_dir"),
     overwrite: bool = typer.Option(False, help="move a previous run in output_dir aside (renamed, never deleted)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set optim.lr=1e-4"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate the config and build every piece (model, data, "
+                                 "teacher, guidance) without training or writing to output_dir"),
 ) -> None:
     """Train a policy with the method the config names (GRPO by default)."""
     from guidedrl.config import TrainConfig
@@ -151,6 +153,12 @@ def train(
     from guidedrl.trainer.loop import Trainer
     from guidedrl.yaml_config import ConfigError, load_config
 
+    if dry_run:
+        try:
+            _dry_run(load_config(config, TrainConfig, set_))
+        except (ConfigError, DatasetError, RunError) as err:
+            _fail(str(err))
+        return
     try:
         cfg = load_config(config, TrainConfig, set_)
         trainer = Trainer(cfg, resume=resume, console=console, overwrite=overwrite)
@@ -182,6 +190,39 @@ def sft(
         _fail(str(err))
     console.print(before_after_table(summary, title=f"{config}: SFT, held-out before / after"))
     console.print(f"run written to {cfg.output_dir}; its model: {cfg.output_dir}/final")
+
+
+def _dry_run(cfg: object) -> None:
+    """Build a trainer for ``cfg`` in a throw-away folder and print what a step would do."""
+    import shutil
+    import tempfile
+
+    from guidedrl.trainer.loop import Trainer
+
+    scratch = Path(tempfile.mkdtemp(prefix="guidedrl-dry-run-"))
+    try:
+        trainer = Trainer(cfg.model_copy(update={"output_dir": str(scratch / "run")}), console=Console(quiet=True))
+        trainer.run_dir.release()
+        a, r, o = cfg.algorithm, cfg.rollout, cfg.optim
+        params = sum(p.numel() for p in trainer.policy.parameters())
+        trainable = sum(p.numel() for p in trainer.policy.parameters() if p.requires_grad)
+        lines = [
+            f"model: {trainer.paths.model} ({type(trainer.policy).__name__}, {params / 1e6:.2f}M parameters, "
+            f"{trainable / 1e6:.2f}M trained, {cfg.precision} on {next(trainer.policy.parameters()).device})",
+            f"data: {len(trainer.rows)} rows of {trainer.paths.dataset}; held-out: "
+            + (", ".join(f"{k} ({len(v)})" for k, v in trainer.eval_sets.items()) or "none"),
+            f"step: {r.prompts_per_step} prompts × {trainer.samples_per_prompt} samples (≤ {r.max_new_tokens} tokens) "
+            f"→ {o.epochs * o.mini_batches} optimizer update(s), micro-batches of {o.micro_batch_size}",
+            f"guidance: {' → '.join(cfg.guidance.ladder) or 'none'}; filters: {', '.join(a.batch_filters) or 'none'}",
+            f"advantage: {a.advantage}" + "".join(f" + {n}" for n in a.active_addons()) + "; surrogates: "
+            + ", ".join(f"{k} {getattr(a.surrogate, k).name}" for k in ("policy", "teacher", "hinted"))
+            + f"; aggregation {a.agg_mode}; regularizers: {', '.join(a.active_regularizers()) or 'none'}",
+            f"computed per step for the pieces: {', '.join(sorted(cfg.needs())) or 'nothing extra'}",
+        ]
+        console.print("\n".join(lines), highlight=False)
+        console.print(f"dry run: the config is valid; {cfg.steps} steps would write to {cfg.output_dir}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def before_after_table(summary: dict[str, dict[str, float]], title: str) -> Table:

@@ -262,6 +262,16 @@ class TeacherSignalConfig(StrictModel):
     entropy_share: float = Field(0.2, gt=0, le=1, description="share of each row's tokens for the entropy sets")
 
 
+class LoraSection(StrictModel):
+    """Low-rank adapters on the policy (peft): only they are trained; the k3 KL's reference is the same model
+    with the adapters switched off (no second copy); checkpoints hold the adapters, final/ the merged model."""
+
+    r: int = Field(16, ge=1, description="adapter rank")
+    alpha: int = Field(32, ge=1, description="adapter scaling alpha")
+    dropout: float = Field(0.0, ge=0, lt=1, description="adapter dropout (0 for RL, like every dropout here)")
+    target_modules: list[str] | str = Field("all-linear", description="peft target modules")
+
+
 class TrainConfig(StrictModel):
     """A training run. Without ``model``/``dataset`` it trains the embedded world's student on its train split."""
 
@@ -287,6 +297,8 @@ class TrainConfig(StrictModel):
     disable_dropout: bool = Field(True, description="set every dropout to 0 (as TRL): the policy that samples is "
                                   "the one trained")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward (memory for time)")
+    lora: LoraSection | None = Field(None, description="train low-rank adapters instead of every weight "
+                                     "(pip install guidedrl[lora])")
     rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="math_answer")],
                                       description="weighted sum of rewards")
     correct_threshold: float = Field(0.6, description="a rollout counts as correct when its reward exceeds this")

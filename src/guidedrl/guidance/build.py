@@ -18,11 +18,14 @@ def build_guidance(cfg: GuidanceConfig, ctx: GuidanceContext) -> Guidance | None
     return steps[0] if len(steps) == 1 else Ladder(steps)
 
 
-def check_hints_available(cfg: GuidanceConfig, rows: list[dict], source: str) -> None:
-    """A ladder with ``hint`` needs hints: a ``hint`` column, or teacher solutions to take them from."""
-    if "hint" not in cfg.ladder:
-        return
+def check_guidance_sources(cfg: GuidanceConfig, rows: list[dict], source: str) -> None:
+    """A ladder with ``hint`` needs hints (a ``hint`` column, or teacher solutions to take them from); one with
+    ``teacher`` needs solutions (a ``teacher_solutions`` column, or an online teacher): else the run would
+    silently be GRPO."""
     online = any(t.kind != "offline" for t in cfg.teachers)
-    if not online and not any(row.get("hint") or row.get("teacher_solutions") for row in rows):
+    if "hint" in cfg.ladder and not online and not any(row.get("hint") or row.get("teacher_solutions") for row in rows):
         raise ConfigError(f"guidance.ladder: hint needs hints, but {source} has no 'hint' column and no "
                           "teacher_solutions to take them from (nor does guidance.teachers name an online teacher)")
+    if "teacher" in cfg.ladder and not online and not any(row.get("teacher_solutions") for row in rows):
+        raise ConfigError(f"guidance.ladder: teacher needs solutions, but {source} has no 'teacher_solutions' "
+                          "column (nor does guidance.teachers name an online teacher)")

@@ -24,7 +24,7 @@ from guidedrl.data import encode_rows, limit_prompt_length, load_rows, validate_
 from guidedrl.errors import RunError
 from guidedrl.eval.evaluate import evaluate_sets
 from guidedrl.guidance.base import GuidanceContext
-from guidedrl.guidance.build import build_guidance, check_hints_available
+from guidedrl.guidance.build import build_guidance, check_guidance_sources
 from guidedrl.precision import Precision, disable_dropout, resolve_device
 from guidedrl.registry import ENGINES
 from guidedrl.rewards import Reward, RewardState
@@ -34,7 +34,7 @@ from guidedrl.teachers.model import TokenizerMismatchError
 from guidedrl.trainer.checkpoint import checkpoints, load_state, save_checkpoint
 from guidedrl.trainer.logger import MetricsLogger, PhaseTimer
 from guidedrl.trainer.optim import build_optimizer
-from guidedrl.trainer.paths import RunPaths, load_pretrained
+from guidedrl.trainer.paths import RunPaths, load_pretrained, with_lora
 from guidedrl.trainer.run_dir import RunDir
 from guidedrl.trainer.sampler import PromptSampler
 from guidedrl.trainer.signals import StepSignals
@@ -68,9 +68,11 @@ class Trainer:
             precision = Precision(cfg.precision, resolve_device(cfg.device))
         except ValueError as err:
             raise ConfigError(f"device: {err}") from None
-        weights = last or self.paths.model
+        weights = last if last is not None and cfg.lora is None else self.paths.model
         self.tokenizer = with_pad_token(load_pretrained(AutoTokenizer, weights, "model"))
         self.policy = load_pretrained(AutoModelForCausalLM, weights, "model", dtype=precision.weights_dtype)
+        if cfg.lora is not None:
+            self.policy = with_lora(self.policy, cfg.lora, last)
         self.policy.to(precision.device)
         if cfg.disable_dropout:
             disable_dropout(self.policy)
@@ -79,7 +81,7 @@ class Trainer:
         self.engine = (engine or ENGINES.get(cfg.rollout.engine))(self.policy, self.tokenizer, cfg.rollout, precision)
         limit = cfg.rollout.max_prompt_length or self._context_limit()
         self.rows, self.prompt_ids = self._load(self.paths.dataset, cfg.dataset_split, limit)
-        check_hints_available(cfg.guidance, self.rows, str(self.paths.dataset))
+        check_guidance_sources(cfg.guidance, self.rows, str(self.paths.dataset))
         self.eval_sets = {name: self._load(path, None, limit)[0][:cfg.eval.max_problems]
                           for name, path in self.paths.eval_sets.items()}
         if not self.eval_sets:
@@ -94,7 +96,8 @@ class Trainer:
             max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed, max_prompt_length=limit,
             context_length=getattr(self.policy.config, "max_position_embeddings", None), precision=precision))
         try:
-            self.signals = StepSignals(cfg, self.paths.model, self.paths.teacher, self.tokenizer, precision)
+            self.signals = StepSignals(cfg, self.paths.model, self.paths.teacher, self.tokenizer, precision,
+                                       self.policy if cfg.lora is not None else None)
         except TokenizerMismatchError as err:
             raise ConfigError(f"teacher_signal.path: {err}") from None
         except ValueError as err:
@@ -271,6 +274,9 @@ class Trainer:
             self.save()
         after = self.evaluate("after")
         self.logger.log(self.step, after, final=True)
+        if self.cfg.lora is not None:  # the adapters, and the merged model every tool can load
+            self.policy.save_pretrained(self.out / "final_adapter")
+            self.policy = self.policy.merge_and_unload()
         self.policy.save_pretrained(self.out / "final")
         self.tokenizer.save_pretrained(self.out / "final")
         summary = {"before": before, "after": after}

@@ -74,3 +74,15 @@ def load_pretrained(loader: Any, path: Path, key: str, **kwargs: Any) -> Any:
         return loader.from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError) as err:
         raise ConfigError(f"{key}: cannot load {path}: {str(err).splitlines()[0]}") from None
+
+
+def with_lora(model: Any, section: Any, checkpoint: Path | None = None) -> Any:
+    """The model with trainable low-rank adapters (peft), fresh or those a checkpoint saved."""
+    try:
+        from peft import LoraConfig, PeftModel, get_peft_model
+    except ImportError:
+        raise ConfigError("lora: needs the peft package (pip install guidedrl[lora])") from None
+    if checkpoint is not None:
+        return PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
+    return get_peft_model(model, LoraConfig(r=section.r, lora_alpha=section.alpha, lora_dropout=section.dropout,
+                                            target_modules=section.target_modules, task_type="CAUSAL_LM"))

@@ -4,6 +4,7 @@ Which of them a run computes follows from ``TrainConfig.needs()``: nothing is co
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,22 +23,25 @@ class StepSignals:
     """Teacher signal, reference policy and critic of a run, each only if a configured piece needs it."""
 
     def __init__(self, cfg: TrainConfig, initial_model: Path, teacher: Path | None,
-                 tokenizer: PreTrainedTokenizerBase, precision: Precision) -> None:
+                 tokenizer: PreTrainedTokenizerBase, precision: Precision, adapted: PreTrainedModel | None = None) -> None:
         needs = cfg.needs()
         self.temperature, self.rows_per_forward = cfg.rollout.temperature, cfg.optim.micro_batch_size
         self.precision = precision
         self.teacher = (TeacherSignal(str(teacher), tokenizer, cfg.teacher_signal, needs, cfg.rollout.temperature,
                                       cfg.seed, precision) if needs & TEACHER_FIELDS else None)
-        # the k3 KL's reference is the run's *initial* policy, also after a resume
+        # the k3 KL's reference is the run's *initial* policy, also after a resume; with LoRA it is the policy
+        # with its adapters switched off (``adapted``), not a second copy
+        self.adapted = adapted
         self.reference = (AutoModelForCausalLM.from_pretrained(initial_model, dtype=precision.frozen_dtype).eval()
-                          .to(precision.device) if "ref_logp" in needs else None)
+                          .to(precision.device) if "ref_logp" in needs and adapted is None else None)
+        self.needs_reference = "ref_logp" in needs
         self.critic = Critic(str(initial_model), cfg.critic, precision) if "values" in needs else None
 
     def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, index: int) -> tuple[RolloutBatch, dict[str, float]]:
         metrics: dict[str, float] = {}
         if self.teacher is not None:
             batch, metrics = self.teacher(batch, policy, index)
-        if self.reference is not None:
+        if self.needs_reference:
             batch = replace(batch, ref_logp=self.reference_logprobs(batch))
         if self.critic is not None:
             batch = replace(batch, values=self.critic.values(batch.rollouts))
@@ -47,10 +51,13 @@ class StepSignals:
     def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         """log π_ref of every response token (B×R), in chunks of the micro-batch size."""
         r = batch.rollouts
+        model = self.reference if self.reference is not None else self.adapted
+        off = self.adapted.disable_adapter() if self.reference is None else nullcontext()
         parts = []
-        for rows in torch.arange(batch.size).split(self.rows_per_forward):
-            part = r.select(rows)
-            with self.precision.autocast():
-                parts.append(response_logprobs(self.reference, part.input_ids, part.attention_mask,
-                                               part.prompt_width, self.temperature).logp.cpu())
+        with off:
+            for rows in torch.arange(batch.size).split(self.rows_per_forward):
+                part = r.select(rows)
+                with self.precision.autocast():
+                    parts.append(response_logprobs(model, part.input_ids, part.attention_mask,
+                                                   part.prompt_width, self.temperature).logp.cpu())
         return torch.cat(parts) * r.response_mask
