@@ -183,3 +183,29 @@ def test_entropy_two_token_vocab():
 def test_position_ids_ignore_left_padding():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]])
     assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 3]]
+
+
+def test_per_prompt_seeds_make_a_prompts_samples_independent_of_the_batch(engine, prompts):
+    both = engine.generate(prompts[:2], 3, SamplingParams(temperature=1.0, max_new_tokens=10, seeds=(11, 22)))
+    alone = engine.generate(prompts[1:2], 3, SamplingParams(temperature=1.0, max_new_tokens=10, seeds=(22,)))
+    width = alone.response_ids.shape[1]
+    assert torch.equal(both.response_ids[3:, :width], alone.response_ids)
+    torch.testing.assert_close(both.behaviour_logp[3:, :width], alone.behaviour_logp, atol=1e-5, rtol=0)
+    other = engine.generate(prompts[1:2], 3, SamplingParams(temperature=1.0, max_new_tokens=10, seeds=(23,)))
+    assert not torch.equal(other.response_ids, alone.response_ids)
+
+
+def test_gumbel_max_sampling_draws_from_the_tempered_distribution():
+    """With per-prompt seeds the engine samples by Gumbel-max: frequencies follow softmax(logits / T)."""
+    from guidedrl.rollout.hf_engine import PromptNoise, _sample
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]])).repeat(4000, 1)
+    noise = PromptNoise((5,), 4000, torch.device("cpu"))
+    rows, alive = torch.arange(4000), torch.ones(4000, dtype=torch.bool)
+    for temperature, expected in ((1.0, [0.6, 0.3, 0.1]), (0.5, [0.36 / 0.46, 0.09 / 0.46, 0.01 / 0.46])):
+        tok, logp = _sample(logits, SamplingParams(temperature=temperature), None, noise.draw(rows, alive, 3))
+        freq = torch.bincount(tok, minlength=3).float() / 4000
+        assert freq.tolist() == pytest.approx(expected, abs=0.03)
+        torch.testing.assert_close(logp, torch.log_softmax(logits / temperature, -1).gather(-1, tok[:, None]).squeeze(1))
+    # top-p 0.7 keeps the two most likely tokens (0.6 and 0.3): the third is never drawn
+    tok, _ = _sample(logits, SamplingParams(temperature=1.0, top_p=0.7), None, noise.draw(rows, alive, 3))
+    assert not (tok == 2).any() and (tok == 1).float().mean() == pytest.approx(1 / 3, abs=0.03)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
@@ -18,6 +18,7 @@ from guidedrl.data import encode_prompts
 from guidedrl.eval.metrics import distinct_correct_paths, mean_pass_at_k
 from guidedrl.rewards import call_reward, math_answer_reward
 from guidedrl.rollout.engine import RolloutEngine, SamplingParams
+from guidedrl.seeding import derive_seed
 
 
 @dataclass
@@ -60,11 +61,17 @@ def _chunks(items: Sequence, size: int) -> list[Sequence]:
 def _sample_and_check(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], n: int,
                       sampling: SamplingParams, rows_per_batch: int
                       ) -> tuple[list[list[str]], list[list[bool]], list[list[int]]]:
-    """Texts, answer-check verdicts and token lengths of ``n`` responses per row, generated in batches."""
+    """Texts, answer-check verdicts and token lengths of ``n`` responses per row, generated in batches; a
+    sampled problem draws from a seed of its own (from ``sampling.seed`` and its position), so its samples do
+    not depend on the batching."""
     texts: list[list[str]] = []
     correct: list[list[bool]] = []
     lengths: list[list[int]] = []
-    for part in _chunks(rows, max(1, rows_per_batch // n)):
+    size = max(1, rows_per_batch // n)
+    for start, part in zip(range(0, len(rows), size), _chunks(rows, size)):
+        if sampling.temperature > 0 and sampling.seed is not None:
+            sampling = replace(sampling, seeds=tuple(derive_seed(sampling.seed, "eval", start + i)
+                                                     for i in range(len(part))))
         rollouts = engine.generate(encode_prompts(tokenizer, [r["prompt"] for r in part]), n, sampling)
         outs = rollouts.response_texts(tokenizer)
         verdicts = call_reward(math_answer_reward, [r for r in part for _ in range(n)], outs)

@@ -35,12 +35,15 @@ class GuidanceContext:
 
 
 class Guidance(Protocol):
-    """Rewrites a scored batch: ``(batch, rows of its groups, step) -> (new batch, metrics)``. ``reserved_rows``
-    says how many of each group's ``group_size`` rows the strategy fills itself (the engine samples the rest)."""
+    """Rewrites a scored batch: ``(batch, rows of its groups, step, first_group) -> (new batch, metrics)``;
+    ``first_group`` is the global index of the batch's group 0 (a rank holds a share of the step's groups), so
+    a group's random choices are seeded by its global index. ``reserved_rows`` says how many of each group's
+    ``group_size`` rows the strategy fills itself (the engine samples the rest)."""
 
     reserved_rows: int
 
-    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]: ...
+    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int, first_group: int = 0
+                 ) -> tuple[RolloutBatch, dict[str, float]]: ...
 
 
 def rewards_of(ctx: GuidanceContext, rows: list[dict], texts: list[str]) -> Tensor:
@@ -61,9 +64,10 @@ class Ladder:
         self.steps = steps
         self.reserved_rows = sum(getattr(s, "reserved_rows", 0) for s in steps)
 
-    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]:
+    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int, first_group: int = 0
+                 ) -> tuple[RolloutBatch, dict[str, float]]:
         metrics: dict[str, float] = {}
         for strategy in self.steps:
-            batch, stats = strategy(batch, rows, step)
+            batch, stats = strategy(batch, rows, step, first_group)
             metrics.update(stats)
         return batch, metrics

@@ -56,7 +56,8 @@ class HintGuidance:
                     return "\n".join(sol.text.splitlines()[:self.cfg.hint_steps_from_teacher])
         return None
 
-    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]:
+    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int, first_group: int = 0
+                 ) -> tuple[RolloutBatch, dict[str, float]]:
         cfg, ctx, tok = self.cfg, self.ctx, self.ctx.tokenizer
         demand = guidance_demand(batch.correct, batch.group_index, "all_wrong" if cfg.trigger == "adaptive_k"
                                  else cfg.trigger, 1, 1)
@@ -71,7 +72,8 @@ class HintGuidance:
         if not groups:
             return batch, metrics
         ids = [hinted_ids[g] for g in groups]
-        sampling = SamplingParams(ctx.temperature, ctx.top_p, ctx.max_new_tokens, seed=derive_seed(ctx.seed, "hint", step))
+        sampling = SamplingParams(ctx.temperature, ctx.top_p, ctx.max_new_tokens,
+                                  seeds=tuple(derive_seed(ctx.seed, "hint", step, first_group + g) for g in groups))
         hinted = ctx.engine.generate(ids, ctx.group_size, sampling)
         n = hinted.size
         owner = [groups[int(i)] for i in hinted.prompt_index]

@@ -84,7 +84,8 @@ class TeacherGuidance:
             scores[row] = value
         return scores
 
-    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int) -> tuple[RolloutBatch, dict[str, float]]:
+    def __call__(self, batch: RolloutBatch, rows: list[dict], step: int, first_group: int = 0
+                 ) -> tuple[RolloutBatch, dict[str, float]]:
         cfg, tok = self.cfg, self.ctx.tokenizer
         demand = guidance_demand(batch.correct, batch.group_index, cfg.trigger, cfg.num_guidance, cfg.max_guidance)
         groups = [g for g in range(len(demand)) if demand[g] > 0]
@@ -99,13 +100,16 @@ class TeacherGuidance:
         if cfg.selection == "comprehension":
             scores = self.comprehension([prompt_tokens(batch, first_row[g]) for g, _, _ in flat],
                                         [s.text for _, s, _ in flat], [str(rows[g]["answer"]) for g, _, _ in flat])
-        elif cfg.selection == "random":
-            gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "selection", step))
-            scores = torch.rand(len(flat), generator=gen).tolist()
+        elif cfg.selection == "random":  # each group's candidates drawn with the group's own seed
+            scores = [0.0] * len(flat)
+            for g in groups:
+                idx = [i for i, (h, _, _) in enumerate(flat) if h == g]
+                gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "selection", step, first_group + g))
+                for i, value in zip(idx, torch.rand(len(idx), generator=gen).tolist()):
+                    scores[i] = value
         else:
             scores = [0.0] * len(flat)
         fmt = [float(count_boxed(s.text) == 1) for _, s, _ in flat]
-        gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "replace", step))
         drop: list[int] = []
         new_prompts, new_texts, new_groups, new_rewards, new_sources = [], [], [], [], []
         selected_scores, rejected_scores, empty = [], [], 0
@@ -122,7 +126,8 @@ class TeacherGuidance:
                                                       [flat[i][1].teacher for i in idx], cfg.per_teacher)]
             selected_scores += [scores[i] for i in picked]
             rejected_scores += [scores[i] for i in idx if i not in picked]
-            if not add:
+            if not add:  # which wrong rows the solutions replace: the group's own seed
+                gen = torch.Generator().manual_seed(derive_seed(self.ctx.seed, "replace", step, first_group + g))
                 drop += wrong[torch.randperm(len(wrong), generator=gen)[:len(picked)]].tolist()
             for i in picked:
                 _, sol, reward = flat[i]

@@ -18,12 +18,14 @@ from transformers import PreTrainedTokenizerBase
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample: ``temperature`` 0 means greedy; ``seed`` makes a call reproducible."""
+    """How to sample: ``temperature`` 0 means greedy; ``seed`` makes a call reproducible; ``seeds`` (one per
+    prompt) make each prompt's samples depend on its own seed alone, not on the other prompts of the call."""
 
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 64
     seed: int | None = None
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass

@@ -76,6 +76,10 @@ class HFEngine:
         out_mask = torch.zeros((b, steps), device=device)
         if b == 0 or steps == 0:
             return out_ids[:, :0], out_mask[:, :0], out_logp[:, :0]
+        if sampling.seeds is not None and len(sampling.seeds) != u:
+            raise ValueError(f"{len(sampling.seeds)} seeds for {u} prompts")
+        noise = (PromptNoise(sampling.seeds, n, device) if sampling.seeds is not None and sampling.temperature > 0
+                 else None)
         gen = None if sampling.seed is None else torch.Generator(device=device).manual_seed(sampling.seed)
         positions = position_ids_from_mask(prompt_mask)
         cache = DynamicCache(config=self.model.config)
@@ -90,7 +94,8 @@ class HFEngine:
         alive = torch.ones(b, dtype=torch.bool, device=device)
         stops = torch.tensor(self.eos_ids, device=device)
         for t in range(steps):
-            tok, tok_logp = _sample(logits, sampling, gen)
+            gumbel = None if noise is None else noise.draw(rows, alive, logits.shape[-1])
+            tok, tok_logp = _sample(logits, sampling, gen, gumbel)
             tok.masked_fill_(~alive, self.pad_id)
             out_ids[rows, t] = tok
             out_logp[rows, t] = tok_logp.masked_fill_(~alive, 0.0)
@@ -113,13 +118,47 @@ class HFEngine:
         return out_ids[:, :width], out_mask[:, :width], out_logp[:, :width]
 
 
-def _sample(logits: Tensor, sampling: SamplingParams, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Next tokens (greedy, or nucleus sampling at the temperature) and their untruncated log-probs."""
+class PromptNoise:
+    """Gumbel noise for each row from its prompt's own generator, drawn for the prompt's live rows only, so a
+    prompt's samples are the same whatever else the batch holds (other prompts, another rank's share)."""
+
+    def __init__(self, seeds: tuple[int, ...], n: int, device: torch.device) -> None:
+        self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.owner = torch.arange(len(seeds), device=device).repeat_interleave(n)  # prompt of each output row
+        self.device = device
+
+    def draw(self, rows: Tensor, alive: Tensor, vocab: int) -> Tensor:
+        """Gumbel(0, 1) noise (len(rows)×V) for the rows still in the batch; zero for finished ones."""
+        out = torch.zeros((len(rows), vocab), device=self.device)
+        owners = self.owner[rows]
+        for p in torch.unique(owners[alive]).tolist():
+            where = ((owners == p) & alive).nonzero().squeeze(1)
+            u = torch.rand((len(where), vocab), generator=self.gens[p], device=self.device)
+            exponential = -torch.log(u.clamp_min(1e-20))  # Exp(1) > 0
+            out[where] = -torch.log(exponential.clamp_min(1e-20))
+        return out
+
+
+def _sample(logits: Tensor, sampling: SamplingParams, gen: torch.Generator | None,
+            gumbel: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Next tokens (greedy, or nucleus sampling at the temperature; by Gumbel-max over per-prompt noise when
+    it is given) and their untruncated log-probs."""
     logits = logits.float()
     if sampling.temperature == 0:
         tok = logits.argmax(-1)
         return tok, torch.log_softmax(logits, dim=-1).gather(-1, tok[:, None]).squeeze(1)
     logp = torch.log_softmax(logits / sampling.temperature, dim=-1)
+    if gumbel is not None:
+        if not torch.isfinite(logp).all():
+            raise RunError("the policy's next-token distribution is not finite (NaN or inf logits): its weights "
+                           "diverged; lower optim.lr and --resume from an earlier checkpoint")
+        scores = logp
+        if sampling.top_p < 1.0:  # keep the nucleus: tokens whose higher-probability mass is below top_p
+            sorted_p, order = logp.exp().sort(-1, descending=True)
+            outside = (sorted_p.cumsum(-1) - sorted_p) > sampling.top_p
+            scores = logp.masked_fill(torch.zeros_like(outside).scatter(-1, order, outside), float("-inf"))
+        tok = (scores + gumbel).argmax(-1)
+        return tok, logp.gather(-1, tok[:, None]).squeeze(1)
     probs = logp.exp()
     try:
         if sampling.top_p < 1.0:

@@ -22,9 +22,12 @@ class MetricsLogger:
     """
 
     def __init__(self, output_dir: Path, run_id: str, resume_step: int | None = None,
-                 report_to: Sequence[str] = ("tensorboard",), config: dict | None = None) -> None:
+                 report_to: Sequence[str] = ("tensorboard",), config: dict | None = None, enabled: bool = True) -> None:
+        self.path, self.run_id, self.enabled = output_dir / "metrics.jsonl", run_id, enabled
+        self.writer = self.wandb = None
+        if not enabled:  # a rank other than 0 logs nothing
+            return
         output_dir.mkdir(parents=True, exist_ok=True)
-        self.path, self.run_id = output_dir / "metrics.jsonl", run_id
         if resume_step is not None:
             self.truncate_after(resume_step)
         self.writer = (SummaryWriter(str(output_dir / "tensorboard"),
@@ -41,6 +44,8 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: dict[str, float], final: bool = False) -> None:
         """One record; ``final`` marks the held-out evaluation after training (redone by a resume)."""
+        if not self.enabled:
+            return
         record = {"step": step, "run_id": self.run_id, **({"final": True} if final else {}), **metrics}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")

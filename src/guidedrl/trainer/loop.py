@@ -21,6 +21,7 @@ from guidedrl.algorithms.advantages import estimate_advantages
 from guidedrl.batch import RolloutBatch, filter_batch, reward_rollouts
 from guidedrl.config import MAY_CHANGE_ON_RESUME, RolloutConfig, TrainConfig, resume_changes
 from guidedrl.data import encode_rows, limit_prompt_length, load_rows, validate_rows
+from guidedrl.distributed import Ranks
 from guidedrl.errors import RunError
 from guidedrl.eval.evaluate import evaluate_sets
 from guidedrl.guidance.base import GuidanceContext
@@ -35,7 +36,7 @@ from guidedrl.trainer.checkpoint import checkpoints, load_state, save_checkpoint
 from guidedrl.trainer.logger import MetricsLogger, PhaseTimer
 from guidedrl.trainer.optim import build_optimizer
 from guidedrl.trainer.paths import RunPaths, load_pretrained, with_lora
-from guidedrl.trainer.run_dir import RunDir
+from guidedrl.trainer.run_dir import claim_run_dir
 from guidedrl.trainer.sampler import PromptSampler
 from guidedrl.trainer.signals import StepSignals
 from guidedrl.trainer.update import PolicyUpdate
@@ -50,9 +51,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, console: Console | None = None,
                  engine: EngineFactory | None = None, overwrite: bool = False) -> None:
         self.cfg, self.console = cfg, console or Console()
+        self.ranks = Ranks.detect()
         self.paths = RunPaths.resolve(cfg)
         self.out = Path(cfg.output_dir)
-        self.run_dir = RunDir(self.out, resume, overwrite)
+        self.run_dir = claim_run_dir(self.ranks, self.out, resume, overwrite)
         try:
             self._build(engine)
         except BaseException:
@@ -65,9 +67,17 @@ class Trainer:
             self._check_resumable()
         torch.manual_seed(cfg.seed)
         try:
-            precision = Precision(cfg.precision, resolve_device(cfg.device))
+            precision = Precision(cfg.precision, self.ranks.device or resolve_device(cfg.device))
         except ValueError as err:
             raise ConfigError(f"device: {err}") from None
+        if self.ranks.world > 1 and cfg.rollout.prompts_per_step % self.ranks.world:
+            raise ConfigError(f"rollout.prompts_per_step: {cfg.rollout.prompts_per_step} prompts do not split over "
+                              f"{self.ranks.world} processes")
+        if self.ranks.sharded and cfg.rollout.engine == "hf":
+            raise ConfigError("rollout.engine: hf samples from the local module, whose weights FSDP / ZeRO-3 shard; "
+                              "use DDP or DeepSpeed ZeRO-2 (configs/accelerate/)")
+        if self.ranks.world > 1 and "values" in cfg.needs():
+            raise ConfigError("algorithm.advantage: gae (PPO's critic) runs in one process only for now")
         weights = last if last is not None and cfg.lora is None else self.paths.model
         self.tokenizer = with_pad_token(load_pretrained(AutoTokenizer, weights, "model"))
         self.policy = load_pretrained(AutoModelForCausalLM, weights, "model", dtype=precision.weights_dtype)
@@ -108,14 +118,16 @@ class Trainer:
         recompute = cfg.rollout.recompute_behaviour_logp
         if recompute is None:  # the sampler's log-probs are the training forward's exactly only in fp32 with hf
             recompute = cfg.precision != "fp32" or cfg.rollout.engine != "hf"
-        self.update = PolicyUpdate(self.policy, self.optimizer, cfg, precision, recompute)
+        train_model, self.optimizer = self.ranks.prepare(self.policy, self.optimizer)
+        self.update = PolicyUpdate(self.policy, self.optimizer, cfg, precision, recompute, self.ranks, train_model)
         self.step, self.nonfinite_steps = 0, 0
         self.last_batch: RolloutBatch | None = None  # the final batch of the latest step, advantages included
         if last is not None:
             self.restore(last)
         self.logger = MetricsLogger(self.out, self.run_dir.run_id, self.step if last is not None else None,
-                                    cfg.report_to, cfg.model_dump(mode="json"))
-        dump_config(cfg, self.out / "config.yaml")
+                                    cfg.report_to, cfg.model_dump(mode="json"), enabled=self.ranks.main)
+        if self.ranks.main:
+            dump_config(cfg, self.out / "config.yaml")
 
     def _check_resumable(self) -> None:
         """A resume continues the same run: only the keys that may change on resume may differ."""
@@ -160,34 +172,38 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """sample → generate → reward → guidance ladder → batch filters → signals → advantages → update."""
         cfg, index, timer = self.cfg, self.step, PhaseTimer()
-        ids = self.sampler.next_batch()
+        ids, first = self.ranks.share(self.sampler.next_batch())  # this rank's prompts of the step's batch
         rows = [self.rows[i] for i in ids]
         with timer("rollout"):
             rollouts = self.engine.generate([self.prompt_ids[i] for i in ids], self.samples_per_prompt,
-                                            self.sampling(index))
+                                            self.sampling(index, first, len(ids)))
         with timer("reward"):
             batch, metrics = reward_rollouts(rollouts, rows, self.reward, self.tokenizer, cfg.correct_threshold,
                                              RewardState(index, cfg.steps))
         with timer("guidance"):
-            batch, guided = self.guidance(batch, rows, index) if self.guidance else (batch, {})
+            batch, guided = self.guidance(batch, rows, index, first) if self.guidance else (batch, {})
         batch, filtered = filter_batch(batch, cfg.algorithm.batch_filters)
-        if batch is not None:  # a step whose every group is flat makes no update and no schedule step
+        if self.ranks.any(batch is not None):  # a step whose every group is flat makes no update, no schedule step
             with timer("signals"):
-                batch, signals = self.signals(batch, self.policy, index)
-                batch = replace(batch, advantages=estimate_advantages(
-                    batch.advantage_inputs(cfg.critic.gamma, cfg.critic.lam), cfg.algorithm, index + 1))
+                signals: dict[str, float] = {}
+                if batch is not None:
+                    batch, signals = self.signals(batch, self.policy, index)
+                    batch = replace(batch, advantages=estimate_advantages(
+                        batch.advantage_inputs(cfg.critic.gamma, cfg.critic.lam), cfg.algorithm, index + 1))
             with timer("update"):
-                metrics |= self.update(batch, index) | signals
+                metrics |= self.update(batch, index, first) | signals
                 metrics |= self.critic.update(batch, cfg.optim.micro_batch_size) if self.critic else {}
             self.scheduler.step()
         self.last_batch = batch
         self.step += 1
-        self.count_nonfinite(metrics)
         timing = timer.metrics()
         tokens = float(rollouts.response_mask.sum())
-        return {**metrics, **guided, **filtered, **self.coefficients(index + 1), **timing,
-                "response_length": tokens / rollouts.size, "tokens_per_s": tokens / timing["step_time"],
-                "lr": self.scheduler.get_last_lr()[0]}
+        metrics = self.ranks.combine({
+            **metrics, **guided, **filtered, **self.coefficients(index + 1), **timing,
+            "response_length": tokens / rollouts.size, "tokens_per_s": tokens / timing["step_time"],
+            "lr": self.scheduler.get_last_lr()[0]})
+        self.count_nonfinite(metrics)
+        return metrics
 
     def count_nonfinite(self, metrics: dict[str, float]) -> None:
         """Stop the run when every update of ``max_nonfinite_steps`` steps in a row was skipped as non-finite."""
@@ -199,10 +215,12 @@ class Trainer:
                            "row (no such update was applied; the checkpoints are intact): lower optim.lr or check "
                            "the rewards, then --resume")
 
-    def sampling(self, index: int) -> SamplingParams:
-        """How step ``index`` samples its rollouts (its own seed)."""
+    def sampling(self, index: int, first: int, count: int) -> SamplingParams:
+        """How step ``index`` samples its rollouts: each prompt with a seed of its own, from the step and the
+        prompt's position in the step's global batch (the same on any number of ranks)."""
         r = self.cfg.rollout
-        return SamplingParams(r.temperature, r.top_p, r.max_new_tokens, seed=derive_seed(self.cfg.seed, "rollout", index))
+        return SamplingParams(r.temperature, r.top_p, r.max_new_tokens, seeds=tuple(
+            derive_seed(self.cfg.seed, "rollout", index, first + i) for i in range(count)))
 
     def coefficients(self, step: int) -> dict[str, float]:
         """The scheduled coefficients in force at ``step`` (from 1), for the pieces whose weight decays."""
@@ -215,23 +233,32 @@ class Trainer:
         """pass@k, greedy accuracy, length and distinct correct paths on every held-out set; with a ``tag``,
         the per-problem reports are kept as ``eval/<tag>_<set>.json`` (what ``guidedrl analyze`` reads)."""
         e = self.cfg.eval
+        if not self.ranks.main:
+            return {}
         return evaluate_sets(self.engine, self.tokenizer, self.eval_sets, ks=e.ks, samples=e.samples,
                              temperature=e.temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
                              seed=self.cfg.seed, report_dir=self.out / "eval", tag=tag)
 
     def save(self) -> Path:
         """An atomic checkpoint of everything an exact resume needs."""
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "sampler": self.sampler.state_dict()}
-        if self.critic is not None:
-            state.update(critic=self.critic.state_dict(), critic_optimizer=self.critic.optimizer.state_dict())
-        return save_checkpoint(self.out / "checkpoints", self.step, self.policy, self.tokenizer, state,
-                               self.cfg.keep_checkpoints)
+        rng = self.ranks.gather(torch.get_rng_state())  # every rank's (dropout, ...) generator
+        path = self.out / "checkpoints" / f"step_{self.step}"
+        if self.ranks.main:
+            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "sampler": self.sampler.state_dict(), "rank_rng": rng}
+            if self.critic is not None:
+                state.update(critic=self.critic.state_dict(), critic_optimizer=self.critic.optimizer.state_dict())
+            path = save_checkpoint(self.out / "checkpoints", self.step, self.policy, self.tokenizer, state,
+                                   self.cfg.keep_checkpoints)
+        self.ranks.barrier()
+        return path
 
     def restore(self, checkpoint: Path) -> None:
         """Optimizer, schedule, data position, RNG, critic and step of a checkpoint (its weights are loaded);
         the metrics a killed run wrote after it are dropped when the logger opens."""
         state = load_state(checkpoint)
+        if "rank_rng" in state and len(state["rank_rng"]) == self.ranks.world:
+            torch.set_rng_state(state["rank_rng"][self.ranks.rank])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
@@ -239,7 +266,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
-        self.console.print(f"resumed from {checkpoint} at step {self.step}")
+        if self.ranks.main:
+            self.console.print(f"resumed from {checkpoint} at step {self.step}")
 
     def train(self) -> dict[str, dict[str, float]]:
         """Run to ``cfg.steps``: evaluate before (unless resumed), log, checkpoint, evaluate after. The output
@@ -251,15 +279,15 @@ class Trainer:
             self.run_dir.release()
 
     def _train(self) -> dict[str, dict[str, float]]:
-        cfg = self.cfg
+        cfg, main = self.cfg, self.ranks.main
         before_path = self.out / "eval_before.json"
-        if not before_path.exists():
+        if main and not before_path.exists():
             before_path.write_text(json.dumps(self.evaluate("before"), indent=1))
-        before = json.loads(before_path.read_text())
+        before = json.loads(before_path.read_text()) if main else {}
         columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("reward {task.fields[reward]:.2f} all-wrong {task.fields[all_wrong]:.2f}"),
                    TimeElapsedColumn()]
-        with Progress(*columns, console=self.console) as progress:
+        with Progress(*columns, console=self.console, disable=not main) as progress:
             task = progress.add_task("train", total=cfg.steps, completed=self.step, reward=0.0, all_wrong=0.0)
             while self.step < cfg.steps:
                 metrics = self.train_step()
@@ -270,15 +298,19 @@ class Trainer:
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save()
                 progress.update(task, completed=self.step, reward=metrics["reward"], all_wrong=metrics["all_wrong"])
-        if not checkpoints(self.out / "checkpoints") or checkpoints(self.out / "checkpoints")[-1].name != f"step_{self.step}":
+        saved = self.ranks.broadcast(bool(checkpoints(self.out / "checkpoints")) and
+                                     checkpoints(self.out / "checkpoints")[-1].name == f"step_{self.step}")
+        if not saved:
             self.save()
         after = self.evaluate("after")
-        self.logger.log(self.step, after, final=True)
-        if self.cfg.lora is not None:  # the adapters, and the merged model every tool can load
-            self.policy.save_pretrained(self.out / "final_adapter")
-            self.policy = self.policy.merge_and_unload()
-        self.policy.save_pretrained(self.out / "final")
-        self.tokenizer.save_pretrained(self.out / "final")
         summary = {"before": before, "after": after}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if main:
+            self.logger.log(self.step, after, final=True)
+            if self.cfg.lora is not None:  # the adapters, and the merged model every tool can load
+                self.policy.save_pretrained(self.out / "final_adapter")
+                self.policy = self.policy.merge_and_unload()
+            self.policy.save_pretrained(self.out / "final")
+            self.tokenizer.save_pretrained(self.out / "final")
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        self.ranks.barrier()
         return summary

@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+from guidedrl.distributed import Ranks
 from guidedrl.errors import RunError
 from guidedrl.trainer.checkpoint import checkpoints, is_complete
 
@@ -85,3 +86,28 @@ class RunDir:
 def _holds_files(path: Path) -> bool:
     """Whether a folder holds anything but a stale lock file."""
     return path.is_dir() and any(p.name != LOCK for p in path.iterdir())
+
+
+class FollowerRunDir:
+    """What a rank other than 0 knows of the run folder rank 0 claimed: the checkpoint and the run id."""
+
+    def __init__(self, checkpoint: Path | None, run_id: str) -> None:
+        self.checkpoint, self.run_id, self.moved_to = checkpoint, run_id, None
+
+    def release(self) -> None:
+        """Rank 0 holds the lock."""
+
+
+def claim_run_dir(ranks: Ranks, path: Path, resume: bool, overwrite: bool) -> RunDir | FollowerRunDir:
+    """Rank 0 claims the folder; every rank learns the checkpoint to resume from (or rank 0's error)."""
+    claimed: RunDir | None = None
+    error = None
+    if ranks.main:
+        try:
+            claimed = RunDir(path, resume, overwrite)
+        except RunError as err:
+            error = str(err)
+    shared = ranks.broadcast((error, None if claimed is None else (claimed.checkpoint, claimed.run_id)))
+    if shared[0] is not None:
+        raise RunError(shared[0])
+    return claimed if claimed is not None else FollowerRunDir(*shared[1])

@@ -20,6 +20,7 @@ from guidedrl.algorithms.losses import TOKEN_KINDS, LossInputs, policy_loss
 from guidedrl.algorithms.surrogates import quantile_gamma, ratio_of
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
+from guidedrl.distributed import Ranks
 from guidedrl.precision import Precision
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.seeding import derive_seed
@@ -35,50 +36,83 @@ class PolicyUpdate:
     """Applies the configured policy loss to a step's final batch (advantages already on it)."""
 
     def __init__(self, policy: PreTrainedModel, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                 precision: Precision, recompute_behaviour: bool = False) -> None:
+                 precision: Precision, recompute_behaviour: bool = False, ranks: Ranks | None = None,
+                 train_model: torch.nn.Module | None = None) -> None:
         self.policy, self.optimizer, self.cfg, self.precision = policy, optimizer, cfg, precision
+        self.ranks = ranks or Ranks()
+        self.train_model = train_model or policy  # what the gradient flows through (DDP-wrapped on N ranks)
         self.needs = cfg.needs()
         self.norm_length = cfg.algorithm.norm_length or cfg.rollout.max_new_tokens
         self.recompute_behaviour = recompute_behaviour
 
-    def __call__(self, batch: RolloutBatch, index: int) -> dict[str, float]:
-        """Optimize on ``batch`` at step ``index`` (0-based); the statistics are means over its updates, except
-        ``updates_skipped``: how many of them had a non-finite loss or gradient and were not applied."""
+    def __call__(self, batch: RolloutBatch | None, index: int, first_group: int = 0) -> dict[str, float]:
+        """Optimize on ``batch`` (this rank's rows; None when its groups were all filtered) at step ``index``
+        (0-based). Statistics are means over the step's updates, except ``updates_skipped``: how many had a
+        non-finite loss or gradient and were not applied. ``first_group`` is the global index of this rank's
+        first group: mini-batches are drawn by groups over the whole step, the same on any number of ranks."""
         o = self.cfg.optim
         updates = o.epochs * o.mini_batches
-        if self.recompute_behaviour:
+        if batch is not None and self.recompute_behaviour:
             batch = self.recomputed_behaviour(batch)
         generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "minibatch", index))
-        lengths = batch.rollouts.prompt_mask.sum(1) + batch.rollouts.response_mask.sum(1)
-        kind = batch.kind
         acc: dict[str, float] = {}
         self.policy.train()
         for _ in range(o.epochs):
-            order = torch.randperm(batch.size, generator=generator) if o.mini_batches > 1 else torch.arange(batch.size)
-            for mini in order.chunk(o.mini_batches):
-                mini = mini[lengths[mini].argsort(stable=True)]  # similar lengths share a micro-batch: less padding
-                denominators = Denominators.of(batch.rollouts.response_mask[mini], kind[mini])
-                gammas = self.quantile_gammas(batch, mini)
-                self.optimizer.zero_grad(set_to_none=True)
-                finite = True
-                for micro in mini.split(o.micro_batch_size):
-                    mb = batch.select(micro).to(self.precision.device)
-                    loss, stats = policy_loss(self.loss_inputs(mb, gammas), self.cfg.algorithm, index + 1,
-                                              self.norm_length, denominators)
-                    finite = finite and bool(torch.isfinite(loss))
-                    if finite:
-                        loss.backward()
-                    add_stats(acc, stats, 1.0 / updates)
-                norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), o.grad_clip)
-                add_stats(acc, {"grad_norm": float(norm), **{f"{k}_gamma": float(g) for k, g in gammas.items()}},
-                          1.0 / updates)
-                if finite and torch.isfinite(norm):
-                    self.optimizer.step()
-                else:  # a non-finite loss or gradient is never applied
-                    self.optimizer.zero_grad(set_to_none=True)
-                    add_stats(acc, {"updates_skipped": 1.0})
+            for mini in self.mini_batches(batch, generator, first_group):
+                self.update_once(batch, mini, index, acc, updates)
         self.policy.eval()
         return acc
+
+    def mini_batches(self, batch: RolloutBatch | None, generator: torch.Generator, first_group: int
+                     ) -> list[torch.Tensor]:
+        """This rank's rows of each mini-batch of one epoch: the step's groups (all ranks') are shuffled and cut
+        into ``mini_batches`` parts; rows of similar length are put next to each other (less padding)."""
+        o, total = self.cfg.optim, self.cfg.rollout.prompts_per_step
+        order = torch.randperm(total, generator=generator) if o.mini_batches > 1 else torch.arange(total)
+        if batch is None:
+            return [torch.zeros(0, dtype=torch.long)] * len(order.chunk(o.mini_batches))
+        lengths = batch.rollouts.prompt_mask.sum(1) + batch.rollouts.response_mask.sum(1)
+        out = []
+        for groups in order.chunk(o.mini_batches):
+            rows = torch.isin(batch.group_index + first_group, groups).nonzero().squeeze(1)
+            out.append(rows[lengths[rows].argsort(stable=True)])
+        return out
+
+    def update_once(self, batch: RolloutBatch | None, mini: torch.Tensor, index: int, acc: dict[str, float],
+                    updates: int) -> None:
+        """One optimizer step on a mini-batch, accumulated over micro-batches, its gradient all-reduced."""
+        o, ranks = self.cfg.optim, self.ranks
+        mask = batch.rollouts.response_mask[mini] if batch is not None else torch.zeros(0, 1)
+        kind = batch.kind[mini] if batch is not None else torch.zeros(0, dtype=torch.long)
+        local = Denominators.of(mask, kind)
+        tokens, rows, *kinds = ranks.sum([local.tokens, local.rows, *local.kind_tokens])
+        denominators = Denominators(tokens, rows, tuple(kinds))
+        gammas = self.quantile_gammas(batch, mini)
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = True
+        micros = list(mini.split(o.micro_batch_size)) if len(mini) else []
+        for j, micro in enumerate(micros):
+            mb = batch.select(micro).to(self.precision.device)
+            with ranks.no_sync(self.train_model, sync=j == len(micros) - 1):
+                loss, stats = policy_loss(self.loss_inputs(mb, gammas), self.cfg.algorithm, index + 1,
+                                          self.norm_length, denominators)
+                finite = finite and bool(torch.isfinite(loss))
+                (loss * ranks.world if finite else self.zero_loss()).backward()
+            add_stats(acc, stats, 1.0 / updates)
+        if not micros:  # this rank has no row in this mini-batch: it still joins the gradient all-reduce
+            self.zero_loss().backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), o.grad_clip)
+        add_stats(acc, {"grad_norm": float(norm), **{f"{k}_gamma": float(g) for k, g in gammas.items()}},
+                  1.0 / updates)
+        if not ranks.any(not finite) and torch.isfinite(norm):
+            self.optimizer.step()
+        else:  # a non-finite loss or gradient on any rank is never applied
+            self.optimizer.zero_grad(set_to_none=True)
+            add_stats(acc, {"updates_skipped": 1.0})
+
+    def zero_loss(self) -> torch.Tensor:
+        """A loss of 0 that touches every trained parameter (so DDP's all-reduce has this rank's zero share)."""
+        return sum(p.sum() * 0.0 for p in self.train_model.parameters() if p.requires_grad)
 
     def forward(self, mb: RolloutBatch, grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                      torch.Tensor | None, torch.Tensor | None]:
@@ -87,7 +121,7 @@ class PolicyUpdate:
         r = mb.rollouts
         with torch.set_grad_enabled(grad), self.precision.autocast():
             out = response_logprobs(
-                self.policy, r.input_ids, r.attention_mask, r.prompt_width, self.cfg.rollout.temperature,
+                self.train_model if grad else self.policy, r.input_ids, r.attention_mask, r.prompt_width, self.cfg.rollout.temperature,
                 labels=mb.teacher_label if "label_logp" in self.needs else None, with_entropy=grad,
                 topk_ids=mb.teacher_topk_ids if "topk_logp" in self.needs else None)
         return out.logp, out.entropy, out.label_logp, out.topk_logp
@@ -112,21 +146,21 @@ class PolicyUpdate:
             logp[micro, :width] = (self.forward(mb, grad=False)[0].float() * mb.rollouts.response_mask).cpu()
         return replace(batch, rollouts=replace(batch.rollouts, behaviour_logp=logp))
 
-    def quantile_gammas(self, batch: RolloutBatch, mini: torch.Tensor) -> dict[str, torch.Tensor]:
-        """γ per kind of token whose surrogate takes it from a quantile of the ratio over the mini-batch."""
+    def quantile_gammas(self, batch: RolloutBatch | None, mini: torch.Tensor) -> dict[str, torch.Tensor]:
+        """γ per kind of token whose surrogate takes it from a quantile of the ratio over the mini-batch (all
+        ranks' tokens of that kind, gathered)."""
         gammas: dict[str, torch.Tensor] = {}
-        kind = batch.kind[mini]
+        kind = batch.kind[mini] if batch is not None else torch.zeros(0, dtype=torch.long)
         for k, name in enumerate(TOKEN_KINDS):
             q = getattr(self.cfg.algorithm.surrogate, name).gamma_quantile
-            rows = mini[kind == k]
-            if q is None or len(rows) == 0:
+            if q is None or not self.ranks.any(bool((kind == k).any())):
                 continue
-            ratios = []
-            for micro in rows.split(self.cfg.optim.micro_batch_size):
+            ratios = [torch.zeros(0)]
+            for micro in mini[kind == k].split(self.cfg.optim.micro_batch_size):
                 mb = batch.select(micro).to(self.precision.device)
                 logp = self.forward(mb, grad=False)[0]
                 mask = mb.rollouts.response_mask.bool()
-                ratios.append(ratio_of(logp, mb.rollouts.behaviour_logp)[mask])
-            values = torch.cat(ratios)
-            gammas[name] = quantile_gamma(values, torch.ones_like(values, dtype=torch.bool), q)
+                ratios.append(ratio_of(logp, mb.rollouts.behaviour_logp)[mask].float().cpu())
+            values = torch.cat(self.ranks.gather(torch.cat(ratios)))
+            gammas[name] = quantile_gamma(values, torch.ones_like(values, dtype=torch.bool), q).to(self.precision.device)
         return gammas
