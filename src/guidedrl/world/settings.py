@@ -26,9 +26,9 @@ class WorldConfig(StrictModel):
         "number the RL training split never shows in a prompt); longer: only more operands than training"))
     ood_operands: list[int] = Field([3], description="operand counts of test_ood problems")
     wide_range: tuple[int, int] = Field((10, 30), description="wide: the range of the one wide operand")
-    student_wide_share: float = Field(0.03, ge=0, le=1, description=(
+    student_wide_share: float = Field(0.08, ge=0, le=1, description=(
         "share of the student's SFT examples that are wide problems (rarely seen: hard, not hopeless)"))
-    teacher_wide_share: float = Field(0.25, ge=0, le=1, description=(
+    teacher_wide_share: float = Field(0.5, ge=0, le=1, description=(
         "share of each teacher's SFT examples that are wide problems (the teachers are broader models)"))
     operand_max: int = Field(9, ge=1, description="operands are drawn from 1..operand_max")
     operators: str = Field("+-*", description="operators problems may use")
