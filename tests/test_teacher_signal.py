@@ -97,7 +97,7 @@ def test_pieces_that_read_the_teacher_require_one() -> None:
     for overrides in (["algorithm.advantage=rkl"], ["algorithm.regularizers.kdrl.coef=0.002"],
                       ["algorithm.advantage_addons.label_bonus.coef=0.02"],
                       ["algorithm.advantage_addons.reverse_kl.coef=0.1"]):
-        with pytest.raises(ConfigError, match="teacher_signal.path is required by algorithm"):
+        with pytest.raises(ConfigError, match=r"teacher_signal.path \(or .server\) is required by algorithm"):
             load_config(None, TrainConfig, overrides)
     cfg = load_config(None, TrainConfig, ["algorithm.regularizers.label_ce.coef=0"])  # never active: no teacher
     assert cfg.needs() == frozenset()

@@ -120,7 +120,7 @@ def test_recomputed_behaviour_logprobs_are_the_bf16_training_forwards(models_dir
     batch = RolloutBatch.on_policy(rollouts, torch.zeros(4), torch.zeros(4, dtype=torch.bool))
     batch.off_policy[3] = True
     batch.rollouts.behaviour_logp[3] = 0.0
-    recomputed = trainer.update.recomputed_behaviour(batch).rollouts.behaviour_logp
+    recomputed = trainer.update.recomputed_behaviour(batch)[0].rollouts.behaviour_logp
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         from guidedrl.rollout.forward import response_logprobs
         r = batch.rollouts

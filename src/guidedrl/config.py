@@ -27,11 +27,31 @@ TEACHER_FIELDS = frozenset({"teacher_logp", "teacher_label", "teacher_topk", "ol
 MAY_CHANGE_ON_RESUME = ("steps", "eval", "log_every", "save_every", "keep_checkpoints", "report_to")
 
 
+class VLLMSection(StrictModel):
+    """Settings of the colocated vLLM engine (``rollout.engine: vllm``); the CPU build reads the same ones."""
+
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="share of the accelerator's memory vLLM "
+                                          "may take for weights and KV cache (the trainer needs the rest; on the "
+                                          "CPU build, of host memory)")
+    enforce_eager: bool | None = Field(None, description="no CUDA graphs / compilation (None: eager on a CPU, "
+                                       "graphs on a GPU)")
+    prefix_caching: bool = Field(True, description="share the KV cache of a prompt's prefix among its G samples")
+    max_model_len: int | None = Field(None, ge=1, description="longest prompt + response (None: the model's "
+                                      "context)")
+
+    def enforce_eager_resolved(self) -> bool:
+        """``enforce_eager``, with None resolved by the hardware: eager where there is no CUDA device."""
+        import torch
+
+        return not torch.cuda.is_available() if self.enforce_eager is None else self.enforce_eager
+
+
 class RolloutConfig(StrictModel):
     """How responses are sampled: G per prompt, from the current policy."""
 
     engine: str = Field("hf", description="rollout engine: a key of guidedrl.registry.ENGINES (hf: transformers "
-                        "with a KV cache)")
+                        "with a KV cache; vllm: a colocated vLLM, weights synced after every update)")
+    vllm: VLLMSection = Field(default_factory=VLLMSection, description="settings of engine vllm")
     prompts_per_step: int = Field(8, ge=1, description="prompts sampled per training step")
     group_size: int = Field(8, ge=2, description="G: responses per prompt (a group of 1 has no baseline)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature, also used by the training forward")
@@ -180,11 +200,24 @@ class EvalConfig(StrictModel):
         return self
 
 
+class ServerSpec(StrictModel):
+    """A model behind an OpenAI-compatible server (``vllm serve``, SGLang, a hosted API) and how it is asked."""
+
+    base_url: str = Field(description="the API root, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="the served model's name, as /v1/models lists it")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key (None: none)")
+    timeout_s: float = Field(60.0, gt=0, description="seconds one request may take")
+    retries: int = Field(3, ge=0, description="retries of a failed request, with exponential backoff")
+    backoff_s: float = Field(1.0, ge=0, description="the first retry's wait; each next one waits twice as long")
+    concurrency: int = Field(8, ge=1, description="requests in flight at once")
+
+
 class TeacherSource(StrictModel):
     """One entry of the teacher pool: stored solutions (a dataset column) or a model asked on demand."""
 
     kind: str = Field("offline", description="a key of TEACHER_POOLS: offline (the teacher_solutions column), "
-                      "online (a local HF causal LM)")
+                      "online (a local HF causal LM), server (a served model, see ``server``)")
+    server: ServerSpec | None = Field(None, description="server: the served teacher")
     teachers: list[str] | None = Field(None, description="offline: names to use from the column (None = all)")
     path: str | None = Field(None, description="online: path of a local HF causal LM")
     name: str | None = Field(None, description="online: the teacher's name in metrics (default: the path's name)")
@@ -197,6 +230,8 @@ class TeacherSource(StrictModel):
     def _online_needs_path(self) -> TeacherSource:
         if self.kind == "online" and not self.path:
             raise ValueError("an online teacher needs `path` (a local HF causal LM)")
+        if self.kind == "server" and self.server is None:
+            raise ValueError("a server teacher needs `server` (base_url and model)")
         return self
 
 
@@ -227,6 +262,11 @@ class GuidanceConfig(StrictModel):
     hint_replace_group: bool = Field(True, description="hinted rows replace the failed group (False: mix in)")
     hint_steps_from_teacher: int = Field(1, ge=1, description="without a hint column: first N lines of a "
                                          "verified teacher solution are the hint")
+    hint_writer: ServerSpec | None = Field(None, description="without a hint column: a served teacher writes the "
+                                           "hint from hint_writer_template (before falling back to solutions)")
+    hint_writer_template: str = Field("Problem: {prompt}\nGive a one-line hint for this problem that does not "
+                                      "state the answer.\nHint:", description="prompt of the hint writer")
+    hint_writer_max_tokens: int = Field(64, ge=1, description="longest hint the writer may write")
 
     _ladder = field_validator("ladder")(lambda v: [GUIDANCE.check(n) for n in v])
 
@@ -252,6 +292,8 @@ class TeacherSignalConfig(StrictModel):
 
     path: str | None = Field(None, description="teacher: a local HF causal LM, or a model name of the world "
                              "(e.g. teacher_rewrite); None = no teacher signal")
+    server: ServerSpec | None = Field(None, description="instead of path: a teacher behind a vLLM server, asked "
+                                      "for prompt_logprobs of each rollout (label argmax, temperature 1, no top-k)")
     label: Literal["argmax", "sample"] = Field("argmax", description="TGPO label: the teacher's top-1, or a "
                                                "sample from it (ablation; seeded per step)")
     temperature: float = Field(1.0, gt=0, description="temperature of the teacher's distribution")
@@ -338,13 +380,17 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def _pieces_fit(self) -> TrainConfig:
         a, t = self.algorithm, self.teacher_signal
-        if self.needs() & TEACHER_FIELDS and t.path is None:
+        if t.server is not None and (t.path is not None or t.label != "argmax" or t.temperature != 1.0
+                                     or "teacher_topk" in self.needs()):
+            raise ValueError("teacher_signal.server gives the teacher's log-prob and top-1 token at temperature 1: "
+                             "it excludes teacher_signal.path, label=sample, temperature != 1 and topk_kl")
+        if self.needs() & TEACHER_FIELDS and t.path is None and t.server is None:
             users = [f"algorithm.advantage={a.advantage}"] if ADVANTAGES.needs([a.advantage]) & TEACHER_FIELDS else []
             users += [f"algorithm.advantage_addons.{n}" for n in a.active_addons()
                       if ADVANTAGE_ADDONS.needs([n]) & TEACHER_FIELDS]
             users += [f"algorithm.regularizers.{n}" for n in a.active_regularizers()
                       if REGULARIZERS.needs([n]) & TEACHER_FIELDS]
-            raise ValueError(f"teacher_signal.path is required by {', '.join(users)}")
+            raise ValueError(f"teacher_signal.path (or .server) is required by {', '.join(users)}")
         g = self.guidance
         if "teacher" in g.ladder and g.composition == "add" and g.trigger == "always" and \
                 self.rollout.group_size - g.num_guidance < 2:

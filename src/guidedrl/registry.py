@@ -138,9 +138,9 @@ REGULARIZERS: Registry = Registry("regularizer", "guidedrl.algorithms.regularize
 BATCH_FILTERS: Registry = Registry("batch filter", "guidedrl.algorithms.filters")
 # guidance strategies: (GuidanceConfig, GuidanceContext, pools) -> Guidance
 GUIDANCE: Registry = Registry("guidance strategy", "guidedrl.guidance.teacher", "guidedrl.guidance.hint")
-# teacher pools: (TeacherSource, max_new_tokens, seed, Precision) -> TeacherPool
-TEACHER_POOLS: Registry = Registry("teacher pool", "guidedrl.teachers.pool")
+# teacher pools: (TeacherSource, max_new_tokens, seed, Precision, cache_dir) -> TeacherPool
+TEACHER_POOLS: Registry = Registry("teacher pool", "guidedrl.teachers.pool", "guidedrl.teachers.server")
 # rollout engines: (policy, tokenizer, RolloutConfig, Precision) -> RolloutEngine
-ENGINES: Registry = Registry("rollout engine", "guidedrl.rollout.hf_engine")
+ENGINES: Registry = Registry("rollout engine", "guidedrl.rollout.hf_engine", "guidedrl.rollout.vllm_engine")
 # reward functions in TRL's keyword convention: f(prompts=, completions=, **columns) -> list[float | None]
 REWARDS: Registry = Registry("reward", "guidedrl.rewards")

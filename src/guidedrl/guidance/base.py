@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -32,6 +33,7 @@ class GuidanceContext:
     max_prompt_length: int | None = None  # a hinted prompt longer than this is not re-rolled
     context_length: int | None = None  # the student's context: a teacher solution that does not fit is unusable
     precision: Precision = field(default_factory=Precision)  # device and autocast of the student's forwards
+    cache_dir: Path | None = None  # where served teachers cache their answers (the run folder's teacher_cache/)
 
 
 class Guidance(Protocol):

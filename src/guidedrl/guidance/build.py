@@ -12,7 +12,7 @@ def build_guidance(cfg: GuidanceConfig, ctx: GuidanceContext) -> Guidance | None
     """Strategies in ladder order, sharing one teacher pool; None when the ladder is empty (GRPO)."""
     if not cfg.ladder:
         return None
-    pools = [TEACHER_POOLS.get(source.kind)(source, ctx.max_new_tokens, ctx.seed, ctx.precision)
+    pools = [TEACHER_POOLS.get(source.kind)(source, ctx.max_new_tokens, ctx.seed, ctx.precision, ctx.cache_dir)
              for source in cfg.teachers]
     steps: list[Guidance] = [GUIDANCE.get(name)(cfg, ctx, pools) for name in cfg.ladder]
     return steps[0] if len(steps) == 1 else Ladder(steps)
@@ -23,7 +23,7 @@ def check_guidance_sources(cfg: GuidanceConfig, rows: list[dict], source: str) -
     ``teacher`` needs solutions (a ``teacher_solutions`` column, or an online teacher): else the run would
     silently be GRPO."""
     online = any(t.kind != "offline" for t in cfg.teachers)
-    if "hint" in cfg.ladder and not online and not any(row.get("hint") or row.get("teacher_solutions") for row in rows):
+    if "hint" in cfg.ladder and not online and cfg.hint_writer is None and not any(row.get("hint") or row.get("teacher_solutions") for row in rows):
         raise ConfigError(f"guidance.ladder: hint needs hints, but {source} has no 'hint' column and no "
                           "teacher_solutions to take them from (nor does guidance.teachers name an online teacher)")
     if "teacher" in cfg.ladder and not online and not any(row.get("teacher_solutions") for row in rows):

@@ -44,12 +44,23 @@ class HintGuidance:
     def __init__(self, cfg: GuidanceConfig, ctx: GuidanceContext, pools: list[TeacherPool]) -> None:
         self.cfg, self.ctx, self.pools = cfg, ctx, pools
         self.frame = chat_frame(ctx.tokenizer)
+        self.writer = None
+        if cfg.hint_writer is not None:
+            from guidedrl.teachers.server import HintWriter, server_client
+
+            self.writer = HintWriter(server_client(cfg.hint_writer, ctx.cache_dir, "guidance.hint_writer"),
+                                     cfg.hint_writer_template, cfg.hint_writer_max_tokens)
         self.reserved_rows = 0
 
     def hint_for(self, row: dict) -> str | None:
-        """The row's ``hint``, else the first lines of a verified teacher solution, else None."""
+        """The row's ``hint``, else one the hint writer writes, else the first lines of a verified teacher
+        solution, else None."""
         if row.get("hint"):
             return row["hint"]
+        if self.writer is not None:
+            hint = self.writer.hint(row["prompt"])
+            if hint:
+                return hint
         for pool in self.pools:
             for sol in pool.solutions([dict(row, prompt=as_messages(row["prompt"], self.ctx.tokenizer))])[0]:
                 if rewards_of(self.ctx, [row], [sol.text])[0] > self.ctx.correct_threshold:
@@ -69,6 +80,8 @@ class HintGuidance:
         n_groups = len(torch.unique(batch.group_index))
         metrics = {"guidance/hint/rate": len(groups) / n_groups,
                    "guidance/hint/unavailable": (len(hints) - len(groups)) / n_groups}  # no hint, or too long
+        if self.writer is not None:
+            metrics["guidance/hint/server_skips"] = float(self.writer.client.skipped)
         if not groups:
             return batch, metrics
         ids = [hinted_ids[g] for g in groups]

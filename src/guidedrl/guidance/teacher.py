@@ -91,6 +91,9 @@ class TeacherGuidance:
         groups = [g for g in range(len(demand)) if demand[g] > 0]
         n_groups = len(torch.unique(batch.group_index))
         metrics: dict[str, float] = {"guidance/teacher/rate": len(groups) / n_groups}
+        skips = [p.skipped for p in self.pools if hasattr(p, "skipped")]  # served teachers: failed requests so far
+        if skips:
+            metrics["guidance/teacher/server_skips"] = float(sum(skips))
         if not groups:
             return batch, metrics
         cands = self.candidates([rows[g] for g in groups])

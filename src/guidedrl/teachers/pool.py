@@ -75,13 +75,15 @@ class OnlinePool:
 
 
 @TEACHER_POOLS.register("offline")
-def offline_pool(source: TeacherSource, max_new_tokens: int, seed: int, precision: Precision) -> OfflinePool:
+def offline_pool(source: TeacherSource, max_new_tokens: int, seed: int, precision: Precision,
+                 cache_dir: Path | None = None) -> OfflinePool:
     """The dataset's ``teacher_solutions`` column."""
     return OfflinePool(source.teachers)
 
 
 @TEACHER_POOLS.register("online")
-def online_pool(source: TeacherSource, max_new_tokens: int, seed: int, precision: Precision) -> OnlinePool:
+def online_pool(source: TeacherSource, max_new_tokens: int, seed: int, precision: Precision,
+                cache_dir: Path | None = None) -> OnlinePool:
     """A local teacher model sampling on demand, on the run's device."""
     if not Path(source.path).exists():
         raise ConfigError(f"guidance.teachers: online teacher path {source.path} does not exist")

@@ -4,6 +4,7 @@ on the final batch, what the configured pieces derive from them, and the student
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -24,11 +25,17 @@ class TeacherSignal:
     """Fills ``teacher_logp``, ``teacher_label`` (and the top-k, π_old of the label, the label-term token set
     when the configured pieces read them) on a batch, with one teacher forward and at most one student one."""
 
-    def __init__(self, path: str, tokenizer: PreTrainedTokenizerBase, cfg: TeacherSignalConfig,
-                 needs: frozenset[str], temperature: float, seed: int, precision: Precision) -> None:
+    def __init__(self, path: str | None, tokenizer: PreTrainedTokenizerBase, cfg: TeacherSignalConfig,
+                 needs: frozenset[str], temperature: float, seed: int, precision: Precision,
+                 cache_dir: Path | None = None) -> None:
         self.cfg, self.needs, self.temperature, self.seed, self.precision = cfg, needs, temperature, seed, precision
-        self.teacher = FrozenTeacher(path, tokenizer, cfg.label, cfg.temperature,
-                                     cfg.top_k if "teacher_topk" in needs else 0, precision)
+        if cfg.server is not None:  # a served teacher: its prompt log-probs of each rollout
+            from guidedrl.teachers.server import ServedTeacher, server_client
+
+            self.teacher = ServedTeacher(server_client(cfg.server, cache_dir, "teacher_signal.server"))
+        else:
+            self.teacher = FrozenTeacher(path, tokenizer, cfg.label, cfg.temperature,
+                                         cfg.top_k if "teacher_topk" in needs else 0, precision)
 
     def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, step: int) -> tuple[RolloutBatch, dict[str, float]]:
         cfg, r = self.cfg, batch.rollouts

@@ -76,6 +76,8 @@ class Trainer:
         if self.ranks.sharded and cfg.rollout.engine == "hf":
             raise ConfigError("rollout.engine: hf samples from the local module, whose weights FSDP / ZeRO-3 shard; "
                               "use DDP or DeepSpeed ZeRO-2 (configs/accelerate/)")
+        if self.ranks.world > 1 and cfg.rollout.engine == "vllm":
+            raise ConfigError("rollout.engine: vllm runs in one process for now (several processes: engine hf)")
         if self.ranks.world > 1 and "values" in cfg.needs():
             raise ConfigError("algorithm.advantage: gae (PPO's critic) runs in one process only for now")
         weights = last if last is not None and cfg.lora is None else self.paths.model
@@ -104,10 +106,11 @@ class Trainer:
             correct_threshold=cfg.correct_threshold, group_size=cfg.rollout.group_size,
             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
             max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed, max_prompt_length=limit,
-            context_length=getattr(self.policy.config, "max_position_embeddings", None), precision=precision))
+            context_length=getattr(self.policy.config, "max_position_embeddings", None), precision=precision,
+            cache_dir=self.out / "teacher_cache"))
         try:
             self.signals = StepSignals(cfg, self.paths.model, self.paths.teacher, self.tokenizer, precision,
-                                       self.policy if cfg.lora is not None else None)
+                                       self.policy if cfg.lora is not None else None, self.out / "teacher_cache")
         except TokenizerMismatchError as err:
             raise ConfigError(f"teacher_signal.path: {err}") from None
         except ValueError as err:
@@ -194,6 +197,7 @@ class Trainer:
                 metrics |= self.update(batch, index, first) | signals
                 metrics |= self.critic.update(batch, cfg.optim.micro_batch_size) if self.critic else {}
             self.scheduler.step()
+            self.engine.sync_weights(self.policy)  # an engine holding its own copy (vLLM) samples the new weights
         self.last_batch = batch
         self.step += 1
         timing = timer.metrics()

@@ -23,12 +23,14 @@ class StepSignals:
     """Teacher signal, reference policy and critic of a run, each only if a configured piece needs it."""
 
     def __init__(self, cfg: TrainConfig, initial_model: Path, teacher: Path | None,
-                 tokenizer: PreTrainedTokenizerBase, precision: Precision, adapted: PreTrainedModel | None = None) -> None:
+                 tokenizer: PreTrainedTokenizerBase, precision: Precision, adapted: PreTrainedModel | None = None,
+                 cache_dir: Path | None = None) -> None:
         needs = cfg.needs()
         self.temperature, self.rows_per_forward = cfg.rollout.temperature, cfg.optim.micro_batch_size
         self.precision = precision
-        self.teacher = (TeacherSignal(str(teacher), tokenizer, cfg.teacher_signal, needs, cfg.rollout.temperature,
-                                      cfg.seed, precision) if needs & TEACHER_FIELDS else None)
+        self.teacher = (TeacherSignal(None if teacher is None else str(teacher), tokenizer, cfg.teacher_signal, needs,
+                                      cfg.rollout.temperature, cfg.seed, precision, cache_dir)
+                        if needs & TEACHER_FIELDS else None)
         # the k3 KL's reference is the run's *initial* policy, also after a resume; with LoRA it is the policy
         # with its adapters switched off (``adapted``), not a second copy
         self.adapted = adapted

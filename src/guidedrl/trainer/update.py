@@ -52,10 +52,10 @@ class PolicyUpdate:
         first group: mini-batches are drawn by groups over the whole step, the same on any number of ranks."""
         o = self.cfg.optim
         updates = o.epochs * o.mini_batches
-        if batch is not None and self.recompute_behaviour:
-            batch = self.recomputed_behaviour(batch)
-        generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "minibatch", index))
         acc: dict[str, float] = {}
+        if batch is not None and self.recompute_behaviour:
+            batch, acc["behaviour_logp_gap"] = self.recomputed_behaviour(batch)
+        generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "minibatch", index))
         self.policy.train()
         for _ in range(o.epochs):
             for mini in self.mini_batches(batch, generator, first_group):
@@ -134,17 +134,20 @@ class PolicyUpdate:
                           ref_logp=mb.ref_logp, teacher_logp=mb.teacher_logp, label_logp=label_logp,
                           topk_logp=topk_logp, teacher_topk_logp=mb.teacher_topk_logp, teacher_tokens=mb.teacher_tokens)
 
-    def recomputed_behaviour(self, batch: RolloutBatch) -> RolloutBatch:
+    def recomputed_behaviour(self, batch: RolloutBatch) -> tuple[RolloutBatch, float]:
         """The batch with its own samples' behaviour log-probs recomputed by a no-grad training forward, for when
-        the sampler's differ from the training forward's (bf16, another engine). Hinted rows keep the sampler's
-        (their sampling context held the hint, which the training context does not) and teacher rows keep 0."""
+        the sampler's differ from the training forward's (bf16, another engine), and the mean absolute gap
+        between the two over those tokens. Hinted rows keep the sampler's (their sampling context held the hint,
+        which the training context does not) and teacher rows keep 0."""
         own = (batch.kind == POLICY).nonzero().flatten()
         logp = batch.rollouts.behaviour_logp.clone()
         for micro in own.split(self.cfg.optim.micro_batch_size):
             mb = batch.select(micro).to(self.precision.device)
             width = mb.rollouts.response_ids.shape[1]
             logp[micro, :width] = (self.forward(mb, grad=False)[0].float() * mb.rollouts.response_mask).cpu()
-        return replace(batch, rollouts=replace(batch.rollouts, behaviour_logp=logp))
+        mask = batch.rollouts.response_mask[own]
+        gap = float(((logp[own] - batch.rollouts.behaviour_logp[own]).abs() * mask).sum() / mask.sum().clamp_min(1))
+        return replace(batch, rollouts=replace(batch.rollouts, behaviour_logp=logp)), gap
 
     def quantile_gammas(self, batch: RolloutBatch | None, mini: torch.Tensor) -> dict[str, torch.Tensor]:
         """γ per kind of token whose surrogate takes it from a quantile of the ratio over the mini-batch (all
