@@ -84,12 +84,56 @@ def comparison(r: dict) -> str:
 for _name in ("ampo_vs_grpo_60", "guide_vs_grpo_60"):
     renders(_name)(comparison)
 
+WORLD = ROOT / "worlds" / "default"
+SOURCES: dict[str, Callable[[], dict]] = {  # tables whose data is not a bench result file
+    "world": lambda: {"eval": json.loads((WORLD / "eval.json").read_text()),
+                      "manifest": json.loads((WORLD / "world.json").read_text())},
+}
+
+
+@renders("world")
+def world(r: dict) -> str:
+    """The shipped world's held-out evaluation (its eval.json) and build time (its world.json)."""
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}"
+    rows = ["| model | ID greedy | ID pass@1 | ID pass@8 | OOD greedy | OOD pass@1 | OOD pass@8 | ID problems all "
+            "8 wrong |", "|---|---|---|---|---|---|---|---|"]
+    for name, splits in r["eval"].items():
+        i, o = splits["test_id"], splits["test_ood"]
+        rows.append(f"| {name} | {pct(i['greedy_accuracy'])} | {pct(i['pass_at_k']['1'])} | {pct(i['pass_at_k']['8'])} "
+                    f"| {pct(o['greedy_accuracy'])} | {pct(o['pass_at_k']['1'])} | {pct(o['pass_at_k']['8'])} "
+                    f"| {100 * i['all_wrong_share']:.0f}% |")
+    seconds = r["manifest"]["seconds"]
+    train = ", ".join(f"{k.removeprefix('train_')} {v:.0f} s" for k, v in seconds.items() if k.startswith("train_"))
+    evals = sum(v for k, v in seconds.items() if k.startswith("eval_"))
+    return "\n".join(rows) + (f"\n\nBuild: {sum(seconds.values()):.0f} s of stages on this 2-core machine ({train}; "
+                              f"offline pool {seconds.get('teacher_pool', 0):.0f} s; evaluation {evals:.0f} s); "
+                              f"settings hash `{r['manifest']['hash']}`.")
+
+
+@renders("engine_speed")
+def engine_speed(r: dict) -> str:
+    s = r["settings"]
+    rows = ["| model | parameters | new tokens per row | built-in engine (tok/s) | vLLM (tok/s) | vLLM / built-in |",
+            "|---|---|---|---|---|---|"]
+    for label, m in r["results"].items():
+        rows.append(f"| {label} | {m['parameters'] / 1e6:.1f}M | {m['new_tokens']} | {m['hf']:.0f} | {m['vllm']:.0f} "
+                    f"| {m['vllm_over_hf']:.2f}× |")
+    env = r["environment"]
+    return "\n".join(rows) + (f"\n\n*{s['prompts']} prompts × {s['samples']} samples per call, median of "
+                              f"{s['repeats']} interleaved calls; {env['machine']}; torch {env['torch']}, vLLM "
+                              f"{env['vllm']} (CPU build); {s['threads']} torch threads; measured {env['date']}.*")
+
 
 def render(text: str) -> str:
     def fill(match: re.Match) -> str:
         name = match.group(1)
         path = RESULTS / f"{name}.json"
-        body = RENDERERS[name](json.loads(path.read_text())) if path.exists() else f"(not measured: {path.name} is missing)"
+        if name in SOURCES:
+            body = RENDERERS[name](SOURCES[name]())
+        else:
+            body = (RENDERERS[name](json.loads(path.read_text())) if path.exists()
+                    else f"(not measured: {path.name} is missing)")
         return f"<!-- bench:{name} -->\n{body}\n<!-- /bench:{name} -->"
     return re.sub(r"<!-- bench:(\w+) -->.*?<!-- /bench:\1 -->", fill, text, flags=re.S)
 

@@ -184,6 +184,7 @@ class EvalConfig(StrictModel):
     (the same definition for every method, whatever its training reward mixes in)."""
 
     every: int = Field(0, ge=0, description="evaluate every N steps (0 = only before and after training)")
+    before: bool = Field(True, description="evaluate the untrained policy first (TRL's eval_on_start)")
     ks: list[int] = Field([1, 8], min_length=1, description="pass@k reported")
     samples: int = Field(8, ge=1, description="samples per problem (at least max(ks))")
     temperature: float = Field(1.0, ge=0, description="sampling temperature of evaluation (AMPO's authors: 0.6)")

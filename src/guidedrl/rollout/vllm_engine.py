@@ -81,12 +81,7 @@ class VLLMEngine:
         (vLLM gives its j-th sample seed + j), so a prompt's samples do not depend on the rest of the batch."""
         if sampling.seeds is not None and len(sampling.seeds) != len(prompts):
             raise ValueError(f"{len(sampling.seeds)} seeds for {len(prompts)} prompts")
-        params = [self.vllm.SamplingParams(
-            n=n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-            max_tokens=sampling.max_new_tokens, logprobs=0, stop_token_ids=self.stop_ids, skip_special_tokens=False,
-            seed=sampling.seeds[i] if sampling.seeds is not None else
-            (None if sampling.seed is None else sampling.seed + i * n))
-            for i in range(len(prompts))]
+        params = [self.request_params(sampling, n, i) for i in range(len(prompts))]
         outputs = self.llm.generate([self.vllm.TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
                                     use_tqdm=False)
         prompt_rows, responses, logps, index, finished = [], [], [], [], []
@@ -101,6 +96,15 @@ class VLLMEngine:
         rollouts = Rollouts.from_token_lists(prompt_rows, responses, self.pad_id, self.stop_ids[0], logps, index)
         rollouts.finished = torch.tensor(finished, dtype=torch.bool)
         return rollouts
+
+    def request_params(self, sampling: SamplingParams, n: int, i: int) -> object:
+        """vLLM's sampling parameters of the request of prompt ``i``."""
+        seed = sampling.seeds[i] if sampling.seeds is not None else (
+            None if sampling.seed is None else sampling.seed + i * n)
+        return self.vllm.SamplingParams(
+            n=n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+            max_tokens=sampling.max_new_tokens, logprobs=0, stop_token_ids=self.stop_ids, skip_special_tokens=False,
+            seed=seed)
 
     def sync_weights(self, model: Module) -> None:
         """Copy ``model``'s current weights into vLLM in place (a peft model: with its adapters merged) and drop

@@ -285,9 +285,9 @@ class Trainer:
     def _train(self) -> dict[str, dict[str, float]]:
         cfg, main = self.cfg, self.ranks.main
         before_path = self.out / "eval_before.json"
-        if main and not before_path.exists():
+        if main and cfg.eval.before and not before_path.exists():
             before_path.write_text(json.dumps(self.evaluate("before"), indent=1))
-        before = json.loads(before_path.read_text()) if main else {}
+        before = json.loads(before_path.read_text()) if main and before_path.exists() else {}
         columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("reward {task.fields[reward]:.2f} all-wrong {task.fields[all_wrong]:.2f}"),
                    TimeElapsedColumn()]

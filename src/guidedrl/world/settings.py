@@ -26,7 +26,7 @@ class WorldConfig(StrictModel):
         "number the RL training split never shows in a prompt); longer: only more operands than training"))
     ood_operands: list[int] = Field([3], description="operand counts of test_ood problems")
     wide_range: tuple[int, int] = Field((10, 30), description="wide: the range of the one wide operand")
-    student_wide_share: float = Field(0.08, ge=0, le=1, description=(
+    student_wide_share: float = Field(0.12, ge=0, le=1, description=(
         "share of the student's SFT examples that are wide problems (rarely seen: hard, not hopeless)"))
     teacher_wide_share: float = Field(0.5, ge=0, le=1, description=(
         "share of each teacher's SFT examples that are wide problems (the teachers are broader models)"))
@@ -41,7 +41,7 @@ class WorldConfig(StrictModel):
                                       description="one teacher model per solution style")
     student_style: str = Field("steps", description="style of the student's supervised data")
     teacher_steps: int = Field(700, ge=1, description="SFT steps per teacher (until strong)")
-    teacher_steps_by_style: dict[str, int] = Field({"rewrite": 1400, "running": 1400}, description=(
+    teacher_steps_by_style: dict[str, int] = Field({"rewrite": 2000, "running": 1400, "words": 1400}, description=(
         "SFT steps of the teachers of these styles (the ones with longer solutions learn more slowly)"))
     student_steps: int = Field(500, ge=1, description="SFT steps of the student (weak but not hopeless)")
     student_hint_share: float = Field(0.25, ge=0, le=1,
