@@ -114,7 +114,7 @@ def main() -> None:
     env = environment()
     result = {
         "environment": env, "settings": {"prompts": PROMPTS, "group": GROUP, "new_tokens": NEW_TOKENS, "lr": LR,
-                                         "steps": args.steps, "warmup": args.warmup},
+                                         "steps": args.steps, "warmup": args.warmup, "trl_bf16": args.trl_bf16},
         "parameters": sum(p.numel() for p in ours.policy.parameters()),
         "trl": {"median_step_s": trl_s, **{k: median(trl_steps, k) for k in [*TRL_PHASES, "other"]}},
         "guidedrl": {"median_step_s": our_s, **{k.removeprefix("time/"): median(our_steps, k) for k in

@@ -125,6 +125,32 @@ def engine_speed(r: dict) -> str:
                               f"{env['vllm']} (CPU build); {s['threads']} torch threads; measured {env['date']}.*")
 
 
+@renders("headline")
+def headline(r: dict) -> str:
+    """bench/headline.py: pass@k after training per method, and paired differences to the first method."""
+    s, methods = r["settings"], r["methods"]
+    ks = s["ks"]
+    base = next(iter(methods))
+    rows = ["| method (lr) | split | " + " | ".join(f"pass@{k}" for k in ks) + " | distinct correct paths | "
+            f"pass@1 − {base} [95% CI] | pass@{ks[-1]} − {base} [95% CI] |",
+            "|---|---|" + "---|" * (len(ks) + 3)]
+    for method, f in methods.items():
+        for split, e in f["splits"].items():
+            diffs = [e.get(f"diff_pass@{k}") for k in (1, ks[-1])]
+            cells = ["" if d is None else f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]" for d in diffs]
+            rows.append(f"| {method} ({f['lr']}) | {split.removeprefix('test_').upper()} | "
+                        + " | ".join(f"{100 * e['pass_at_k'][str(k)]:.1f}" for k in ks)
+                        + f" | {e['distinct_paths']:.2f} | {cells[0]} | {cells[1]} |")
+    sweep = "; ".join(f"{m}: " + ", ".join(f"lr {lr} → {100 * v['train_reward_tail']:.1f}" for lr, v in runs.items())
+                      for m, runs in r["sweep"].items())
+    env = r["environment"]
+    return "\n".join(rows) + (f"\n\n*{s['steps']} steps, seeds {s['seeds']}, {s['problems']} held-out problems per "
+                              f"split × {s['samples']} samples at temperature 1; learning rate per method chosen on "
+                              f"seed {s['seeds'][0]} by mean training reward over the last fifth of the steps "
+                              f"({sweep}; training reward in %). Intervals: paired bootstrap over seeds × problems, "
+                              f"2000 draws.* " + environment_line(env))
+
+
 def render(text: str) -> str:
     def fill(match: re.Match) -> str:
         name = match.group(1)

@@ -39,12 +39,6 @@ class VLLMSection(StrictModel):
     max_model_len: int | None = Field(None, ge=1, description="longest prompt + response (None: the model's "
                                       "context)")
 
-    def enforce_eager_resolved(self) -> bool:
-        """``enforce_eager``, with None resolved by the hardware: eager where there is no CUDA device."""
-        import torch
-
-        return not torch.cuda.is_available() if self.enforce_eager is None else self.enforce_eager
-
 
 class RolloutConfig(StrictModel):
     """How responses are sampled: G per prompt, from the current policy."""

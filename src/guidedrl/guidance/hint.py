@@ -19,6 +19,7 @@ from guidedrl.registry import GUIDANCE
 from guidedrl.rollout.engine import Rollouts, SamplingParams
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.pool import TeacherPool
+from guidedrl.teachers.server import HintWriter, server_client
 
 
 def with_hint(prompt: Prompt, hint: str, template: str, frame: tuple[str, str] | None = None) -> Prompt:
@@ -46,8 +47,6 @@ class HintGuidance:
         self.frame = chat_frame(ctx.tokenizer)
         self.writer = None
         if cfg.hint_writer is not None:
-            from guidedrl.teachers.server import HintWriter, server_client
-
             self.writer = HintWriter(server_client(cfg.hint_writer, ctx.cache_dir, "guidance.hint_writer"),
                                      cfg.hint_writer_template, cfg.hint_writer_max_tokens)
         self.reserved_rows = 0

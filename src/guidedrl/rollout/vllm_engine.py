@@ -70,9 +70,10 @@ class VLLMEngine:
         vllm = import_vllm()
         self.vllm, self.stop_ids, self.pad_id = vllm, stop_ids, pad_id
         threads = torch.get_num_threads()
+        eager = not torch.cuda.is_available() if section.enforce_eager is None else section.enforce_eager
         self.llm = vllm.LLM(model=str(model_path), dtype=dtype, seed=0, max_model_len=max_model_len,
                             gpu_memory_utilization=section.gpu_memory_utilization,
-                            enforce_eager=section.enforce_eager_resolved(), enable_prefix_caching=section.prefix_caching,
+                            enforce_eager=eager, enable_prefix_caching=section.prefix_caching,
                             logprobs_mode="processed_logprobs", tensor_parallel_size=1)
         torch.set_num_threads(threads)  # vLLM lowers torch's thread count for serving; the trainer wants it back
 

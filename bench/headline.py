@@ -1,0 +1,123 @@
+"""The headline comparison: each method at its best learning rate of one small sweep, several seeds, paired.
+
+Protocol (fixed before any run, written in the README): the world and its splits are the shipped default; the
+learning rate of each method is chosen on the sweep seed by its *training* reward (mean over the last fifth of
+the steps: no held-out problem is seen), then every seed is trained at that rate; the held-out evaluation
+samples ``--samples`` answers per problem after training. Differences to GRPO are paired (same seed, same
+problem, same evaluation seed) and their 95% intervals come from a bootstrap over seeds × problems. Every
+configuration tried is kept in the result file.
+
+    python bench/headline.py [--methods grpo ampo] [--seeds 0 1 2 3 4] [--steps 300] [--lrs 1e-4 2e-4]
+
+Writes ``bench/results/headline.json`` (rendered into the README by render_readme.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+from pathlib import Path
+
+from bench_env import environment
+from compare import run, setup
+from guidedrl.eval.metrics import pass_at_k
+
+SPLITS = ("test_id", "test_ood")
+
+
+def per_problem(run_dir: Path, split: str) -> list[tuple[int, int, int]]:
+    """(samples, correct, distinct correct paths) of each problem of a run's final evaluation."""
+    report = json.loads((run_dir / "eval" / f"after_{split}.json").read_text())
+    return [(p["n"], p["correct"], p["distinct_paths"]) for p in report["problems"]]
+
+
+def paired_interval(a: list[list[float]], b: list[list[float]], draws: int = 2000, seed: int = 0
+                    ) -> tuple[float, float, float]:
+    """Mean of a − b over seeds × problems and its 95% bootstrap interval, resampling seeds, then problems
+    within each drawn seed (``a[s][p]`` and ``b[s][p]`` share seed s and problem p)."""
+    rng = random.Random(seed)
+    diffs = [[x - y for x, y in zip(sa, sb)] for sa, sb in zip(a, b)]
+    mean = statistics.fmean(d for row in diffs for d in row)
+    stats = []
+    for _ in range(draws):
+        total, count = 0.0, 0
+        for s in rng.choices(range(len(diffs)), k=len(diffs)):
+            row = diffs[s]
+            picks = rng.choices(row, k=len(row))
+            total += sum(picks)
+            count += len(picks)
+        stats.append(total / count)
+    stats.sort()
+    return mean, stats[int(0.025 * draws)], stats[int(0.975 * draws) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=["grpo", "ampo"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 2e-4])
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/headline"))
+    parser.add_argument("--result", type=Path, default=Path("bench/results/headline.json"))
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run")
+    args = parser.parse_args()
+    setup()
+    ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= args.samples]
+    common = [f"eval.samples={args.samples}", f"eval.ks={json.dumps(ks)}", f"eval.max_problems={args.problems}",
+              "eval.every=0", "eval.before=false", *args.set]
+    sweep_seed, tried, chosen = args.seeds[0], {}, {}
+    for method in args.methods:  # the sweep: sweep seed only, chosen by training reward
+        tried[method] = {}
+        for lr in args.lrs:
+            out = args.out / "sweep" / f"lr{lr:g}"
+            result = run(f"{method}.yaml", sweep_seed, args.steps, out, [*common, f"optim.lr={lr}"])
+            tail = result["steps"][-max(1, args.steps // 5):]
+            tried[method][f"{lr:g}"] = {"train_reward_tail": statistics.fmean(s["reward"] for s in tail),
+                                        "after": result["after"], "dir": str(out / method / f"seed{sweep_seed}")}
+        chosen[method] = max(tried[method], key=lambda lr: tried[method][lr]["train_reward_tail"])
+    runs: dict[str, dict[int, Path]] = {}
+    for method in args.methods:
+        lr = chosen[method]
+        runs[method] = {sweep_seed: Path(tried[method][lr]["dir"])}
+        for seed in args.seeds[1:]:
+            out = args.out / "seeds" / f"lr{lr}"
+            run(f"{method}.yaml", seed, args.steps, out, [*common, f"optim.lr={lr}"])
+            runs[method][seed] = out / method / f"seed{seed}"
+    figures: dict[str, dict] = {}
+    scores = {m: {split: [per_problem(runs[m][s], split) for s in args.seeds] for split in SPLITS}
+              for m in args.methods}
+    for method in args.methods:
+        figures[method] = {"lr": chosen[method], "splits": {}}
+        for split in SPLITS:
+            table = scores[method][split]
+            curve = {k: statistics.fmean(pass_at_k(n, c, k) for row in table for n, c, _ in row) for k in ks}
+            solved = [d for row in table for _, c, d in row if c]
+            paths = statistics.fmean(solved) if solved else 0.0  # over the problems solved at least once
+            entry = {"pass_at_k": curve, "distinct_paths": paths}
+            if method != args.methods[0]:
+                base = scores[args.methods[0]][split]
+                for k in (1, ks[-1]):
+                    a = [[pass_at_k(n, c, k) for n, c, _ in row] for row in table]
+                    b = [[pass_at_k(n, c, k) for n, c, _ in row] for row in base]
+                    entry[f"diff_pass@{k}"] = paired_interval(a, b)
+            figures[method]["splits"][split] = entry
+    result = {"environment": environment(), "settings": {**{k: (str(v) if isinstance(v, Path) else v)
+                                                             for k, v in vars(args).items()}, "ks": ks},
+              "sweep": tried, "chosen_lr": chosen, "methods": figures}
+    args.result.parent.mkdir(parents=True, exist_ok=True)
+    args.result.write_text(json.dumps(result, indent=1))
+    for method, f in figures.items():
+        print(method, "lr", f["lr"], {s: {k: round(100 * v, 1) for k, v in e["pass_at_k"].items()}
+                                      for s, e in f["splits"].items()})
+        for split, e in f["splits"].items():
+            for key in [k for k in e if k.startswith("diff_")]:
+                m, lo, hi = e[key]
+                print(f"  {split} {key} vs {args.methods[0]}: {100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+
+
+if __name__ == "__main__":
+    main()
