@@ -21,7 +21,8 @@ import statistics
 from pathlib import Path
 
 from bench_env import environment
-from compare import run, setup
+from compare import run as run_once
+from compare import setup
 from guidedrl.eval.metrics import pass_at_k
 
 SPLITS = ("test_id", "test_ood")
@@ -51,6 +52,16 @@ def paired_interval(a: list[list[float]], b: list[list[float]], draws: int = 200
         stats.append(total / count)
     stats.sort()
     return mean, stats[int(0.025 * draws)], stats[int(0.975 * draws) - 1]
+
+
+def run(config: str, seed: int, steps: int, out: Path, overrides: list[str]) -> dict:
+    """One training run, or, when its folder already holds a finished one (an interrupted bench restarted),
+    that run's summary and step log."""
+    run_dir = out / Path(config).stem / f"seed{seed}"
+    if (run_dir / "summary.json").exists():
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return {**json.loads((run_dir / "summary.json").read_text()), "steps": [r for r in records if "reward" in r]}
+    return run_once(config, seed, steps, out, overrides)
 
 
 def main() -> None:
