@@ -47,11 +47,6 @@ def grpo_step(r: dict) -> str:
         environment_line(r["environment"])
 
 
-@renders("grpo_step_trl_bf16")
-def grpo_step_bf16(r: dict) -> str:
-    return grpo_step(r)
-
-
 def _mean_std(values: list[float]) -> str:
     mean = sum(values) / len(values)
     std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
