@@ -53,9 +53,11 @@ class DiskCache:
                 self.items[entry["key"]] = entry["value"]
 
     def get(self, key: str) -> Any | None:
+        """The cached answer to ``key``, or None."""
         return self.items.get(key)
 
     def put(self, key: str, value: Any) -> None:
+        """Remember ``value`` for ``key``, in memory and as one appended line."""
         with self.lock:
             self.items[key] = value
             if self.path is not None:
@@ -125,6 +127,7 @@ class ServerClient:
 
 
 def _texts(raw: Any) -> list[str]:
+    """The completion texts of a completions or chat answer; an answer without them is an error."""
     texts = [c.message.content if hasattr(c, "message") else c.text for c in raw.choices]
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ValueError(f"no completion texts in the answer: {str(raw)[:200]}")
@@ -142,9 +145,11 @@ class ServerPool:
 
     @property
     def skipped(self) -> int:
+        """Requests that failed after their retries so far (each a problem that got no solutions)."""
         return self.client.skipped
 
     def ask(self, prompt: str | list[dict]) -> list[TeacherSolution]:
+        """Distinct solutions to one problem (a chat request for messages, a completion for text)."""
         seed = derive_seed(self.seed, "online_teacher", text_index(repr(prompt)))
         common = {"n": self.samples, "temperature": self.temperature, "max_tokens": self.max_new_tokens,
                   "seed": seed}
@@ -157,6 +162,7 @@ class ServerPool:
         return [TeacherSolution(self.name, t) for t in dict.fromkeys(texts)]
 
     def solutions(self, rows: Sequence[dict]) -> list[list[TeacherSolution]]:
+        """Candidates for each row, asked concurrently."""
         return self.client.map(self.ask, [row["prompt"] for row in rows])
 
 
@@ -167,6 +173,7 @@ class HintWriter:
         self.client, self.template, self.max_new_tokens = client, template, max_new_tokens
 
     def hint(self, prompt: str | list[dict]) -> str | None:
+        """The served teacher's greedy hint for one problem; None if it writes nothing or the request fails."""
         text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
         payload = {"prompt": self.template.format(prompt=text), "n": 1, "temperature": 0.0,
                    "max_tokens": self.max_new_tokens}
@@ -204,11 +211,14 @@ class ServedTeacher:
         out = []
         for t in range(prompt_len, len(ids)):
             reported = {int(tok): (logp, rank) for tok, logp, rank in positions[t - 1]}
+            if ids[t] not in reported:
+                raise ServerUnavailable(f"prompt_logprobs at position {t} omit the prompt's own token {ids[t]}")
             top = min(reported, key=lambda tok: reported[tok][1])
             out.append((reported[ids[t]][0], top))
         return out
 
     def predict(self, rollouts: Rollouts, generator: torch.Generator | None = None) -> TeacherPredictions:
+        """FrozenTeacher's interface: teacher log-probs and labels (B×R), zero outside the responses."""
         b, width = rollouts.response_ids.shape
         logp, label = torch.zeros((b, width)), torch.zeros((b, width), dtype=torch.long)
         rows = []
