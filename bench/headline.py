@@ -3,11 +3,12 @@
 Protocol (fixed before any run, written in the README): the world and its splits are the shipped default; the
 learning rate of each method is chosen on the sweep seed by its *training* reward (mean over the last fifth of
 the steps: no held-out problem is seen), then every seed is trained at that rate; the held-out evaluation
-samples ``--samples`` answers per problem after training. Differences to GRPO are paired (same seed, same
+samples ``--samples`` answers per problem after training (a finished run evaluated with fewer samples is
+evaluated again from its final weights, with its own seed and settings). Differences to GRPO are paired (same seed, same
 problem, same evaluation seed) and their 95% intervals come from a bootstrap over seeds × problems. Every
 configuration tried is kept in the result file.
 
-    python bench/headline.py [--methods grpo ampo] [--seeds 0 1 2 3 4] [--steps 300] [--lrs 1e-4 2e-4]
+    python bench/headline.py [--methods grpo ampo] [--seeds 0 1 2 3 4] [--steps 300] [--lrs 5e-5 1e-4 2e-4]
 
 Writes ``bench/results/headline.json`` (rendered into the README by render_readme.py).
 """
@@ -23,7 +24,14 @@ from pathlib import Path
 from bench_env import environment
 from compare import run as run_once
 from compare import setup
+from guidedrl.config import TrainConfig
+from guidedrl.eval.evaluate import evaluate_sets
 from guidedrl.eval.metrics import pass_at_k
+from guidedrl.rollout.engine import stop_token_ids, with_pad_token
+from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.data import load_rows, validate_rows
+from guidedrl.yaml_config import load_config
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 SPLITS = ("test_id", "test_ood")
 
@@ -32,6 +40,35 @@ def per_problem(run_dir: Path, split: str) -> list[tuple[int, int, int]]:
     """(samples, correct, distinct correct paths) of each problem of a run's final evaluation."""
     report = json.loads((run_dir / "eval" / f"after_{split}.json").read_text())
     return [(p["n"], p["correct"], p["distinct_paths"]) for p in report["problems"]]
+
+
+def widen(run_dir: Path, samples: int, ks: list[int]) -> None:
+    """Evaluate a finished run again from its final weights when its reports hold fewer than ``samples``
+    answers per problem: same held-out problems, evaluation seed, temperature and length limit as the run's."""
+    if all(n >= samples for n, _, _ in per_problem(run_dir, SPLITS[0])):
+        return
+    cfg = load_config(run_dir / "config.yaml", TrainConfig)
+    tokenizer = with_pad_token(AutoTokenizer.from_pretrained(run_dir / "final"))
+    policy = AutoModelForCausalLM.from_pretrained(run_dir / "final").eval()
+    engine = HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer))
+    world = Path(cfg.world) / "data"
+    sets = {split: validate_rows(load_rows(world / f"{split}.jsonl"), split)[:cfg.eval.max_problems] for split in SPLITS}
+    evaluate_sets(engine, tokenizer, sets, ks=ks, samples=samples, temperature=cfg.eval.temperature,
+                  max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed, report_dir=run_dir / "eval", tag="after")
+
+
+def over_training(run_dir: Path, buckets: int) -> dict[str, list[float]]:
+    """Per tenth (``buckets``) of the steps: the share of groups whose on-policy samples all failed, and the
+    share that guidance rescued (teacher or hint rate; absent for unguided methods)."""
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if "reward" in r]
+    size = max(1, len(steps) // buckets)
+    parts = [steps[i:i + size] for i in range(0, size * buckets, size)]
+    curves = {"all_wrong": [statistics.fmean(r["all_wrong"] for r in part) for part in parts]}
+    for key in ("guidance/teacher/rate", "guidance/hint/rate"):
+        if any(key in r for r in steps):
+            curves["guided"] = [statistics.fmean(r.get(key, 0.0) for r in part) for part in parts]
+    return curves
 
 
 def paired_interval(a: list[list[float]], b: list[list[float]], draws: int = 2000, seed: int = 0
@@ -69,8 +106,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["grpo", "ampo"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 2e-4])
-    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])
+    parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/headline"))
     parser.add_argument("--result", type=Path, default=Path("bench/results/headline.json"))
@@ -98,11 +135,16 @@ def main() -> None:
             out = args.out / "seeds" / f"lr{lr}"
             run(f"{method}.yaml", seed, args.steps, out, [*common, f"optim.lr={lr}"])
             runs[method][seed] = out / method / f"seed{seed}"
+    for method_runs in runs.values():
+        for run_dir in method_runs.values():
+            widen(run_dir, args.samples, ks)
     figures: dict[str, dict] = {}
     scores = {m: {split: [per_problem(runs[m][s], split) for s in args.seeds] for split in SPLITS}
               for m in args.methods}
     for method in args.methods:
-        figures[method] = {"lr": chosen[method], "splits": {}}
+        curves = [over_training(runs[method][s], 10) for s in args.seeds]
+        figures[method] = {"lr": chosen[method], "splits": {}, "over_training": {
+            key: [statistics.fmean(c[key][i] for c in curves) for i in range(10)] for key in curves[0]}}
         for split in SPLITS:
             table = scores[method][split]
             curve = {k: statistics.fmean(pass_at_k(n, c, k) for row in table for n, c, _ in row) for k in ks}
