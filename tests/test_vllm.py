@@ -47,9 +47,9 @@ def student() -> tuple:
 
 @pytest.fixture(scope="module")
 def engine(student: tuple):
-    from guidedrl.rollout.vllm_engine import vllm_engine
+    from guidedrl.rollout.vllm_engine import VLLMEngine
 
-    return vllm_engine(*student, VLLM, Precision())
+    return VLLMEngine.from_policy(*student, VLLM, Precision())
 
 
 @pytest.fixture(scope="module")

@@ -131,19 +131,21 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
 
 
-@ENGINES.register("vllm")
-def vllm_engine(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RolloutConfig,
-                precision: Precision) -> VLLMEngine:
-    """vLLM in this process, started from the policy's initial weights (saved once to a temporary folder, as
-    vLLM loads a model from disk), then kept in step by ``sync_weights``."""
-    import_vllm()
-    dtype = "float32" if precision.mode == "fp32" else "bfloat16"
-    folder = Path(tempfile.mkdtemp(prefix="guidedrl-vllm-"))
-    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-    with adapters_merged(policy):
-        base.save_pretrained(folder, state_dict=dict(merged_weights(policy)))
-    tokenizer.save_pretrained(folder)
-    context = getattr(policy.config, "max_position_embeddings", None)
-    max_len = cfg.vllm.max_model_len or context
-    return VLLMEngine(folder, stop_token_ids(policy, tokenizer), tokenizer.pad_token_id, cfg.vllm, dtype,
-                      max_model_len=max_len)
+    @classmethod
+    def from_policy(cls, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RolloutConfig,
+                    precision: Precision) -> VLLMEngine:
+        """vLLM in this process, started from the policy's initial weights (saved once to a temporary folder, as
+        vLLM loads a model from disk), then kept in step by ``sync_weights``."""
+        import_vllm()
+        dtype = "float32" if precision.mode == "fp32" else "bfloat16"
+        folder = Path(tempfile.mkdtemp(prefix="guidedrl-vllm-"))
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        with adapters_merged(policy):
+            base.save_pretrained(folder, state_dict=dict(merged_weights(policy)))
+        tokenizer.save_pretrained(folder)
+        context = getattr(policy.config, "max_position_embeddings", None)
+        return cls(folder, stop_token_ids(policy, tokenizer), tokenizer.pad_token_id, cfg.vllm, dtype,
+                   max_model_len=cfg.vllm.max_model_len or context)
+
+
+ENGINES.register("vllm")(VLLMEngine.from_policy)

@@ -197,7 +197,8 @@ class Trainer:
                 metrics |= self.update(batch, index, first) | signals
                 metrics |= self.critic.update(batch, cfg.optim.micro_batch_size) if self.critic else {}
             self.scheduler.step()
-            self.engine.sync_weights(self.policy)  # an engine holding its own copy (vLLM) samples the new weights
+            with timer("sync"):  # an engine holding its own copy (vLLM) samples the new weights
+                self.engine.sync_weights(self.policy)
         self.last_batch = batch
         self.step += 1
         timing = timer.metrics()
