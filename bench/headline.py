@@ -92,6 +92,14 @@ def paired_interval(a: list[list[float]], b: list[list[float]], draws: int = 200
     return mean, stats[int(0.025 * draws)], stats[int(0.975 * draws) - 1]
 
 
+def paired_diffs(a: list[list[tuple[int, int, int]]], b: list[list[tuple[int, int, int]]], ks: list[int]
+                 ) -> dict[str, tuple[float, float, float]]:
+    """Paired pass@1 and pass@max(k) differences a − b (per seed, per problem scores) with 95% intervals."""
+    def scores(table: list[list[tuple[int, int, int]]], k: int) -> list[list[float]]:
+        return [[pass_at_k(n, c, k) for n, c, _ in row] for row in table]
+    return {f"diff_pass@{k}": paired_interval(scores(a, k), scores(b, k)) for k in (1, ks[-1])}
+
+
 def run(config: str, seed: int, steps: int, out: Path, overrides: list[str]) -> dict:
     """One training run, or, when its folder already holds a finished one (an interrupted bench restarted),
     that run's summary and step log."""
@@ -112,6 +120,8 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/headline"))
     parser.add_argument("--result", type=Path, default=Path("bench/results/headline.json"))
+    parser.add_argument("--contrasts", nargs="*", default=["ampo-luffy"],
+                        help="more paired differences A-B, where both methods ran")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run")
     args = parser.parse_args()
     setup()
@@ -153,15 +163,14 @@ def main() -> None:
             paths = statistics.fmean(solved) if solved else 0.0  # over the problems solved at least once
             entry = {"pass_at_k": curve, "distinct_paths": paths}
             if method != args.methods[0]:
-                base = scores[args.methods[0]][split]
-                for k in (1, ks[-1]):
-                    a = [[pass_at_k(n, c, k) for n, c, _ in row] for row in table]
-                    b = [[pass_at_k(n, c, k) for n, c, _ in row] for row in base]
-                    entry[f"diff_pass@{k}"] = paired_interval(a, b)
+                entry |= paired_diffs(table, scores[args.methods[0]][split], ks)
             figures[method]["splits"][split] = entry
+    pairs = [pair.split("-") for pair in args.contrasts]
+    contrasts = {f"{a} − {b}": {split: paired_diffs(scores[a][split], scores[b][split], ks) for split in SPLITS}
+                 for a, b in pairs if a in scores and b in scores}
     result = {"environment": environment(), "settings": {**{k: (str(v) if isinstance(v, Path) else v)
                                                              for k, v in vars(args).items()}, "ks": ks},
-              "sweep": tried, "chosen_lr": chosen, "methods": figures}
+              "sweep": tried, "chosen_lr": chosen, "methods": figures, "contrasts": contrasts}
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(result, indent=1))
     for method, f in figures.items():
@@ -171,6 +180,10 @@ def main() -> None:
             for key in [k for k in e if k.startswith("diff_")]:
                 m, lo, hi = e[key]
                 print(f"  {split} {key} vs {args.methods[0]}: {100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+    for name, splits in contrasts.items():
+        for split, diffs in splits.items():
+            for key, (m, lo, hi) in diffs.items():
+                print(f"{name} {split} {key}: {100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
 
 
 if __name__ == "__main__":

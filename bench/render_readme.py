@@ -45,8 +45,9 @@ def grpo_step(r: dict) -> str:
             f"| guidedrl, fp32, engine {s.get('engine', 'hf')} | {g['median_step_s']:.3f} | {ours} |"]
     work = (f"{r['parameters'] / 1e6:.1f}M-parameter Llama, {s['prompts']} prompts × {s['group']} completions, "
             f"≤ {s['new_tokens']} new tokens, median of {s['steps'] - s['warmup']} steps after {s['warmup']}")
-    return "\n".join(rows) + f"\n\n**guidedrl = {r['speedup']:.2f}× TRL's throughput** ({work}). " + \
-        environment_line(r["environment"])
+    bound = t["median_step_s"] / (g["median_step_s"] - g["rollout"])  # Amdahl: our step with free generation
+    return "\n".join(rows) + (f"\n\n**guidedrl = {r['speedup']:.2f}× TRL's throughput** ({work}); with generation "
+                              f"free, at most {bound:.2f}×. ") + environment_line(r["environment"])
 
 
 for _name in ("grpo_step", "grpo_step_50m"):
@@ -149,7 +150,18 @@ def headline(r: dict) -> str:
                               f"split × {s['samples']} samples at temperature 1; learning rate per method chosen on "
                               f"seed {s['seeds'][0]} by mean training reward over the last fifth of the steps "
                               f"({sweep}; training reward in %). Intervals: paired bootstrap over seeds × problems, "
-                              f"2000 draws.* " + environment_line(env) + over_training(methods, s["steps"]))
+                              f"2000 draws.* " + environment_line(env) + contrasts(r.get("contrasts", {}))
+                              + over_training(methods, s["steps"]))
+
+
+def contrasts(pairs: dict) -> str:
+    """Paired differences between two methods other than the baseline (bench/headline.py --contrasts)."""
+    def ci(d: list[float]) -> str:
+        return f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+    lines = [f"- {name}: " + "; ".join(f"{split.removeprefix('test_').upper()} " + ", ".join(
+        f"{key.removeprefix('diff_')} {ci(d)}" for key, d in diffs.items()) for split, diffs in splits.items())
+        for name, splits in pairs.items()]
+    return "\n\nPaired differences between other methods (95% CI):\n\n" + "\n".join(lines) if lines else ""
 
 
 def over_training(methods: dict, steps: int) -> str:
