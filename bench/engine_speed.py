@@ -70,7 +70,7 @@ def measure(label: str, path: Path, tokenizer: AutoTokenizer, prompts: list[list
     new_tokens = min(args.new_tokens, context - max(len(p) for p in prompts))  # the world model: 256 in all
     hf = never_stopping_hf(model, tokenizer)
     vllm = FullLengthVLLM(path, [tokenizer.eos_token_id], tokenizer.pad_token_id,
-                          VLLMSection(gpu_memory_utilization=0.1), "float32", max_model_len=context)
+                          VLLMSection(), "float32", max_model_len=context)
     time_engine(hf, prompts[:1], 1, 8), time_engine(vllm, prompts[:1], 1, 8)  # warm-up
     runs: dict[str, list[float]] = {"hf": [], "vllm": []}
     for _ in range(args.repeats):  # interleaved: both see the same machine state

@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="guidedrl's rollout engine")
     parser.add_argument("--prompts", type=int, default=8, help="prompts per step (x 8 completions)")
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--no-recompute", action="store_true",
+                        help="guidedrl takes the engine's behaviour log-probs (rollout.recompute_behaviour_logp=false)")
     parser.add_argument("--trl-bf16", action="store_true", help="TRL's default bf16 autocast (guidedrl runs fp32)")
     parser.add_argument("--out", default="bench/results/grpo_step.json")
     args = parser.parse_args()
@@ -113,7 +115,7 @@ def main() -> None:
         world=str(world), model=str(model), output_dir=str(tmp / "ours"), steps=args.steps, save_every=0,
         rewards=[{"name": reward_name, "weight": 1.0}],
         rollout={"prompts_per_step": prompts, "group_size": GROUP, "max_new_tokens": new_tokens,
-                 "engine": args.engine},
+                 "engine": args.engine, **({"recompute_behaviour_logp": False} if args.no_recompute else {})},
         optim={"lr": LR, "micro_batch_size": prompts * GROUP}), console=Console(quiet=True),
         engine=full_length_engine(args.engine) if random else None)
 
@@ -140,7 +142,8 @@ def main() -> None:
     result = {
         "environment": env, "settings": {"prompts": prompts, "group": GROUP, "new_tokens": new_tokens, "lr": LR,
                                          "steps": args.steps, "warmup": args.warmup, "trl_bf16": args.trl_bf16,
-                                         "model": args.model, "engine": args.engine},
+                                         "model": args.model, "engine": args.engine,
+                                         "recompute": not args.no_recompute},
         "parameters": sum(p.numel() for p in ours.policy.parameters()),
         "trl": {"median_step_s": trl_s, **{k: median(trl_steps, k) for k in [*TRL_PHASES, "other"]}},
         "guidedrl": {"median_step_s": our_s, **{k.removeprefix("time/"): median(our_steps, k) for k in

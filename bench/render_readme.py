@@ -39,10 +39,12 @@ def grpo_step(r: dict) -> str:
     t, g, s = r["trl"], r["guidedrl"], r["settings"]
     label = "bf16 autocast (its default)" if s.get("trl_bf16") else "fp32"
     ours = ", ".join(f"{k} {g[k]:.3f}" for k in ("rollout", "reward", "signals", "update", "sync") if k in g)
+    recompute = ("" if s.get("engine", "hf") == "hf" else
+                 ", behaviour log-probs " + ("recomputed" if s.get("recompute", True) else "from vLLM"))
     rows = ["| trainer | median step (s) | where the step goes (median s) |", "|---|---|---|",
             f"| TRL GRPOTrainer, {label} | {t['median_step_s']:.3f} | generate {t['generate']:.3f}, rewards "
             f"{t['reward']:.3f}, loss forward {t['loss_forward']:.3f}, backward + optimizer + rest {t['other']:.3f} |",
-            f"| guidedrl, fp32, engine {s.get('engine', 'hf')} | {g['median_step_s']:.3f} | {ours} |"]
+            f"| guidedrl, fp32, engine {s.get('engine', 'hf')}{recompute} | {g['median_step_s']:.3f} | {ours} |"]
     work = (f"{r['parameters'] / 1e6:.1f}M-parameter Llama, {s['prompts']} prompts × {s['group']} completions, "
             f"≤ {s['new_tokens']} new tokens, median of {s['steps'] - s['warmup']} steps after {s['warmup']}")
     bound = t["median_step_s"] / (g["median_step_s"] - g["rollout"])  # Amdahl: our step with free generation

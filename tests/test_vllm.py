@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from loopback import free_port  # noqa: E402
 from guidedrl.config import RolloutConfig, ServerSpec, TeacherSource, VLLMSection  # noqa: E402
 from guidedrl.data import encode_prompts, load_rows  # noqa: E402
+from guidedrl.errors import RunError  # noqa: E402
 from guidedrl.precision import Precision  # noqa: E402
 from guidedrl.rollout.engine import SamplingParams  # noqa: E402
 from guidedrl.rollout.forward import response_logprobs  # noqa: E402
@@ -105,6 +106,23 @@ def run_train(out: Path, engine_name: str, *extra: str) -> list[dict]:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_preempted_seeded_request_on_the_cpu_build_is_a_clear_error(engine, prompts: list[list[int]],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU build's failure on resuming a preempted seeded request (a KV cache too small for the step) is
+    reported as what to change; other engine errors pass through as they are."""
+    def preempted(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CPU Generator does not use offset")
+    monkeypatch.setattr(engine.llm, "generate", preempted)
+    with pytest.raises(RunError, match="rollout.vllm.gpu_memory_utilization"):
+        engine.generate(prompts[:1], 2, SamplingParams(1.0, 1.0, 4, seed=0))
+
+    def other(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something else")
+    monkeypatch.setattr(engine.llm, "generate", other)
+    with pytest.raises(RuntimeError, match="something else"):
+        engine.generate(prompts[:1], 2, SamplingParams(1.0, 1.0, 4, seed=0))
 
 
 def test_a_grpo_run_with_vllm_matches_one_with_the_built_in_engine(tmp_path: Path) -> None:

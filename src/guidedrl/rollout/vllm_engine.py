@@ -21,6 +21,7 @@ from torch.nn import Module
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.config import RolloutConfig, VLLMSection
+from guidedrl.errors import RunError
 from guidedrl.precision import Precision
 from guidedrl.registry import ENGINES
 from guidedrl.rollout.engine import Rollouts, SamplingParams, stop_token_ids
@@ -29,6 +30,13 @@ from guidedrl.yaml_config import ConfigError
 # vLLM reads these when imported: run its engine in this process, and on a CPU leave thread placement to torch
 # (its default pins OpenMP threads to cores and reserves one, which would take cores from the trainer)
 _IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+
+# vLLM's CPU build cannot resume a preempted seeded request (it rewinds a generator CPU generators lack); every
+# request here is seeded, so a KV cache too small for a step's rows ends the run with this message
+PREEMPTED_ON_CPU = ("vLLM (CPU build) preempted a seeded request, which it cannot resume (RuntimeError: CPU "
+                    "Generator does not use offset): its KV cache is too small for this step's rows; raise "
+                    "rollout.vllm.gpu_memory_utilization (on a CPU: the share of host memory) or lower "
+                    "rollout.prompts_per_step, then --resume")
 
 
 def import_vllm() -> object:
@@ -98,8 +106,13 @@ class VLLMEngine:
         if sampling.seeds is not None and len(sampling.seeds) != len(prompts):
             raise ValueError(f"{len(sampling.seeds)} seeds for {len(prompts)} prompts")
         params = [self.request_params(sampling, n, i) for i in range(len(prompts))]
-        outputs = self.llm.generate([self.vllm.TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
-                                    use_tqdm=False)
+        try:
+            outputs = self.llm.generate([self.vllm.TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                        use_tqdm=False)
+        except RuntimeError as err:
+            if "Generator does not use offset" not in str(err):
+                raise
+            raise RunError(PREEMPTED_ON_CPU) from err
         prompt_rows, responses, logps, index, finished = [], [], [], [], []
         for i, out in enumerate(outputs):
             for sample in sorted(out.outputs, key=lambda s: s.index):
