@@ -52,7 +52,7 @@ def grpo_step(r: dict) -> str:
                               f"free, at most {bound:.2f}×. ") + environment_line(r["environment"])
 
 
-for _name in ("grpo_step", "grpo_step_50m"):
+for _name in ("grpo_step", "grpo_step_50m", "grpo_step_50m_norecompute"):
     renders(_name)(grpo_step)
 
 
@@ -124,9 +124,27 @@ def engine_speed(r: dict) -> str:
         rows.append(f"| {label} | {m['parameters'] / 1e6:.1f}M | {m['new_tokens']} | {m['hf']:.0f} | {m['vllm']:.0f} "
                     f"| {m['vllm_over_hf']:.2f}× |")
     env = r["environment"]
+    profiles = [f"- {label}, {engine_names[engine]} ({p['seconds']:.1f} s under cProfile): " + ", ".join(
+        f"`{_function(f['function'])}` {100 * f['share']:.0f}%" for f in p["top_own_time"][:4])
+        for label, m in r["results"].items() for engine, p in m.get("profile", {}).items()]
+    profile = ("\n\nWhere one call's time goes (the four functions with the most own time, share of the call):"
+               "\n\n" + "\n".join(profiles)) if profiles else ""
     return "\n".join(rows) + (f"\n\n*{s['prompts']} prompts × {s['samples']} samples per call, median of "
                               f"{s['repeats']} interleaved calls; {env['machine']}; torch {env['torch']}, vLLM "
-                              f"{env['vllm']} (CPU build); {s['threads']} torch threads; measured {env['date']}.*")
+                              f"{env['vllm']} (CPU build), threads {s.get('vllm_threads_bind', 'nobind')}; "
+                              f"{s['threads']} torch threads; measured {env['date']}.*") + profile
+
+
+engine_names = {"hf": "built-in engine", "vllm": "vLLM"}
+
+
+def _function(name: str) -> str:
+    """``file:line:function`` of a profile row, or the bare name of a built-in (a torch kernel)."""
+    file, _, rest = name.partition(":")
+    line, _, function = rest.partition(":")
+    if file == "~":
+        return function.removeprefix("<built-in method ").removeprefix("<method ").rstrip(">").split(" of ")[0]
+    return f"{file}:{function}"
 
 
 @renders("headline")

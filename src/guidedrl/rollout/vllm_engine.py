@@ -92,13 +92,14 @@ class VLLMEngine:
                  dtype: str, max_model_len: int | None = None) -> None:
         vllm = import_vllm()
         self.vllm, self.stop_ids, self.pad_id = vllm, stop_ids, pad_id
-        threads = torch.get_num_threads()
+        threads, set_threads = torch.get_num_threads(), torch.set_num_threads  # vLLM's CPU worker replaces it
         eager = not torch.cuda.is_available() if section.enforce_eager is None else section.enforce_eager
         self.llm = vllm.LLM(model=str(model_path), dtype=dtype, seed=0, max_model_len=max_model_len,
                             gpu_memory_utilization=section.gpu_memory_utilization,
                             enforce_eager=eager, enable_prefix_caching=section.prefix_caching,
                             logprobs_mode="processed_logprobs", tensor_parallel_size=1)
-        torch.set_num_threads(threads)  # vLLM lowers torch's thread count for serving; the trainer wants it back
+        if torch.get_num_threads() != threads:  # the trainer keeps the thread count it had, whatever vLLM set
+            set_threads(threads)
 
     def generate(self, prompts: list[list[int]], n: int, sampling: SamplingParams) -> Rollouts:
         """``n`` samples per prompt through vLLM; each prompt's request has its own seed when ``seeds`` is given
