@@ -17,6 +17,7 @@ from guidedrl.precision import Precision
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.rollout.vllm_engine import VLLMEngine
+from guidedrl.trainer.loop import EngineFactory
 
 FIFTY_M = {"hidden_size": 768, "num_hidden_layers": 8, "num_attention_heads": 12, "intermediate_size": 2048}
 
@@ -47,8 +48,8 @@ class FullLengthVLLM(VLLMEngine):
                                         logprobs=0, ignore_eos=True, seed=seed)
 
 
-def full_length_engine(name: str):  # noqa: ANN201 - an engine factory (the Trainer's ``engine=``)
-    """The Trainer's engine factory for ``hf`` or ``vllm``, never stopping early."""
+def full_length_engine(name: str) -> EngineFactory:
+    """The Trainer's engine factory (its ``engine=``) for ``hf`` or ``vllm``, never stopping early."""
     def build(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RolloutConfig,
               precision: Precision) -> HFEngine | VLLMEngine:
         if name == "vllm":
