@@ -8,7 +8,7 @@ evaluated again from its final weights, with its own seed and settings). Differe
 problem, same evaluation seed) and their 95% intervals come from a bootstrap over seeds × problems. Every
 configuration tried is kept in the result file.
 
-    python bench/headline.py [--methods grpo ampo] [--seeds 0 1 2 3 4] [--steps 300] [--lrs 5e-5 1e-4 2e-4]
+    python bench/headline.py [--methods grpo ampo luffy] [--seeds 0 1 2 3 4] [--steps 300] [--lrs 5e-5 1e-4 2e-4]
 
 Writes ``bench/results/headline.json`` (rendered into the README by render_readme.py).
 """
@@ -112,7 +112,7 @@ def run(config: str, seed: int, steps: int, out: Path, overrides: list[str]) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=["grpo", "ampo"])
+    parser.add_argument("--methods", nargs="+", default=["grpo", "ampo", "luffy"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])

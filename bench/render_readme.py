@@ -147,6 +147,7 @@ def _function(name: str) -> str:
     return f"{file}:{function}"
 
 
+@renders("headline")
 def headline(r: dict) -> str:
     """bench/headline.py: pass@k after training per method, and paired differences to the first method."""
     s, methods = r["settings"], r["methods"]
@@ -171,10 +172,6 @@ def headline(r: dict) -> str:
                               f"({sweep}; training reward in %). Intervals: paired bootstrap over seeds × problems, "
                               f"2000 draws.* " + environment_line(env) + contrasts(r.get("contrasts", {}))
                               + over_training(methods, s["steps"]))
-
-
-for _name in ("headline", "headline_luffy"):
-    renders(_name)(headline)
 
 
 def contrasts(pairs: dict) -> str:
