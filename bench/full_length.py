@@ -43,9 +43,8 @@ class FullLengthVLLM(VLLMEngine):
     """vLLM told to ignore the end-of-sequence token."""
 
     def request_params(self, sampling: SamplingParams, n: int, i: int) -> object:
-        seed = sampling.seeds[i] if sampling.seeds is not None else sampling.seed + i * n
         return self.vllm.SamplingParams(n=n, temperature=sampling.temperature, max_tokens=sampling.max_new_tokens,
-                                        logprobs=0, ignore_eos=True, seed=seed)
+                                        logprobs=0, ignore_eos=True, seed=self.request_seed(sampling, n, i))
 
 
 def full_length_engine(name: str) -> EngineFactory:

@@ -24,14 +24,16 @@ from pathlib import Path
 from bench_env import environment
 from compare import run as run_once
 from compare import setup
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from guidedrl.config import TrainConfig
+from guidedrl.data import load_rows, validate_rows
 from guidedrl.eval.evaluate import evaluate_sets
 from guidedrl.eval.metrics import pass_at_k
 from guidedrl.rollout.engine import stop_token_ids, with_pad_token
 from guidedrl.rollout.hf_engine import HFEngine
-from guidedrl.data import load_rows, validate_rows
+from guidedrl.trainer.paths import RunPaths, load_pretrained
 from guidedrl.yaml_config import load_config
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 SPLITS = ("test_id", "test_ood")
 
@@ -48,11 +50,11 @@ def widen(run_dir: Path, samples: int, ks: list[int]) -> None:
     if all(n >= samples for n, _, _ in per_problem(run_dir, SPLITS[0])):
         return
     cfg = load_config(run_dir / "config.yaml", TrainConfig)
-    tokenizer = with_pad_token(AutoTokenizer.from_pretrained(run_dir / "final"))
-    policy = AutoModelForCausalLM.from_pretrained(run_dir / "final").eval()
+    tokenizer = with_pad_token(load_pretrained(AutoTokenizer, run_dir / "final", "final"))
+    policy = load_pretrained(AutoModelForCausalLM, run_dir / "final", "final").eval()
     engine = HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer))
-    world = Path(cfg.world) / "data"
-    sets = {split: validate_rows(load_rows(world / f"{split}.jsonl"), split)[:cfg.eval.max_problems] for split in SPLITS}
+    sets = {name: validate_rows(load_rows(path), str(path))[:cfg.eval.max_problems]
+            for name, path in RunPaths.resolve(cfg).eval_sets.items()}
     evaluate_sets(engine, tokenizer, sets, ks=ks, samples=samples, temperature=cfg.eval.temperature,
                   max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed, report_dir=run_dir / "eval", tag="after")
 

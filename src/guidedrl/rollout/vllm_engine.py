@@ -127,14 +127,19 @@ class VLLMEngine:
         rollouts.finished = torch.tensor(finished, dtype=torch.bool)
         return rollouts
 
+    @staticmethod
+    def request_seed(sampling: SamplingParams, n: int, i: int) -> int | None:
+        """The seed of prompt ``i``'s request: its own, or the call's seed offset past earlier prompts' samples."""
+        if sampling.seeds is not None:
+            return sampling.seeds[i]
+        return None if sampling.seed is None else sampling.seed + i * n
+
     def request_params(self, sampling: SamplingParams, n: int, i: int) -> object:
         """vLLM's sampling parameters of the request of prompt ``i``."""
-        seed = sampling.seeds[i] if sampling.seeds is not None else (
-            None if sampling.seed is None else sampling.seed + i * n)
         return self.vllm.SamplingParams(
             n=n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
             max_tokens=sampling.max_new_tokens, logprobs=0, stop_token_ids=self.stop_ids, skip_special_tokens=False,
-            seed=seed)
+            seed=self.request_seed(sampling, n, i))
 
     def sync_weights(self, model: Module) -> None:
         """Copy ``model``'s current weights into vLLM in place (a peft model: with its adapters merged) and drop
