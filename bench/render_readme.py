@@ -147,6 +147,11 @@ def _function(name: str) -> str:
     return f"{file}:{function}"
 
 
+def interval(d: list[float]) -> str:
+    """A difference and its 95% interval, in points: ``+1.2 [-0.3, +2.8]``."""
+    return f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+
+
 @renders("headline")
 def headline(r: dict) -> str:
     """bench/headline.py: pass@k after training per method, and paired differences to the first method."""
@@ -159,7 +164,7 @@ def headline(r: dict) -> str:
     for method, f in methods.items():
         for split, e in f["splits"].items():
             diffs = [e.get(f"diff_pass@{k}") for k in (1, ks[-1])]
-            cells = ["" if d is None else f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]" for d in diffs]
+            cells = ["" if d is None else interval(d) for d in diffs]
             rows.append(f"| {method} ({f['lr']}) | {split.removeprefix('test_').upper()} | "
                         + " | ".join(f"{100 * e['pass_at_k'][str(k)]:.1f}" for k in ks)
                         + f" | {e['distinct_paths']:.2f} | {cells[0]} | {cells[1]} |")
@@ -176,10 +181,8 @@ def headline(r: dict) -> str:
 
 def contrasts(pairs: dict) -> str:
     """Paired differences between two methods other than the baseline (bench/headline.py --contrasts)."""
-    def ci(d: list[float]) -> str:
-        return f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
     lines = [f"- {name}: " + "; ".join(f"{split.removeprefix('test_').upper()} " + ", ".join(
-        f"{key.removeprefix('diff_')} {ci(d)}" for key, d in diffs.items()) for split, diffs in splits.items())
+        f"{key.removeprefix('diff_')} {interval(d)}" for key, d in diffs.items()) for split, diffs in splits.items())
         for name, splits in pairs.items()]
     return "\n\nPaired differences between other methods (95% CI):\n\n" + "\n".join(lines) if lines else ""
 
