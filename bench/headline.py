@@ -9,6 +9,11 @@ problem, same evaluation seed) and their 95% intervals come from a bootstrap ove
 configuration tried is kept in the result file.
 
     python bench/headline.py [--methods grpo ampo luffy] [--seeds 0 1 2 3 4] [--steps 300] [--lrs 5e-5 1e-4 2e-4]
+    python bench/headline.py --methods grpo guide_grpo --prior bench/results/headline.json \
+        --result bench/results/headline_guide.json       # GRPO keeps the sweep it chose its rate in
+
+A method swept in ``--prior`` (an earlier result file of the same protocol) keeps that sweep's record and chosen
+rate: only its runs at that rate are trained again where their folders are gone (seeded: the same runs).
 
 Writes ``bench/results/headline.json`` (rendered into the README by render_readme.py).
 """
@@ -125,13 +130,24 @@ def main() -> None:
     parser.add_argument("--contrasts", nargs="*", default=["ampo-luffy"],
                         help="more paired differences A-B, where both methods ran")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run")
+    parser.add_argument("--prior", type=Path, help="an earlier result file whose sweeps and chosen rates to keep")
     args = parser.parse_args()
     setup()
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= args.samples]
     common = [f"eval.samples={args.samples}", f"eval.ks={json.dumps(ks)}", f"eval.max_problems={args.problems}",
               "eval.every=0", "eval.before=false", *args.set]
     sweep_seed, tried, chosen = args.seeds[0], {}, {}
+    prior = json.loads(args.prior.read_text()) if args.prior else {"sweep": {}, "chosen_lr": {}}
     for method in args.methods:  # the sweep: sweep seed only, chosen by training reward
+        if method in prior["sweep"]:
+            tried[method], chosen[method] = prior["sweep"][method], prior["chosen_lr"][method]
+            out = args.out / "sweep" / f"lr{chosen[method]}"
+            again = run(f"{method}.yaml", sweep_seed, args.steps, out, [*common, f"optim.lr={chosen[method]}"])
+            key = "eval/test_id/pass@1"
+            print(f"{method}: the prior's seed-{sweep_seed} run at lr {chosen[method]}: {key} "
+                  f"{tried[method][chosen[method]]['after'][key]:.6f} then, {again['after'][key]:.6f} now")
+            tried[method][chosen[method]]["dir"] = str(out / method / f"seed{sweep_seed}")
+            continue
         tried[method] = {}
         for lr in args.lrs:
             out = args.out / "sweep" / f"lr{lr:g}"
@@ -172,7 +188,8 @@ def main() -> None:
                  for a, b in pairs if a in scores and b in scores}
     result = {"environment": environment(), "settings": {**{k: (str(v) if isinstance(v, Path) else v)
                                                              for k, v in vars(args).items()}, "ks": ks},
-              "sweep": tried, "chosen_lr": chosen, "methods": figures, "contrasts": contrasts}
+              "sweep": tried, "chosen_lr": chosen, "methods": figures, "contrasts": contrasts,
+              "problems": scores}  # (samples, correct, distinct paths) per method, split, seed and problem
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(result, indent=1))
     for method, f in figures.items():
