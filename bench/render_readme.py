@@ -56,38 +56,6 @@ for _name in ("grpo_step", "grpo_step_50m", "grpo_step_50m_norecompute"):
     renders(_name)(grpo_step)
 
 
-def _mean_std(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-
-def comparison(r: dict) -> str:
-    """Methods × held-out figures after training, mean ± std over seeds (bench/results_summary.py's format)."""
-    cols = [("ID pass@1", "id/pass@1"), ("ID pass@16", "id/pass@16"), ("OOD pass@1", "ood/pass@1"),
-            ("OOD pass@16", "ood/pass@16")]
-    head = "| method | " + " | ".join(c for c, _ in cols) + " | ID distinct correct paths | guided groups |" + \
-        ("" if r["contended"] else " s/step |")
-    rows = [head, "|" + "---|" * (len(cols) + 3 + (0 if r["contended"] else 1))]
-    for method, runs in r["methods"].items():
-        cells = [_mean_std([run[key] for run in runs]) for _, key in cols]
-        paths = sum(run["id/distinct_paths"] for run in runs) / len(runs)
-        rates = [run.get("teacher_rate") or run.get("hint_rate") for run in runs]
-        guided = f"{100 * sum(rates) / len(rates):.0f}%" if all(v is not None for v in rates) else "–"
-        time = "" if r["contended"] else f" {sum(run['step_time'] for run in runs) / len(runs):.2f} |"
-        rows.append(f"| {method} | " + " | ".join(cells) + f" | {paths:.2f} | {guided} |" + time)
-    b = r["before"]
-    rows.append("| student before | " + " | ".join(f"{100 * b[key]:.1f}" for _, key in cols) +
-                f" | {b['id/distinct_paths']:.2f} | |" + ("" if r["contended"] else " |"))
-    note = (" Step times are left out: the machine ran other work during this bench." if r["contended"] else "")
-    s = r["settings"]
-    return "\n".join(rows) + f"\n\n*{s['steps']} steps, seeds {s['seeds']}, {s['eval']}.{note}* " + \
-        environment_line(r["environment"])
-
-
-for _name in ("ampo_vs_grpo_60", "guide_vs_grpo_60"):
-    renders(_name)(comparison)
-
 WORLD = ROOT / "worlds" / "default"
 SOURCES: dict[str, Callable[[], dict]] = {  # tables whose data is not a bench result file
     "world": lambda: {"eval": json.loads((WORLD / "eval.json").read_text()),
@@ -152,7 +120,6 @@ def interval(d: list[float]) -> str:
     return f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
 
 
-@renders("headline")
 def headline(r: dict) -> str:
     """bench/headline.py: pass@k after training per method, and paired differences to the first method."""
     s, methods = r["settings"], r["methods"]
@@ -171,12 +138,18 @@ def headline(r: dict) -> str:
     sweep = "; ".join(f"{m}: " + ", ".join(f"lr {lr} → {100 * v['train_reward_tail']:.1f}" for lr, v in runs.items())
                       for m, runs in r["sweep"].items())
     env = r["environment"]
+    earlier = r.get("swept_before", [])
+    before = f"; {', '.join(earlier)} swept in {Path(s['prior']).name}, the same protocol" if earlier else ""
     return "\n".join(rows) + (f"\n\n*{s['steps']} steps, seeds {s['seeds']}, {s['problems']} held-out problems per "
-                              f"split × {s['samples']} samples at temperature 1; learning rate per method chosen on "
-                              f"seed {s['seeds'][0]} by mean training reward over the last fifth of the steps "
-                              f"({sweep}; training reward in %). Intervals: paired bootstrap over seeds × problems, "
-                              f"2000 draws.* " + environment_line(env) + contrasts(r.get("contrasts", {}))
+                              f"split × {s['samples']} samples at temperature 1; learning rate per method: the best of "
+                              f"the rates tried on seed {s['seeds'][0]} by mean training reward over the last fifth "
+                              f"of the steps ({sweep}; training reward in %{before}). Intervals: paired bootstrap over "
+                              f"seeds × problems, 2000 draws.* " + environment_line(env) + contrasts(r.get("contrasts", {}))
                               + over_training(methods, s["steps"]))
+
+
+for _name in ("headline", "headline_guide", "headline_tgpo"):
+    renders(_name)(headline)
 
 
 def contrasts(pairs: dict) -> str:
