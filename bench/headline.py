@@ -66,7 +66,9 @@ def widen(run_dir: Path, samples: int, ks: list[int]) -> None:
 
 def over_training(run_dir: Path, buckets: int) -> dict[str, list[float]]:
     """Per tenth (``buckets``) of the steps: the share of groups whose on-policy samples all failed, the share
-    that guidance rescued (teacher or hint rate; absent for unguided methods) and the median step time."""
+    guided (teacher or hint rate; absent for unguided methods), for hints the share of hinted groups with a
+    correct sample and of hinted samples correct, for a teacher signal the share of the student's tokens that
+    differ from the teacher's argmax, and the median step time."""
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if "reward" in r]
     size = max(1, len(steps) // buckets)
@@ -76,6 +78,10 @@ def over_training(run_dir: Path, buckets: int) -> dict[str, list[float]]:
     for key in ("guidance/teacher/rate", "guidance/hint/rate"):
         if any(key in r for r in steps):
             curves["guided"] = [statistics.fmean(r.get(key, 0.0) for r in part) for part in parts]
+    for name, key in (("rescued", "guidance/hint/rescued"), ("hint_accuracy", "guidance/hint/accuracy"),
+                      ("mismatch", "teacher_signal/mismatch_ratio")):
+        if any(key in r for r in steps):  # means over the steps that log them
+            curves[name] = [statistics.fmean([r[key] for r in part if key in r] or [0.0]) for part in parts]
     return curves
 
 

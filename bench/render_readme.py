@@ -161,14 +161,16 @@ def contrasts(pairs: dict) -> str:
 
 
 def over_training(methods: dict, steps: int) -> str:
-    """The share of groups whose samples all failed, and the share guided, per tenth of training (seed mean),
-    and each method's step time."""
+    """Per tenth of training (seed mean): the share of groups whose samples all failed, the share guided, how
+    hints fared, the student/teacher token mismatch; and each method's step time."""
     if not all("over_training" in f for f in methods.values()):
         return ""
     size = steps // 10
-    rows = ["| method | share of groups, mean over seeds | " + " | ".join(
+    rows = ["| method | share, mean over seeds | " + " | ".join(
         f"steps {i * size + 1}–{(i + 1) * size}" for i in range(10)) + " |", "|---|---|" + "---|" * 10]
-    names = {"all_wrong": "on-policy samples all wrong", "guided": "guided"}
+    names = {"all_wrong": "groups whose on-policy samples all fail", "guided": "groups guided",
+             "rescued": "hinted groups with a correct sample", "hint_accuracy": "hinted samples correct",
+             "mismatch": "student tokens ≠ the teacher's argmax"}
     for method, f in methods.items():
         for key, curve in f["over_training"].items():
             if key in names:
