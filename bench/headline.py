@@ -194,7 +194,8 @@ def main() -> None:
                  for a, b in pairs if a in scores and b in scores}
     result = {"environment": environment(), "settings": {**{k: (str(v) if isinstance(v, Path) else v)
                                                              for k, v in vars(args).items()}, "ks": ks},
-              "sweep": tried, "chosen_lr": chosen, "swept_before": [m for m in args.methods if m in prior["sweep"]], "methods": figures, "contrasts": contrasts,
+              "sweep": tried, "chosen_lr": chosen, "swept_before": [m for m in args.methods if m in prior["sweep"]],
+              "methods": figures, "contrasts": contrasts,
               "problems": scores}  # (samples, correct, distinct paths) per method, split, seed and problem
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(result, indent=1))

@@ -141,11 +141,11 @@ def headline(r: dict) -> str:
     earlier = r.get("swept_before", [])
     before = f"; {', '.join(earlier)} swept in {Path(s['prior']).name}, the same protocol" if earlier else ""
     return "\n".join(rows) + (f"\n\n*{s['steps']} steps, seeds {s['seeds']}, {s['problems']} held-out problems per "
-                              f"split × {s['samples']} samples at temperature 1; learning rate per method: the best of "
-                              f"the rates tried on seed {s['seeds'][0]} by mean training reward over the last fifth "
-                              f"of the steps ({sweep}; training reward in %{before}). Intervals: paired bootstrap over "
-                              f"seeds × problems, 2000 draws.* " + environment_line(env) + contrasts(r.get("contrasts", {}))
-                              + over_training(methods, s["steps"]))
+                              f"split × {s['samples']} samples at temperature 1; learning rate per method: the best "
+                              f"of the rates tried on seed {s['seeds'][0]} by mean training reward over the last "
+                              f"fifth of the steps ({sweep}; training reward in %{before}). Intervals: paired "
+                              f"bootstrap over seeds × problems, 2000 draws.* " + environment_line(env)
+                              + contrasts(r.get("contrasts", {})) + over_training(methods, s["steps"]))
 
 
 for _name in ("headline", "headline_guide", "headline_tgpo"):
