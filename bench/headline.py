@@ -12,8 +12,13 @@ configuration tried is kept in the result file.
     python bench/headline.py --methods grpo guide_grpo --prior bench/results/headline.json \
         --result bench/results/headline_guide.json       # GRPO keeps the sweep it chose its rate in
 
-A method swept in ``--prior`` (an earlier result file of the same protocol) keeps that sweep's record and chosen
-rate: only its runs at that rate are trained again where their folders are gone (seeded: the same runs).
+A method swept in ``--prior`` (earlier result files of the same protocol) keeps that sweep's record; rates of
+``--lrs`` it did not try are tried on the sweep seed and added, and the rate is chosen again over them all. If the
+rate stays and a prior file holds the method's per-problem scores for the same seeds, those are used; otherwise
+its runs at that rate are trained again where their folders are gone (seeded: the same runs).
+
+    python bench/headline.py --prior bench/results/headline.json bench/results/headline_guide.json \
+        --lrs 2.5e-5 5e-5 1e-4 2e-4                       # the headline's sweep widened by one rate
 
 Writes ``bench/results/headline.json`` (rendered into the README by render_readme.py).
 """
@@ -41,6 +46,7 @@ from guidedrl.trainer.paths import RunPaths, load_pretrained
 from guidedrl.yaml_config import load_config
 
 SPLITS = ("test_id", "test_ood")
+PROTOCOL = ("seeds", "steps", "samples", "problems")  # settings whose scores can be reused
 
 
 def per_problem(run_dir: Path, split: str) -> list[tuple[int, int, int]]:
@@ -113,6 +119,23 @@ def paired_diffs(a: list[list[tuple[int, int, int]]], b: list[list[tuple[int, in
     return {f"diff_pass@{k}": paired_interval(scores(a, k), scores(b, k)) for k in (1, ks[-1])}
 
 
+def merge_priors(paths: list[Path]) -> dict:
+    """Sweeps and chosen rates of earlier result files (for a method in several, the first file decides), and
+    every file's per-problem scores of a method with the figures, rate and protocol (``PROTOCOL``) they have."""
+    merged: dict = {"sweep": {}, "chosen_lr": {}, "scores": {}}
+    for path in paths:
+        result = json.loads(path.read_text())
+        for method in result["sweep"]:
+            if method not in merged["sweep"]:
+                merged["sweep"][method] = result["sweep"][method]
+                merged["chosen_lr"][method] = result["chosen_lr"][method]
+        for method, problems in result.get("problems", {}).items():
+            merged["scores"].setdefault(method, []).append(
+                {"source": path.name, "problems": problems, "figures": result["methods"][method],
+                 "protocol": {k: result["settings"][k] for k in PROTOCOL}})
+    return merged
+
+
 def run(config: str, seed: int, steps: int, out: Path, overrides: list[str]) -> dict:
     """One training run, or, when its folder already holds a finished one (an interrupted bench restarted),
     that run's summary and step log."""
@@ -136,35 +159,38 @@ def main() -> None:
     parser.add_argument("--contrasts", nargs="*", default=["ampo-luffy"],
                         help="more paired differences A-B, where both methods ran")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run")
-    parser.add_argument("--prior", type=Path, help="an earlier result file whose sweeps and chosen rates to keep")
+    parser.add_argument("--prior", type=Path, nargs="*", default=[],
+                        help="earlier result files whose sweeps (and per-problem scores) to keep")
     args = parser.parse_args()
     setup()
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= args.samples]
     common = [f"eval.samples={args.samples}", f"eval.ks={json.dumps(ks)}", f"eval.max_problems={args.problems}",
               "eval.every=0", "eval.before=false", *args.set]
     sweep_seed, tried, chosen = args.seeds[0], {}, {}
-    prior = json.loads(args.prior.read_text()) if args.prior else {"sweep": {}, "chosen_lr": {}}
+    prior = merge_priors(args.prior)
     for method in args.methods:  # the sweep: sweep seed only, chosen by training reward
-        if method in prior["sweep"]:
-            tried[method], chosen[method] = prior["sweep"][method], prior["chosen_lr"][method]
-            out = args.out / "sweep" / f"lr{chosen[method]}"
-            again = run(f"{method}.yaml", sweep_seed, args.steps, out, [*common, f"optim.lr={chosen[method]}"])
-            key = "eval/test_id/pass@1"
-            print(f"{method}: the prior's seed-{sweep_seed} run at lr {chosen[method]}: {key} "
-                  f"{tried[method][chosen[method]]['after'][key]:.6f} then, {again['after'][key]:.6f} now")
-            tried[method][chosen[method]]["dir"] = str(out / method / f"seed{sweep_seed}")
-            continue
-        tried[method] = {}
-        for lr in args.lrs:
+        tried[method] = dict(prior["sweep"].get(method, {}))
+        for lr in [lr for lr in args.lrs if f"{lr:g}" not in tried[method]]:
             out = args.out / "sweep" / f"lr{lr:g}"
             result = run(f"{method}.yaml", sweep_seed, args.steps, out, [*common, f"optim.lr={lr}"])
             tail = result["steps"][-max(1, args.steps // 5):]
             tried[method][f"{lr:g}"] = {"train_reward_tail": statistics.fmean(s["reward"] for s in tail),
                                         "after": result["after"], "dir": str(out / method / f"seed{sweep_seed}")}
         chosen[method] = max(tried[method], key=lambda lr: tried[method][lr]["train_reward_tail"])
+    protocol = {k: getattr(args, k) for k in PROTOCOL}
+    fits = {m: [c for c in prior["scores"].get(m, []) if c["figures"]["lr"] == chosen[m] and c["protocol"] == protocol]
+            for m in args.methods}
+    kept = {m: found[0] for m, found in fits.items() if found}  # scores of the same rate and protocol, not retrained
     runs: dict[str, dict[int, Path]] = {}
-    for method in args.methods:
+    for method in [m for m in args.methods if m not in kept]:
         lr = chosen[method]
+        if method in prior["sweep"] and lr in prior["sweep"][method]:  # its sweep-seed run is the prior's
+            out = args.out / "sweep" / f"lr{lr}"
+            again = run(f"{method}.yaml", sweep_seed, args.steps, out, [*common, f"optim.lr={lr}"])
+            key = "eval/test_id/pass@1"
+            print(f"{method}: the prior's seed-{sweep_seed} run at lr {lr}: {key} "
+                  f"{tried[method][lr]['after'][key]:.6f} then, {again['after'][key]:.6f} now")
+            tried[method][lr]["dir"] = str(out / method / f"seed{sweep_seed}")
         runs[method] = {sweep_seed: Path(tried[method][lr]["dir"])}
         for seed in args.seeds[1:]:
             out = args.out / "seeds" / f"lr{lr}"
@@ -174,12 +200,15 @@ def main() -> None:
         for run_dir in method_runs.values():
             widen(run_dir, args.samples, ks)
     figures: dict[str, dict] = {}
-    scores = {m: {split: [per_problem(runs[m][s], split) for s in args.seeds] for split in SPLITS}
-              for m in args.methods}
+    scores = {m: kept[m]["problems"] if m in kept else
+              {split: [per_problem(runs[m][s], split) for s in args.seeds] for split in SPLITS} for m in args.methods}
     for method in args.methods:
-        curves = [over_training(runs[method][s], 10) for s in args.seeds]
-        figures[method] = {"lr": chosen[method], "splits": {}, "over_training": {
-            key: [statistics.fmean(c[key][i] for c in curves) for i in range(10)] for key in curves[0]}}
+        if method in kept:
+            history = kept[method]["figures"]["over_training"]
+        else:
+            curves = [over_training(runs[method][s], 10) for s in args.seeds]
+            history = {key: [statistics.fmean(c[key][i] for c in curves) for i in range(10)] for key in curves[0]}
+        figures[method] = {"lr": chosen[method], "splits": {}, "over_training": history}
         for split in SPLITS:
             table = scores[method][split]
             curve = {k: statistics.fmean(pass_at_k(n, c, k) for row in table for n, c, _ in row) for k in ks}
@@ -192,9 +221,9 @@ def main() -> None:
     pairs = [pair.split("-") for pair in args.contrasts]
     contrasts = {f"{a} − {b}": {split: paired_diffs(scores[a][split], scores[b][split], ks) for split in SPLITS}
                  for a, b in pairs if a in scores and b in scores}
-    result = {"environment": environment(), "settings": {**{k: (str(v) if isinstance(v, Path) else v)
-                                                             for k, v in vars(args).items()}, "ks": ks},
+    result = {"environment": environment(), "settings": {**json.loads(json.dumps(vars(args), default=str)), "ks": ks},
               "sweep": tried, "chosen_lr": chosen, "swept_before": [m for m in args.methods if m in prior["sweep"]],
+              "scores_kept": {m: found["source"] for m, found in kept.items()},
               "methods": figures, "contrasts": contrasts,
               "problems": scores}  # (samples, correct, distinct paths) per method, split, seed and problem
     args.result.parent.mkdir(parents=True, exist_ok=True)

@@ -135,11 +135,15 @@ def headline(r: dict) -> str:
             rows.append(f"| {method} ({f['lr']}) | {split.removeprefix('test_').upper()} | "
                         + " | ".join(f"{100 * e['pass_at_k'][str(k)]:.1f}" for k in ks)
                         + f" | {e['distinct_paths']:.2f} | {cells[0]} | {cells[1]} |")
-    sweep = "; ".join(f"{m}: " + ", ".join(f"lr {lr} → {100 * v['train_reward_tail']:.1f}" for lr, v in runs.items())
-                      for m, runs in r["sweep"].items())
+    sweep = "; ".join(f"{m}: " + ", ".join(f"lr {lr} → {100 * runs[lr]['train_reward_tail']:.1f}"
+                                           for lr in sorted(runs, key=float)) for m, runs in r["sweep"].items())
     env = r["environment"]
+    priors = s["prior"] if isinstance(s.get("prior"), list) else [s["prior"]] if s.get("prior") else []
     earlier = r.get("swept_before", [])
-    before = f"; {', '.join(earlier)} swept in {Path(s['prior']).name}, the same protocol" if earlier else ""
+    before = (f"; {', '.join(earlier)} swept in {' and '.join(Path(p).name for p in priors)}, the same "
+              "protocol" if earlier else "")
+    before += "".join(f"; {m}'s per-problem scores taken from {name}, its rate unchanged"
+                      for m, name in r.get("scores_kept", {}).items())
     return "\n".join(rows) + (f"\n\n*{s['steps']} steps, seeds {s['seeds']}, {s['problems']} held-out problems per "
                               f"split × {s['samples']} samples at temperature 1; learning rate per method: the best "
                               f"of the rates tried on seed {s['seeds'][0]} by mean training reward over the last "
