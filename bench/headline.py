@@ -8,7 +8,7 @@ evaluated again from its final weights, with its own seed and settings). Differe
 problem, same evaluation seed) and their 95% intervals come from a bootstrap over seeds × problems. Every
 configuration tried is kept in the result file.
 
-    python bench/headline.py [--methods grpo ampo luffy] [--seeds 0 1 2 3 4] [--steps 300] [--lrs 5e-5 1e-4 2e-4]
+    python bench/headline.py [--methods grpo ampo luffy] [--seeds 0 1 2 3 4] [--steps 300] [--lrs 2.5e-5 5e-5 1e-4 2e-4]
     python bench/headline.py --methods grpo guide_grpo --prior bench/results/headline.json \
         --result bench/results/headline_guide.json       # GRPO keeps the sweep it chose its rate in
 
@@ -17,8 +17,7 @@ A method swept in ``--prior`` (earlier result files of the same protocol) keeps 
 rate stays and a prior file holds the method's per-problem scores for the same seeds, those are used; otherwise
 its runs at that rate are trained again where their folders are gone (seeded: the same runs).
 
-    python bench/headline.py --prior bench/results/headline.json bench/results/headline_guide.json \
-        --lrs 2.5e-5 5e-5 1e-4 2e-4                       # the headline's sweep widened by one rate
+    python bench/headline.py --prior OLD.json --lrs 2.5e-5  # OLD's sweep widened by one rate
 
 Writes ``bench/results/headline.json`` (rendered into the README by render_readme.py).
 """
@@ -151,7 +150,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["grpo", "ampo", "luffy"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[2.5e-5, 5e-5, 1e-4, 2e-4])
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/headline"))

@@ -140,7 +140,7 @@ def headline(r: dict) -> str:
     env = r["environment"]
     priors = s["prior"] if isinstance(s.get("prior"), list) else [s["prior"]] if s.get("prior") else []
     earlier = r.get("swept_before", [])
-    before = (f"; {', '.join(earlier)} swept in {' and '.join(Path(p).name for p in priors)}, the same "
+    before = (f"; {', '.join(earlier)} swept earlier in {' and '.join(Path(p).name for p in priors)}, the same "
               "protocol" if earlier else "")
     before += "".join(f"; {m}'s per-problem scores taken from {name}, its rate unchanged"
                       for m, name in r.get("scores_kept", {}).items())
