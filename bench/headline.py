@@ -135,6 +135,14 @@ def merge_priors(paths: list[Path]) -> dict:
     return merged
 
 
+def reusable_scores(prior: dict, chosen: dict[str, str], protocol: dict) -> dict[str, dict]:
+    """Per method, the first of ``merge_priors``' stored scores at the method's chosen rate under the same
+    protocol: those runs need no training again."""
+    fits = {m: [c for c in prior["scores"].get(m, []) if c["figures"]["lr"] == lr and c["protocol"] == protocol]
+            for m, lr in chosen.items()}
+    return {m: found[0] for m, found in fits.items() if found}
+
+
 def run(config: str, seed: int, steps: int, out: Path, overrides: list[str]) -> dict:
     """One training run, or, when its folder already holds a finished one (an interrupted bench restarted),
     that run's summary and step log."""
@@ -176,10 +184,7 @@ def main() -> None:
             tried[method][f"{lr:g}"] = {"train_reward_tail": statistics.fmean(s["reward"] for s in tail),
                                         "after": result["after"], "dir": str(out / method / f"seed{sweep_seed}")}
         chosen[method] = max(tried[method], key=lambda lr: tried[method][lr]["train_reward_tail"])
-    protocol = {k: getattr(args, k) for k in PROTOCOL}
-    fits = {m: [c for c in prior["scores"].get(m, []) if c["figures"]["lr"] == chosen[m] and c["protocol"] == protocol]
-            for m in args.methods}
-    kept = {m: found[0] for m, found in fits.items() if found}  # scores of the same rate and protocol, not retrained
+    kept = reusable_scores(prior, chosen, {k: getattr(args, k) for k in PROTOCOL})
     runs: dict[str, dict[int, Path]] = {}
     for method in [m for m in args.methods if m not in kept]:
         lr = chosen[method]
