@@ -14,7 +14,7 @@ configuration tried is kept in the result file.
 
 A method swept in ``--prior`` (earlier result files of the same protocol) keeps that sweep's record; rates of
 ``--lrs`` it did not try are tried on the sweep seed and added, and the rate is chosen again over them all. If the
-rate stays and a prior file holds the method's per-problem scores for the same seeds, those are used; otherwise
+rate stays and a prior file holds the method's per-problem scores under the same ``PROTOCOL``, they are used; else
 its runs at that rate are trained again where their folders are gone (seeded: the same runs).
 
     python bench/headline.py --prior OLD.json --lrs 2.5e-5  # OLD's sweep widened by one rate
@@ -45,7 +45,7 @@ from guidedrl.trainer.paths import RunPaths, load_pretrained
 from guidedrl.yaml_config import load_config
 
 SPLITS = ("test_id", "test_ood")
-PROTOCOL = ("seeds", "steps", "samples", "problems")  # settings whose scores can be reused
+PROTOCOL = ("seeds", "steps", "samples", "problems", "set")  # settings under which stored scores are reused
 
 
 def per_problem(run_dir: Path, split: str) -> list[tuple[int, int, int]]:

@@ -11,7 +11,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from headline import PROTOCOL, merge_priors, paired_interval, reusable_scores  # noqa: E402
 
-SETTINGS = {"seeds": [0, 1], "steps": 300, "samples": 64, "problems": 2}
+SETTINGS = {"seeds": [0, 1], "steps": 300, "samples": 64, "problems": 2, "set": []}
 
 
 def result(path: Path, sweep: dict, chosen: dict, problems: dict, settings: dict = SETTINGS) -> Path:
