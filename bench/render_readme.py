@@ -152,7 +152,7 @@ def headline(r: dict) -> str:
                               + contrasts(r.get("contrasts", {})) + over_training(methods, s["steps"]))
 
 
-for _name in ("headline", "headline_guide", "headline_tgpo"):
+for _name in ("headline", "headline_guide", "headline_tgpo", "headline_guide_ppo"):
     renders(_name)(headline)
 
 
