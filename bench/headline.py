@@ -188,7 +188,7 @@ def main() -> None:
     runs: dict[str, dict[int, Path]] = {}
     for method in [m for m in args.methods if m not in kept]:
         lr = chosen[method]
-        if method in prior["sweep"] and lr in prior["sweep"][method]:  # its sweep-seed run is the prior's
+        if lr in prior["sweep"].get(method, {}):  # its sweep-seed run is the prior's
             out = args.out / "sweep" / f"lr{lr}"
             again = run(f"{method}.yaml", sweep_seed, args.steps, out, [*common, f"optim.lr={lr}"])
             key = "eval/test_id/pass@1"

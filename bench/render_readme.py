@@ -138,9 +138,8 @@ def headline(r: dict) -> str:
     sweep = "; ".join(f"{m}: " + ", ".join(f"lr {lr} → {100 * runs[lr]['train_reward_tail']:.1f}"
                                            for lr in sorted(runs, key=float)) for m, runs in r["sweep"].items())
     env = r["environment"]
-    priors = s["prior"] if isinstance(s.get("prior"), list) else [s["prior"]] if s.get("prior") else []
     earlier = r.get("swept_before", [])
-    before = (f"; {', '.join(earlier)} swept earlier in {' and '.join(Path(p).name for p in priors)}, the same "
+    before = (f"; {', '.join(earlier)} swept earlier in {' and '.join(Path(p).name for p in s['prior'])}, the same "
               "protocol" if earlier else "")
     before += "".join(f"; {m}'s per-problem scores taken from {name}, its rate unchanged"
                       for m, name in r.get("scores_kept", {}).items())

@@ -23,15 +23,14 @@ def result(path: Path, sweep: dict, chosen: dict, problems: dict, settings: dict
 
 def test_sweeps_come_from_the_first_file_and_scores_from_every_file(tmp_path: Path) -> None:
     first = result(tmp_path / "a.json", {"grpo": {"5e-05": {"train_reward_tail": 0.3}}}, {"grpo": "5e-05"}, {})
-    scores = {"test_id": [[[64, 3, 1]], [[64, 5, 2]]]}
+    scores, three_seeds = {"test_id": [[[64, 3, 1]], [[64, 5, 2]]]}, {**SETTINGS, "seeds": [0, 1, 2]}
     second = result(tmp_path / "b.json", {"grpo": {"1e-4": {}}, "ampo": {"5e-05": {}}},
-                    {"grpo": "0.0001", "ampo": "5e-05"}, {"grpo": scores, "ampo": scores},
-                    {**SETTINGS, "seeds": [0, 1, 2]})
+                    {"grpo": "0.0001", "ampo": "5e-05"}, {"grpo": scores, "ampo": scores}, three_seeds)
     prior = merge_priors([first, second])
     assert prior["sweep"] == {"grpo": {"5e-05": {"train_reward_tail": 0.3}}, "ampo": {"5e-05": {}}}
     assert prior["chosen_lr"] == {"grpo": "5e-05", "ampo": "5e-05"}
     assert [c["source"] for c in prior["scores"]["grpo"]] == ["b.json"]
-    assert prior["scores"]["grpo"][0]["protocol"] == {k: ({**SETTINGS, "seeds": [0, 1, 2]})[k] for k in PROTOCOL}
+    assert prior["scores"]["grpo"][0]["protocol"] == {k: three_seeds[k] for k in PROTOCOL}
 
 
 def test_scores_are_reused_only_at_the_same_rate_and_protocol(tmp_path: Path) -> None:
