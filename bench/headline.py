@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 from pathlib import Path
 
 from bench_env import environment
 from compare import run as run_once
 from compare import setup
+from paired import mean_pass_at_k, paired_diffs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guidedrl.config import TrainConfig
 from guidedrl.data import load_rows, validate_rows
 from guidedrl.eval.evaluate import evaluate_sets
-from guidedrl.eval.metrics import pass_at_k
 from guidedrl.rollout.engine import stop_token_ids, with_pad_token
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.trainer.paths import RunPaths, load_pretrained
@@ -90,34 +89,6 @@ def over_training(run_dir: Path, buckets: int) -> dict[str, list[float]]:
     return curves
 
 
-def paired_interval(a: list[list[float]], b: list[list[float]], draws: int = 2000, seed: int = 0
-                    ) -> tuple[float, float, float]:
-    """Mean of a − b over seeds × problems and its 95% bootstrap interval, resampling seeds, then problems
-    within each drawn seed (``a[s][p]`` and ``b[s][p]`` share seed s and problem p)."""
-    rng = random.Random(seed)
-    diffs = [[x - y for x, y in zip(sa, sb)] for sa, sb in zip(a, b)]
-    mean = statistics.fmean(d for row in diffs for d in row)
-    stats = []
-    for _ in range(draws):
-        total, count = 0.0, 0
-        for s in rng.choices(range(len(diffs)), k=len(diffs)):
-            row = diffs[s]
-            picks = rng.choices(row, k=len(row))
-            total += sum(picks)
-            count += len(picks)
-        stats.append(total / count)
-    stats.sort()
-    return mean, stats[int(0.025 * draws)], stats[int(0.975 * draws) - 1]
-
-
-def paired_diffs(a: list[list[tuple[int, int, int]]], b: list[list[tuple[int, int, int]]], ks: list[int]
-                 ) -> dict[str, tuple[float, float, float]]:
-    """Paired pass@1 and pass@max(k) differences a − b (per seed, per problem scores) with 95% intervals."""
-    def scores(table: list[list[tuple[int, int, int]]], k: int) -> list[list[float]]:
-        return [[pass_at_k(n, c, k) for n, c, _ in row] for row in table]
-    return {f"diff_pass@{k}": paired_interval(scores(a, k), scores(b, k)) for k in (1, ks[-1])}
-
-
 def merge_priors(paths: list[Path]) -> dict:
     """Sweeps and chosen rates of earlier result files (for a method in several, the first file decides), and
     every file's per-problem scores of a method with the figures, rate and protocol (``PROTOCOL``) they have."""
@@ -136,11 +107,32 @@ def merge_priors(paths: list[Path]) -> dict:
 
 
 def reusable_scores(prior: dict, chosen: dict[str, str], protocol: dict) -> dict[str, dict]:
-    """Per method, the first of ``merge_priors``' stored scores at the method's chosen rate under the same
-    protocol: those runs need no training again."""
-    fits = {m: [c for c in prior["scores"].get(m, []) if c["figures"]["lr"] == lr and c["protocol"] == protocol]
-            for m, lr in chosen.items()}
-    return {m: found[0] for m, found in fits.items() if found}
+    """Per method, the stored scores (of ``merge_priors``) at the method's chosen rate under the same protocol,
+    or under the same protocol but for fewer seeds, all of them among ``protocol``'s; of several, the one with
+    the most seeds, then the first. The runs of its seeds (``seeds`` of the entry) need no training again."""
+    def fits(entry: dict, lr: str) -> bool:
+        stored = entry["protocol"]
+        return (entry["figures"]["lr"] == lr and set(stored["seeds"]) <= set(protocol["seeds"])
+                and all(stored[k] == protocol[k] for k in PROTOCOL if k != "seeds"))
+    found = {m: [c for c in prior["scores"].get(m, []) if fits(c, lr)] for m, lr in chosen.items()}
+    best = {m: max(entries, key=lambda c: len(c["protocol"]["seeds"])) for m, entries in found.items() if entries}
+    return {m: {**entry, "seeds": entry["protocol"]["seeds"]} for m, entry in best.items()}
+
+
+def combine(seeds: list[int], kept: dict | None, trained: dict[int, dict], curves: dict[int, dict]
+            ) -> tuple[dict, dict]:
+    """A method's per-problem scores in ``seeds`` order, each seed's from ``kept`` (stored scores) or from its
+    run in ``trained`` (split -> scores), and its over-training curves as the mean over all seeds (the stored
+    curves are a mean over the kept seeds: weighted by their number, the mean over every seed is exact)."""
+    have = kept["seeds"] if kept else []
+    scores = {split: [kept["problems"][split][have.index(s)] if s in have else trained[s][split] for s in seeds]
+              for split in SPLITS}
+    parts = [(len(have), kept["figures"]["over_training"])] if have else []
+    parts += [(1, curves[s]) for s in seeds if s not in have]
+    keys = parts[0][1].keys()
+    history = {key: [sum(w * c[key][i] for w, c in parts) / len(seeds) for i in range(len(parts[0][1][key]))]
+               for key in keys}
+    return scores, history
 
 
 def run(config: str, seed: int, steps: int, out: Path, overrides: list[str]) -> dict:
@@ -185,18 +177,21 @@ def main() -> None:
                                         "after": result["after"], "dir": str(out / method / f"seed{sweep_seed}")}
         chosen[method] = max(tried[method], key=lambda lr: tried[method][lr]["train_reward_tail"])
     kept = reusable_scores(prior, chosen, {k: getattr(args, k) for k in PROTOCOL})
-    runs: dict[str, dict[int, Path]] = {}
-    for method in [m for m in args.methods if m not in kept]:
-        lr = chosen[method]
-        if lr in prior["sweep"].get(method, {}):  # its sweep-seed run is the prior's
+    runs: dict[str, dict[int, Path]] = {m: {} for m in args.methods}
+    for method in args.methods:
+        lr, have = chosen[method], kept.get(method, {}).get("seeds", [])
+        missing = [s for s in args.seeds if s not in have]
+        if sweep_seed in missing and lr in prior["sweep"].get(method, {}):  # its sweep-seed run is the prior's
             out = args.out / "sweep" / f"lr{lr}"
             again = run(f"{method}.yaml", sweep_seed, args.steps, out, [*common, f"optim.lr={lr}"])
             key = "eval/test_id/pass@1"
             print(f"{method}: the prior's seed-{sweep_seed} run at lr {lr}: {key} "
                   f"{tried[method][lr]['after'][key]:.6f} then, {again['after'][key]:.6f} now")
             tried[method][lr]["dir"] = str(out / method / f"seed{sweep_seed}")
-        runs[method] = {sweep_seed: Path(tried[method][lr]["dir"])}
-        for seed in args.seeds[1:]:
+        for seed in missing:
+            if seed == sweep_seed:
+                runs[method][seed] = Path(tried[method][lr]["dir"])
+                continue
             out = args.out / "seeds" / f"lr{lr}"
             run(f"{method}.yaml", seed, args.steps, out, [*common, f"optim.lr={lr}"])
             runs[method][seed] = out / method / f"seed{seed}"
@@ -204,18 +199,15 @@ def main() -> None:
         for run_dir in method_runs.values():
             widen(run_dir, args.samples, ks)
     figures: dict[str, dict] = {}
-    scores = {m: kept[m]["problems"] if m in kept else
-              {split: [per_problem(runs[m][s], split) for s in args.seeds] for split in SPLITS} for m in args.methods}
+    scores: dict[str, dict] = {}
     for method in args.methods:
-        if method in kept:
-            history = kept[method]["figures"]["over_training"]
-        else:
-            curves = [over_training(runs[method][s], 10) for s in args.seeds]
-            history = {key: [statistics.fmean(c[key][i] for c in curves) for i in range(10)] for key in curves[0]}
+        trained = {s: {split: per_problem(d, split) for split in SPLITS} for s, d in runs[method].items()}
+        curves = {s: over_training(d, 10) for s, d in runs[method].items()}
+        scores[method], history = combine(args.seeds, kept.get(method), trained, curves)
         figures[method] = {"lr": chosen[method], "splits": {}, "over_training": history}
         for split in SPLITS:
             table = scores[method][split]
-            curve = {k: statistics.fmean(pass_at_k(n, c, k) for row in table for n, c, _ in row) for k in ks}
+            curve = {k: mean_pass_at_k(table, k) for k in ks}
             solved = [d for row in table for _, c, d in row if c]
             paths = statistics.fmean(solved) if solved else 0.0  # over the problems solved at least once
             entry = {"pass_at_k": curve, "distinct_paths": paths}
@@ -227,7 +219,7 @@ def main() -> None:
                  for a, b in pairs if a in scores and b in scores}
     result = {"environment": environment(), "settings": {**json.loads(json.dumps(vars(args), default=str)), "ks": ks},
               "sweep": tried, "chosen_lr": chosen, "swept_before": [m for m in args.methods if m in prior["sweep"]],
-              "scores_kept": {m: found["source"] for m, found in kept.items()},
+              "scores_kept": {m: {"source": found["source"], "seeds": found["seeds"]} for m, found in kept.items()},
               "methods": figures, "contrasts": contrasts,
               "problems": scores}  # (samples, correct, distinct paths) per method, split, seed and problem
     args.result.parent.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from paired import by_label, mean_pass_at_k, paired_diffs
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+WORLD_TEST_ID = ROOT / "worlds" / "default" / "data" / "test_id.jsonl"
+UNTRAINED = RESULTS / "untrained.json"  # the untrained student under the headline's evaluation
 RENDERERS: dict[str, Callable[[dict], str]] = {}
 
 
@@ -141,14 +145,23 @@ def headline(r: dict) -> str:
     earlier = r.get("swept_before", [])
     before = (f"; {', '.join(earlier)} swept earlier in {' and '.join(Path(p).name for p in s['prior'])}, the same "
               "protocol" if earlier else "")
-    before += "".join(f"; {m}'s per-problem scores taken from {name}, its rate unchanged"
-                      for m, name in r.get("scores_kept", {}).items())
+    before += "".join(kept_scores(m, found, s["seeds"]) for m, found in r.get("scores_kept", {}).items())
     return "\n".join(rows) + (f"\n\n*{s['steps']} steps, seeds {s['seeds']}, {s['problems']} held-out problems per "
                               f"split × {s['samples']} samples at temperature 1; learning rate per method: the best "
                               f"of the rates tried on seed {s['seeds'][0]} by mean training reward over the last "
                               f"fifth of the steps ({sweep}; training reward in %{before}). Intervals: paired "
                               f"bootstrap over seeds × problems, 2000 draws.* " + environment_line(env)
-                              + contrasts(r.get("contrasts", {})) + over_training(methods, s["steps"]))
+                              + contrasts(r.get("contrasts", {})) + over_training(methods, s["steps"])
+                              + by_operands(r))
+
+
+def kept_scores(method: str, found: dict, seeds: list[int]) -> str:
+    """Where a method's per-problem scores came from when they were not all trained here."""
+    if found["seeds"] == seeds:
+        return f"; {method}'s per-problem scores taken from {found['source']}, its rate unchanged"
+    new = [s for s in seeds if s not in found["seeds"]]
+    return (f"; {method}'s per-problem scores of seeds {found['seeds']} taken from {found['source']} (its rate "
+            f"unchanged), seeds {new} trained here")
 
 
 for _name in ("headline", "headline_guide", "headline_tgpo", "headline_guide_ppo"):
@@ -180,6 +193,32 @@ def over_training(methods: dict, steps: int) -> str:
                 rows.append(f"| {method} | {names[key]} | " + " | ".join(f"{100 * v:.0f}%" for v in curve) + " |")
     times = ", ".join(f"{m} {sum(f['over_training']['step_time']) / 10:.2f} s" for m, f in methods.items())
     return "\n\n" + "\n".join(rows) + f"\n\nStep time (median per tenth, mean of the tenths and seeds): {times}."
+
+
+def by_operands(r: dict) -> str:
+    """In-distribution pass@1 and pass@max(k) by the problems' number of operands (the world's 4-operand problems
+    are the ones the student fails alone), with paired differences to the first method on each cut; the untrained
+    student (bench/untrained.py, same problems and evaluation seeds) first, where it was measured alike."""
+    if "problems" not in r:
+        return ""
+    s = r["settings"]
+    rows = [json.loads(line) for line in WORLD_TEST_ID.read_text().splitlines()][:s["problems"]]
+    labels, ks = [row["n_operands"] for row in rows], s["ks"]
+    tables = {m: scores["test_id"] for m, scores in r["problems"].items()}
+    base = next(iter(tables))
+    untrained = json.loads(UNTRAINED.read_text()) if UNTRAINED.exists() else None
+    if untrained and all(untrained["settings"][k] == s[k] for k in ("seeds", "samples", "problems")):
+        tables = {"student, untrained": untrained["problems"]["student"]["test_id"], **tables}
+    cuts = {m: by_label(table, labels) for m, table in tables.items()}
+    lines = [f"| method | ID problems | pass@1 | pass@{ks[-1]} | pass@1 − {base} [95% CI] | "
+             f"pass@{ks[-1]} − {base} [95% CI] |", "|---|---|---|---|---|---|"]
+    for m, cut in cuts.items():
+        for label, table in cut.items():
+            diffs = paired_diffs(table, cuts[base][label], ks) if m != base else {}
+            cells = [interval(diffs[f"diff_pass@{k}"]) if diffs else "" for k in (1, ks[-1])]
+            lines.append(f"| {m} | {label} operands ({len(table[0])}) | {100 * mean_pass_at_k(table, 1):.1f} | "
+                         f"{100 * mean_pass_at_k(table, ks[-1]):.1f} | {cells[0]} | {cells[1]} |")
+    return "\n\nIn distribution, by the number of operands (problems in brackets):\n\n" + "\n".join(lines)
 
 
 def render(text: str) -> str:

@@ -1,0 +1,64 @@
+"""The untrained student on the headline's held-out problems, under the headline's evaluation: the reference row
+of the per-kind tables (bench/headline.py evaluates only after training).
+
+Same problems (the first ``--problems`` of each split), samples, temperature, length limit and evaluation seeds
+(one per training seed, as each run evaluates with its own seed) as the headline runs.
+
+    python bench/untrained.py [--model worlds/default/models/student] [--seeds 0 1 2 3 4]
+
+Writes ``bench/results/untrained.json``: per-problem (samples, correct, distinct paths) per split and seed, in
+the layout of headline.py's ``problems``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bench_env import environment
+from compare import setup
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from guidedrl.data import load_rows, validate_rows
+from guidedrl.eval.evaluate import evaluate
+from guidedrl.rollout.engine import stop_token_ids, with_pad_token
+from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.trainer.paths import load_pretrained
+
+SPLITS = ("test_id", "test_ood")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", type=Path, default=Path("worlds/default"))
+    parser.add_argument("--model", default="student", help="a model of the world's zoo")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="the presets' rollout.max_new_tokens")
+    parser.add_argument("--result", type=Path, default=Path("bench/results/untrained.json"))
+    args = parser.parse_args()
+    setup()
+    model_dir = args.world / "models" / args.model
+    tokenizer = with_pad_token(load_pretrained(AutoTokenizer, model_dir, "model"))
+    policy = load_pretrained(AutoModelForCausalLM, model_dir, "model").eval()
+    engine = HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer))
+    sets = {split: validate_rows(load_rows(args.world / "data" / f"{split}.jsonl"), split)[:args.problems]
+            for split in SPLITS}
+    problems: dict[str, list] = {split: [] for split in SPLITS}
+    for seed in args.seeds:
+        for split, rows in sets.items():
+            report = evaluate(engine, tokenizer, rows, split=split, ks=[1, args.samples], n_samples=args.samples,
+                              temperature=1.0, max_new_tokens=args.max_new_tokens, seed=seed)
+            problems[split].append([(p.n, p.correct, p.distinct_paths) for p in report.problems])
+            print(f"seed {seed} {split}: pass@1 {100 * report.pass_at_k[1]:.1f}, "
+                  f"pass@{args.samples} {100 * report.pass_at_k[args.samples]:.1f}")
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    result = {"environment": environment(), "settings": settings, "problems": {args.model: problems}}
+    args.result.parent.mkdir(parents=True, exist_ok=True)
+    args.result.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
