@@ -162,7 +162,8 @@ def main() -> None:
                         f"{result['parameters'] / 1e6:.2f}M-parameter Llama")
     for col in ("trainer", "median step (s)", "phases (median s)"):
         table.add_column(col)
-    table.add_row(f"TRL GRPOTrainer ({'bf16 autocast' if args.trl_bf16 else 'fp32'})", f"{trl_s:.3f}", ", ".join(f"{k} {result['trl'][k]:.3f}" for k in [*TRL_PHASES, "other"]))
+    table.add_row(f"TRL GRPOTrainer ({'bf16 autocast' if args.trl_bf16 else 'fp32'})", f"{trl_s:.3f}",
+                  ", ".join(f"{k} {result['trl'][k]:.3f}" for k in [*TRL_PHASES, "other"]))
     table.add_row(f"guidedrl ({args.engine})", f"{our_s:.3f}", ", ".join(f"{k} {result['guidedrl'][k]:.3f}"
                                                         for k in ("rollout", "reward", "signals", "update",
                                                                   "sync")))

@@ -47,6 +47,17 @@ SPLITS = ("test_id", "test_ood")
 PROTOCOL = ("seeds", "steps", "samples", "problems", "set")  # settings under which stored scores are reused
 
 
+def pass_ks(samples: int) -> list[int]:
+    """The k of the pass@k curve: powers of two up to the samples per problem."""
+    return [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= samples]
+
+
+def eval_overrides(samples: int, problems: int) -> list[str]:
+    """The headline's evaluation: only after training, ``samples`` answers to each of ``problems`` per split."""
+    return [f"eval.samples={samples}", f"eval.ks={json.dumps(pass_ks(samples))}", f"eval.max_problems={problems}",
+            "eval.every=0", "eval.before=false"]
+
+
 def per_problem(run_dir: Path, split: str) -> list[tuple[int, int, int]]:
     """(samples, correct, distinct correct paths) of each problem of a run's final evaluation."""
     report = json.loads((run_dir / "eval" / f"after_{split}.json").read_text())
@@ -72,7 +83,8 @@ def over_training(run_dir: Path, buckets: int) -> dict[str, list[float]]:
     """Per tenth (``buckets``) of the steps: the share of groups whose on-policy samples all failed, the share
     guided (teacher or hint rate; absent for unguided methods), for hints the share of hinted groups with a
     correct sample and of hinted samples correct, for a teacher signal the share of the student's tokens that
-    differ from the teacher's argmax, and the median step time."""
+    differ from the teacher's argmax, for inserted teacher text the student's mean probability of its tokens,
+    and the median step time."""
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if "reward" in r]
     size = max(1, len(steps) // buckets)
@@ -83,7 +95,7 @@ def over_training(run_dir: Path, buckets: int) -> dict[str, list[float]]:
         if any(key in r for r in steps):
             curves["guided"] = [statistics.fmean(r.get(key, 0.0) for r in part) for part in parts]
     for name, key in (("rescued", "guidance/hint/rescued"), ("hint_accuracy", "guidance/hint/accuracy"),
-                      ("mismatch", "teacher_signal/mismatch_ratio")):
+                      ("mismatch", "teacher_signal/mismatch_ratio"), ("teacher_prob", "teacher_prob_mean")):
         if any(key in r for r in steps):  # means over the steps that log them
             curves[name] = [statistics.fmean([r[key] for r in part if key in r] or [0.0]) for part in parts]
     return curves
@@ -162,9 +174,8 @@ def main() -> None:
                         help="earlier result files whose sweeps (and per-problem scores) to keep")
     args = parser.parse_args()
     setup()
-    ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= args.samples]
-    common = [f"eval.samples={args.samples}", f"eval.ks={json.dumps(ks)}", f"eval.max_problems={args.problems}",
-              "eval.every=0", "eval.before=false", *args.set]
+    ks = pass_ks(args.samples)
+    common = [*eval_overrides(args.samples, args.problems), *args.set]
     sweep_seed, tried, chosen = args.seeds[0], {}, {}
     prior = merge_priors(args.prior)
     for method in args.methods:  # the sweep: sweep seed only, chosen by training reward

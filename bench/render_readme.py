@@ -168,6 +168,45 @@ for _name in ("headline", "headline_guide", "headline_tgpo", "headline_guide_ppo
     renders(_name)(headline)
 
 
+@renders("tgpo_lambda")
+def tgpo_lambda(r: dict) -> str:
+    """bench/tgpo_lambda.py: TGPO at each schedule of its label term on the sweep seed, and the chosen one."""
+    s = r["settings"]
+    rows = ["| λ_0 | δ | λ reaches 0 at step | training reward, last fifth | ID pass@1 | OOD pass@1 | "
+            f"ID pass@{s['samples']} | OOD pass@{s['samples']} | "
+            "student tokens ≠ teacher's argmax, first → last tenth |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, t in r["tried"].items():
+        a, mark = t["after"], " (chosen)" if name == r["chosen"] else ""
+        zero = "never" if t["zero_at"] is None else f"{t['zero_at']:.0f}"
+        rows.append(f"| {t['coef']:g}{mark} | {t['decay']:g} | {zero} | {100 * t['train_reward_tail']:.1f} | "
+                    + " | ".join(f"{100 * a[f'eval/test_{split}/pass@{k}']:.1f}" for k in (1, s["samples"])
+                                 for split in ("id", "ood"))
+                    + f" | {100 * t['mismatch'][0]:.0f}% → {100 * t['mismatch'][-1]:.0f}% |")
+    return "\n".join(rows) + (f"\n\n*configs/tgpo.yaml, lr {s['lr']:g}, seed {s['seed']}, {s['steps']} steps; "
+                              f"{s['problems']} held-out problems per split × {s['samples']} samples at temperature "
+                              f"1.* " + environment_line(r["environment"]))
+
+
+@renders("trace_ampo")
+def trace(r: dict) -> str:
+    """bench/trace.py: a method's training logs per tenth of the steps at each rate of the sweep."""
+    s = r["settings"]
+    size = s["steps"] // 10
+    names = {"reward": "training reward", "all_wrong": "groups whose samples all fail", "guided": "groups guided",
+             "teacher_prob": "student's probability of teacher tokens"}
+    rows = ["| lr | per tenth of the steps | " + " | ".join(f"{i * size + 1}–{(i + 1) * size}" for i in range(10))
+            + " | ID / OOD pass@1 after |", "|---|---|" + "---|" * 11]
+    for lr, t in sorted(r["traced"].items(), key=lambda item: float(item[0])):
+        after = f"{100 * t['after']['eval/test_id/pass@1']:.1f} / {100 * t['after']['eval/test_ood/pass@1']:.1f}"
+        for i, key in enumerate(k for k in names if k in t):
+            cells = " | ".join(f"{100 * v:.0f}%" if key != "teacher_prob" else f"{v:.2f}" for v in t[key])
+            rows.append(f"| {lr if i == 0 else ''} | {names[key]} | {cells} | {after if i == 0 else ''} |")
+    return "\n".join(rows) + (f"\n\n*configs/{s['method']}.yaml, seed {s['seed']}, {s['steps']} steps (the headline's "
+                              f"sweep runs); {s['problems']} held-out problems per split × {s['samples']} samples.* "
+                              + environment_line(r["environment"]))
+
+
 def contrasts(pairs: dict) -> str:
     """Paired differences between two methods other than the baseline (bench/headline.py --contrasts)."""
     lines = [f"- {name}: " + "; ".join(f"{split.removeprefix('test_').upper()} " + ", ".join(

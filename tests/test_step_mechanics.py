@@ -224,7 +224,7 @@ def test_rkl_step_advantage_is_teacher_minus_behaviour_logprob(world: Path, tmp_
     policy, tok = _policy(world), _tok(world)
     teacher = AutoModelForCausalLM.from_pretrained(world / "models" / "teacher").eval()
     m = trainer.train_step()
-    b, rows = trainer.last_batch, _rows_by_prompt(trainer)
+    rows = _rows_by_prompt(trainer)
     adv_sum, count = 0.0, 0
     for prompt, idx in rows.items():
         for r in idx:

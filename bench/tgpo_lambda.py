@@ -1,0 +1,61 @@
+"""TGPO's label weight on the embedded world: configs/tgpo.yaml trained on the sweep seed at each schedule
+(λ_0, δ) of the label term, at one learning rate, chosen as headline.py chooses a rate (training reward).
+
+The authors' schedule (λ_0 = 0.002, δ = 1e-5) reaches 0 at step 201 of 300; ``--schedules`` takes λ_0:δ pairs, so
+the same shape at a larger λ_0 is λ_0:λ_0/200. The held-out figures use the headline's evaluation.
+
+    python bench/tgpo_lambda.py [--lr 5e-5] [--schedules 0.01:0.0001 0.05:0.00025 ...]
+
+Writes ``bench/results/tgpo_lambda.json`` (rendered into the README by render_readme.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from bench_env import environment
+from compare import setup
+from headline import eval_overrides, over_training, run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lr", type=float, default=5e-5, help="TGPO's chosen rate in the headline protocol")
+    parser.add_argument("--schedules", nargs="+", default=["0.01:0.0001", "0.01:0.00005", "0.05:0.00025",
+                                                           "0.2:0.001", "1.0:0.005"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/tgpo_lambda"))
+    parser.add_argument("--result", type=Path, default=Path("bench/results/tgpo_lambda.json"))
+    args = parser.parse_args()
+    setup()
+    common = [*eval_overrides(args.samples, args.problems), f"optim.lr={args.lr}"]
+    tried = {}
+    for schedule in args.schedules:
+        coef, decay = (float(x) for x in schedule.split(":"))
+        out = args.out / f"lambda{coef:g}_decay{decay:g}"
+        result = run("tgpo.yaml", args.seed, args.steps, out, [
+            *common, f"algorithm.regularizers.label_ce.coef={coef}", f"algorithm.regularizers.label_ce.decay={decay}"])
+        tail = result["steps"][-max(1, args.steps // 5):]
+        curves = over_training(out / "tgpo" / f"seed{args.seed}", 10)
+        tried[schedule] = {"coef": coef, "decay": decay, "zero_at": 1 + coef / decay if decay else None,
+                           "train_reward_tail": statistics.fmean(s["reward"] for s in tail),
+                           "after": {k: v for k, v in result["after"].items() if "pass@" in k},
+                           "mismatch": curves["mismatch"], "all_wrong": curves["all_wrong"]}
+        print(schedule, {k: round(v, 4) if isinstance(v, float) else v for k, v in tried[schedule].items()
+                         if k in ("train_reward_tail", "zero_at")})
+    chosen = max(tried, key=lambda s: tried[s]["train_reward_tail"])
+    result = {"environment": environment(), "settings": json.loads(json.dumps(vars(args), default=str)),
+              "tried": tried, "chosen": chosen}
+    args.result.parent.mkdir(parents=True, exist_ok=True)
+    args.result.write_text(json.dumps(result, indent=1))
+    print("chosen", chosen)
+
+
+if __name__ == "__main__":
+    main()

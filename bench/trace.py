@@ -1,0 +1,56 @@
+"""What one method's training logs say at each rate of the headline sweep, per tenth of the steps: the
+training reward, the share of groups whose samples all fail, the share guided and, for inserted teacher
+text, the student's mean probability of its tokens (does the student learn what it is shown?).
+
+Runs are the headline's sweep runs (same config, seed, steps and evaluation); a finished one in ``--out`` is
+read, not trained again.
+
+    python bench/trace.py --method ampo [--lrs 1.25e-5 2.5e-5 1e-4 2e-4] [--out runs/bench/headline/sweep]
+
+Writes ``bench/results/trace_<method>.json`` (rendered into the README by render_readme.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from bench_env import environment
+from compare import setup
+from headline import eval_overrides, over_training, run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", default="ampo", help="a config of configs/")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1.25e-5, 2.5e-5, 1e-4, 2e-4])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/headline/sweep"))
+    parser.add_argument("--result", type=Path, default=None, help="default bench/results/trace_<method>.json")
+    args = parser.parse_args()
+    setup()
+    traced = {}
+    for lr in args.lrs:
+        out = args.out / f"lr{lr:g}"
+        result = run(f"{args.method}.yaml", args.seed, args.steps, out,
+                     [*eval_overrides(args.samples, args.problems), f"optim.lr={lr}"])
+        steps = result["steps"]
+        size = max(1, len(steps) // 10)
+        traced[f"{lr:g}"] = {
+            "reward": [statistics.fmean(s["reward"] for s in steps[i:i + size]) for i in range(0, size * 10, size)],
+            **over_training(out / args.method / f"seed{args.seed}", 10),
+            "after": {k: v for k, v in result["after"].items() if k.endswith(("/pass@1", f"/pass@{args.samples}"))}}
+        print(f"lr {lr:g}:", {k: [round(v, 3) for v in c] for k, c in traced[f"{lr:g}"].items() if k != "after"})
+    path = args.result or Path(f"bench/results/trace_{args.method}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    settings = json.loads(json.dumps(vars(args), default=str))
+    path.write_text(json.dumps({"environment": environment(), "settings": settings, "traced": traced}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
