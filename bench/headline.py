@@ -32,7 +32,7 @@ from pathlib import Path
 from bench_env import environment
 from compare import run as run_once
 from compare import setup
-from paired import mean_pass_at_k, paired_diffs
+from paired import mean_distinct_paths, mean_pass_at_k, paired_diffs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guidedrl.config import TrainConfig
@@ -219,9 +219,7 @@ def main() -> None:
         for split in SPLITS:
             table = scores[method][split]
             curve = {k: mean_pass_at_k(table, k) for k in ks}
-            solved = [d for row in table for _, c, d in row if c]
-            paths = statistics.fmean(solved) if solved else 0.0  # over the problems solved at least once
-            entry = {"pass_at_k": curve, "distinct_paths": paths}
+            entry = {"pass_at_k": curve, "distinct_paths": mean_distinct_paths(table)}
             if method != args.methods[0]:
                 entry |= paired_diffs(table, scores[args.methods[0]][split], ks)
             figures[method]["splits"][split] = entry

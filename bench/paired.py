@@ -51,3 +51,9 @@ def by_label(table: Table, labels: list[object]) -> dict[object, Table]:
 def mean_pass_at_k(table: Table, k: int) -> float:
     """pass@k over every seed and problem of a table."""
     return statistics.fmean(pass_at_k(n, c, k) for row in table for n, c, _ in row)
+
+
+def mean_distinct_paths(table: Table) -> float:
+    """Distinct correct solution paths per problem, over the (seed, problem) pairs solved at least once."""
+    solved = [d for row in table for _, c, d in row if c]
+    return statistics.fmean(solved) if solved else 0.0

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from paired import by_label, mean_pass_at_k, paired_diffs
+from paired import Table, by_label, mean_distinct_paths, mean_pass_at_k, paired_diffs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -132,6 +132,12 @@ def headline(r: dict) -> str:
     rows = ["| method (lr) | split | " + " | ".join(f"pass@{k}" for k in ks) + " | distinct correct paths | "
             f"pass@1 − {base} [95% CI] | pass@{ks[-1]} − {base} [95% CI] |",
             "|---|---|" + "---|" * (len(ks) + 3)]
+    for split, table in untrained_scores(s).items():
+        diffs = paired_diffs(table, r["problems"][base][split], ks)
+        rows.append(f"| student, untrained | {split.removeprefix('test_').upper()} | "
+                    + " | ".join(f"{100 * mean_pass_at_k(table, k):.1f}" for k in ks)
+                    + f" | {mean_distinct_paths(table):.2f} | "
+                    + " | ".join(interval(diffs[f"diff_pass@{k}"]) for k in (1, ks[-1])) + " |")
     for method, f in methods.items():
         for split, e in f["splits"].items():
             diffs = [e.get(f"diff_pass@{k}") for k in (1, ks[-1])]
@@ -234,6 +240,19 @@ def over_training(methods: dict, steps: int) -> str:
     return "\n\n" + "\n".join(rows) + f"\n\nStep time (median per tenth, mean of the tenths and seeds): {times}."
 
 
+def untrained_scores(settings: dict) -> dict[str, Table]:
+    """The untrained student's per-problem scores (bench/untrained.py) at a result's seeds, where they were
+    measured alike (same problems and samples, every seed of the result); else none."""
+    if not UNTRAINED.exists():
+        return {}
+    u = json.loads(UNTRAINED.read_text())
+    alike = all(u["settings"][k] == settings[k] for k in ("samples", "problems"))
+    if not alike or not set(settings["seeds"]) <= set(u["settings"]["seeds"]):
+        return {}
+    picks = [u["settings"]["seeds"].index(seed) for seed in settings["seeds"]]
+    return {split: [tables[i] for i in picks] for split, tables in u["problems"]["student"].items()}
+
+
 def by_operands(r: dict) -> str:
     """In-distribution pass@1 and pass@max(k) by the problems' number of operands (the world's 4-operand problems
     are the ones the student fails alone), with paired differences to the first method on each cut; the untrained
@@ -245,9 +264,8 @@ def by_operands(r: dict) -> str:
     labels, ks = [row["n_operands"] for row in rows], s["ks"]
     tables = {m: scores["test_id"] for m, scores in r["problems"].items()}
     base = next(iter(tables))
-    untrained = json.loads(UNTRAINED.read_text()) if UNTRAINED.exists() else None
-    if untrained and all(untrained["settings"][k] == s[k] for k in ("seeds", "samples", "problems")):
-        tables = {"student, untrained": untrained["problems"]["student"]["test_id"], **tables}
+    if untrained_scores(s):
+        tables = {"student, untrained": untrained_scores(s)["test_id"], **tables}
     cuts = {m: by_label(table, labels) for m, table in tables.items()}
     lines = [f"| method | ID problems | pass@1 | pass@{ks[-1]} | pass@1 − {base} [95% CI] | "
              f"pass@{ks[-1]} − {base} [95% CI] |", "|---|---|---|---|---|---|"]
