@@ -264,9 +264,9 @@ def by_operands(r: dict) -> str:
     rows = [json.loads(line) for line in WORLD_TEST_ID.read_text().splitlines()][:s["problems"]]
     labels, ks = [row["n_operands"] for row in rows], s["ks"]
     tables = {m: scores["test_id"] for m, scores in r["problems"].items()}
-    base = next(iter(tables))
-    if untrained_scores(s):
-        tables = {"student, untrained": untrained_scores(s)["test_id"], **tables}
+    base, untrained = next(iter(tables)), untrained_scores(s)
+    if untrained:
+        tables = {"student, untrained": untrained["test_id"], **tables}
     cuts = {m: by_label(table, labels) for m, table in tables.items()}
     lines = [f"| method | ID problems | pass@1 | pass@{ks[-1]} | pass@1 − {base} [95% CI] | "
              f"pass@{ks[-1]} − {base} [95% CI] |", "|---|---|---|---|---|---|"]
