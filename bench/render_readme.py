@@ -195,7 +195,6 @@ def tgpo_lambda(r: dict) -> str:
                               f"1.* " + environment_line(r["environment"]))
 
 
-@renders("trace_ampo")
 def trace(r: dict) -> str:
     """bench/trace.py: a method's training logs per tenth of the steps at each rate of the sweep."""
     s = r["settings"]
@@ -209,9 +208,14 @@ def trace(r: dict) -> str:
         for i, key in enumerate(k for k in names if k in t):
             cells = " | ".join(f"{100 * v:.0f}%" if key != "teacher_prob" else f"{v:.2f}" for v in t[key])
             rows.append(f"| {lr if i == 0 else ''} | {names[key]} | {cells} | {after if i == 0 else ''} |")
-    return "\n".join(rows) + (f"\n\n*configs/{s['method']}.yaml, seed {s['seed']}, {s['steps']} steps (the headline's "
-                              f"sweep runs); {s['problems']} held-out problems per split × {s['samples']} samples.* "
+    ablation = f" with {', '.join(f'`{o}`' for o in s['set'])}" if s.get("set") else " (the headline's sweep runs)"
+    return "\n".join(rows) + (f"\n\n*configs/{s['method']}.yaml{ablation}, seed {s['seed']}, {s['steps']} steps; "
+                              f"{s['problems']} held-out problems per split × {s['samples']} samples.* "
                               + environment_line(r["environment"]))
+
+
+for _name in ("trace_ampo", "trace_ampo_plain", "trace_ampo_gamma1"):
+    renders(_name)(trace)
 
 
 def contrasts(pairs: dict) -> str:

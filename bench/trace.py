@@ -3,11 +3,12 @@ training reward, the share of groups whose samples all fail, the share guided an
 text, the student's mean probability of its tokens (does the student learn what it is shown?).
 
 Runs are the headline's sweep runs (same config, seed, steps and evaluation); a finished one in ``--out`` is
-read, not trained again.
+read, not trained again. An ablation is the same with config overrides, named by a tag:
 
     python bench/trace.py --method ampo [--lrs 1.25e-5 2.5e-5 1e-4 2e-4] [--out runs/bench/headline/sweep]
+    python bench/trace.py --method ampo --lrs 2.5e-5 --tag plain --set "algorithm.surrogate.teacher={name: plain}"
 
-Writes ``bench/results/trace_<method>.json`` (rendered into the README by render_readme.py).
+Writes ``bench/results/trace_<method>[_<tag>].json`` (rendered into the README by render_readme.py).
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/headline/sweep"))
-    parser.add_argument("--result", type=Path, default=None, help="default bench/results/trace_<method>.json")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides (an ablation; name it with --tag)")
+    parser.add_argument("--tag", default=None, help="the ablation's name: its runs go to OUT/<tag>/")
+    parser.add_argument("--result", type=Path, default=None, help="default bench/results/trace_<method>[_<tag>].json")
     args = parser.parse_args()
     setup()
     traced = {}
     for lr in args.lrs:
-        out = args.out / f"lr{lr:g}"
+        out = (args.out / args.tag if args.tag else args.out) / f"lr{lr:g}"
         result = run(f"{args.method}.yaml", args.seed, args.steps, out,
-                     [*eval_overrides(args.samples, args.problems), f"optim.lr={lr}"])
+                     [*eval_overrides(args.samples, args.problems), *args.set, f"optim.lr={lr}"])
         steps = result["steps"]
         size = max(1, len(steps) // 10)
         traced[f"{lr:g}"] = {
@@ -46,7 +49,7 @@ def main() -> None:
             **over_training(out / args.method / f"seed{args.seed}", 10),
             "after": {k: v for k, v in result["after"].items() if k.endswith(("/pass@1", f"/pass@{args.samples}"))}}
         print(f"lr {lr:g}:", {k: [round(v, 3) for v in c] for k, c in traced[f"{lr:g}"].items() if k != "after"})
-    path = args.result or Path(f"bench/results/trace_{args.method}.json")
+    path = args.result or Path(f"bench/results/trace_{args.method}{f'_{args.tag}' if args.tag else ''}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     settings = json.loads(json.dumps(vars(args), default=str))
     path.write_text(json.dumps({"environment": environment(), "settings": settings, "traced": traced}, indent=1))
