@@ -147,6 +147,11 @@ def combine(seeds: list[int], kept: dict | None, trained: dict[int, dict], curve
     return scores, history
 
 
+def reward_tail(steps: list[dict]) -> float:
+    """The selection score of a sweep run: its mean training reward over the last fifth of its steps."""
+    return statistics.fmean(s["reward"] for s in steps[-max(1, len(steps) // 5):])
+
+
 def run(config: str, seed: int, steps: int, out: Path, overrides: list[str]) -> dict:
     """One training run, or, when its folder already holds a finished one (an interrupted bench restarted),
     that run's summary and step log."""
@@ -183,8 +188,7 @@ def main() -> None:
         for lr in [lr for lr in args.lrs if f"{lr:g}" not in tried[method]]:
             out = args.out / "sweep" / f"lr{lr:g}"
             result = run(f"{method}.yaml", sweep_seed, args.steps, out, [*common, f"optim.lr={lr}"])
-            tail = result["steps"][-max(1, args.steps // 5):]
-            tried[method][f"{lr:g}"] = {"train_reward_tail": statistics.fmean(s["reward"] for s in tail),
+            tried[method][f"{lr:g}"] = {"train_reward_tail": reward_tail(result["steps"]),
                                         "after": result["after"], "dir": str(out / method / f"seed{sweep_seed}")}
         chosen[method] = max(tried[method], key=lambda lr: tried[method][lr]["train_reward_tail"])
     kept = reusable_scores(prior, chosen, {k: getattr(args, k) for k in PROTOCOL})

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 from bench_env import environment
 from compare import setup
-from headline import eval_overrides, over_training, run
+from headline import eval_overrides, over_training, reward_tail, run
 
 
 def main() -> None:
@@ -41,10 +40,9 @@ def main() -> None:
         out = args.out / f"lambda{coef:g}_decay{decay:g}"
         result = run("tgpo.yaml", args.seed, args.steps, out, [
             *common, f"algorithm.regularizers.label_ce.coef={coef}", f"algorithm.regularizers.label_ce.decay={decay}"])
-        tail = result["steps"][-max(1, args.steps // 5):]
         curves = over_training(out / "tgpo" / f"seed{args.seed}", 10)
         tried[schedule] = {"coef": coef, "decay": decay, "zero_at": 1 + coef / decay if decay else None,
-                           "train_reward_tail": statistics.fmean(s["reward"] for s in tail),
+                           "train_reward_tail": reward_tail(result["steps"]),
                            "after": {k: v for k, v in result["after"].items() if "pass@" in k},
                            "mismatch": curves["mismatch"], "all_wrong": curves["all_wrong"]}
         print(schedule, {k: round(v, 4) if isinstance(v, float) else v for k, v in tried[schedule].items()
