@@ -80,16 +80,17 @@ def widen(run_dir: Path, samples: int, ks: list[int]) -> None:
 
 
 def over_training(run_dir: Path, buckets: int) -> dict[str, list[float]]:
-    """Per tenth (``buckets``) of the steps: the share of groups whose on-policy samples all failed, the share
-    guided (teacher or hint rate; absent for unguided methods), for hints the share of hinted groups with a
-    correct sample and of hinted samples correct, for a teacher signal the share of the student's tokens that
-    differ from the teacher's argmax, for inserted teacher text the student's mean probability of its tokens,
-    and the median step time."""
+    """Per tenth (``buckets``) of the steps: the training reward, the share of groups whose on-policy samples all
+    failed, the share guided (teacher or hint rate; absent for unguided methods), for hints the share of hinted
+    groups with a correct sample and of hinted samples correct, for a teacher signal the share of the student's
+    tokens that differ from the teacher's argmax, for inserted teacher text the student's mean probability of its
+    tokens, and the median step time."""
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if "reward" in r]
     size = max(1, len(steps) // buckets)
     parts = [steps[i:i + size] for i in range(0, size * buckets, size)]
-    curves = {"all_wrong": [statistics.fmean(r["all_wrong"] for r in part) for part in parts],
+    curves = {"reward": [statistics.fmean(r["reward"] for r in part) for part in parts],
+              "all_wrong": [statistics.fmean(r["all_wrong"] for r in part) for part in parts],
               "step_time": [statistics.median(r["step_time"] for r in part) for part in parts]}
     for key in ("guidance/teacher/rate", "guidance/hint/rate"):
         if any(key in r for r in steps):

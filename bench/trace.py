@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 from bench_env import environment
@@ -42,10 +41,7 @@ def main() -> None:
         out = (args.out / args.tag if args.tag else args.out) / f"lr{lr:g}"
         result = run(f"{args.method}.yaml", args.seed, args.steps, out,
                      [*eval_overrides(args.samples, args.problems), *args.set, f"optim.lr={lr}"])
-        steps = result["steps"]
-        size = max(1, len(steps) // 10)
         traced[f"{lr:g}"] = {
-            "reward": [statistics.fmean(s["reward"] for s in steps[i:i + size]) for i in range(0, size * 10, size)],
             **over_training(out / args.method / f"seed{args.seed}", 10),
             "after": {k: v for k, v in result["after"].items() if k.endswith(("/pass@1", f"/pass@{args.samples}"))}}
         print(f"lr {lr:g}:", {k: [round(v, 3) for v in c] for k, c in traced[f"{lr:g}"].items() if k != "after"})
