@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from guidedrl.batch import RolloutBatch, trim
+from guidedrl.batch import RolloutBatch
 from guidedrl.config import GuidanceConfig, RewardSpec
 from guidedrl.data import encode_prompts
 from guidedrl.guidance.base import GuidanceContext
@@ -148,7 +148,7 @@ def test_hinted_rows_are_trained_without_the_hint_and_keep_hinted_behaviour_logp
     assert len(hinted) == 4 and metrics["guidance/hint/rate"] == 0.5
     assert not (guided.group_index[hinted] - 0).any()
     assert guided.size == 8  # the failed group was replaced, not extended
-    sub = trim(guided.rollouts.select(hinted))
+    sub = guided.rollouts.select(hinted).trimmed()
     inputs = tok.batch_decode(sub.input_ids, skip_special_tokens=True)
     assert all("hint" not in text for text in inputs)
     assert all(text.startswith(ROWS[0]["prompt"]) for text in inputs)

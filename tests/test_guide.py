@@ -69,7 +69,7 @@ def test_critic_fits_the_returns_of_a_fixed_batch(world: Path) -> None:
     rollouts = Rollouts.from_token_lists([[1, 10, 11], [1, 12]], [[20, 21, 2], [22, 2]], pad_id=0, eos_id=2)
     rewards = torch.tensor([1.0, 0.0])
     assert critic.values(rollouts).abs().sum() == 0  # the head starts at zero
-    losses = [critic.fit(rollouts, rewards, critic.values(rollouts), 8)["critic/value_loss"] for _ in range(30)]
+    losses = [critic.fit(rollouts, rewards, critic.values(rollouts))["critic/value_loss"] for _ in range(30)]
     assert losses[-1] < 0.2 * losses[0], losses
     values = critic.values(rollouts)
     assert values[0, :3].mean() > values[1, :2].mean() + 0.5  # the rewarded row is valued higher

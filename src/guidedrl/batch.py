@@ -76,7 +76,7 @@ class RolloutBatch:
     def select(self, rows: Tensor) -> RolloutBatch:
         """The given rows, with padding columns no selected row needs trimmed away."""
         idx = rows.tolist()
-        rollouts = trim(self.rollouts.select(rows))
+        rollouts = self.rollouts.select(rows).trimmed()
         width = rollouts.response_ids.shape[1]
         per_token = {f: None if getattr(self, f) is None else getattr(self, f)[rows, :width] for f in PER_TOKEN}
         return RolloutBatch(rollouts, self.rewards[rows], self.correct[rows], self.group_index[rows],
@@ -108,16 +108,6 @@ class RolloutBatch:
         sizes = torch.zeros_like(solved).index_add_(0, self.group_index, torch.ones_like(self.rewards))
         solved, sizes = solved[groups], sizes[groups]
         return (solved == 0).float().mean().item(), (solved == sizes).float().mean().item()
-
-
-def trim(r: Rollouts) -> Rollouts:
-    """Drop prompt columns that are padding in every row (left) and response columns likewise (right)."""
-    p_keep = int(r.prompt_mask.sum(1).max())
-    r_keep = int(r.response_mask.sum(1).max()) if r.response_mask.numel() else 0
-    return replace(r, prompt_ids=r.prompt_ids[:, r.prompt_ids.shape[1] - p_keep:],
-                   prompt_mask=r.prompt_mask[:, r.prompt_mask.shape[1] - p_keep:],
-                   response_ids=r.response_ids[:, :r_keep], response_mask=r.response_mask[:, :r_keep],
-                   behaviour_logp=r.behaviour_logp[:, :r_keep])
 
 
 def reward_rollouts(rollouts: Rollouts, rows: list[dict], reward: Reward, tokenizer: PreTrainedTokenizerBase,

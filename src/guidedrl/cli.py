@@ -103,6 +103,7 @@ def eval_cmd(
     """Greedy and sampled decoding, pass@k, mean response length and distinct correct solution paths."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from guidedrl.config import RolloutConfig
     from guidedrl.data import DatasetError, load_rows, validate_rows
     from guidedrl.eval.evaluate import evaluate
     from guidedrl.precision import resolve_device
@@ -121,7 +122,8 @@ def eval_cmd(
         _fail(str(err))
     except ValueError as err:
         _fail(f"--device: {err}")
-    engine = HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer))
+    engine = HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer),
+                      max_tokens=RolloutConfig.model_fields["kv_cache_tokens"].default)
     name = dataset.stem if dataset else split
     report = evaluate(engine, tokenizer, rows, split=name, ks=ks, temperature=temperature,
                       max_new_tokens=max_new_tokens, seed=seed)

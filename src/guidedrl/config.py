@@ -57,6 +57,10 @@ class RolloutConfig(StrictModel):
     max_new_tokens: int = Field(64, ge=1, description="response length limit")
     max_prompt_length: int | None = Field(None, ge=1, description="longest prompt in tokens (None: the model's "
                                           "context minus max_new_tokens); checked when the data is loaded")
+    kv_cache_tokens: int | None = Field(262_144, ge=1, description="built-in engine: rows × (prompt + "
+                                        "max_new_tokens) positions decoded at once, the bound of its KV cache "
+                                        "(rollouts, hinted re-rolls, online teachers, evaluation; None: a call's "
+                                        "prompts all together)")
     long_prompts: Literal["error", "drop"] = Field("error", description="a prompt over max_prompt_length: an error "
                                                    "naming the row, or dropped and counted")
 
@@ -309,6 +313,25 @@ class LoraSection(StrictModel):
     target_modules: list[str] | str = Field("all-linear", description="peft target modules")
 
 
+class MemoryConfig(StrictModel):
+    """What one forward may hold, and the hardware a run is sized for: ``guidedrl train --dry-run`` estimates each
+    process's memory from these and a run that cannot fit is refused at start (docs: Memory)."""
+
+    tokens_per_forward: int | None = Field(16384, ge=1, description="padded prompt + response tokens per forward "
+                                           "of any kind (training, recompute, reference, critic, teacher signal, "
+                                           "comprehension scoring, Guide's γ); optim.micro_batch_size stays an "
+                                           "upper bound on rows (None: rows alone)")
+    logits_chunk: int | None = Field(1024, ge=1, description="response positions whose vocabulary-wide logits "
+                                     "exist at once (None: a whole forward's, B×R×V)")
+    gpu_memory_gib: float | None = Field(None, gt=0, description="memory of one accelerator the run must fit "
+                                         "(None: the device's own when it is a GPU; no check on a CPU)")
+    processes: int = Field(1, ge=1, description="data-parallel processes the estimate assumes (a launched run "
+                           "uses its real number)")
+    sharding: Literal["none", "optimizer", "full"] = Field(
+        "none", description="what the estimate spreads over processes: optimizer (gradients and optimizer state, "
+        "ZeRO-2 / FSDP SHARD_GRAD_OP), full (weights too, ZeRO-3 / FSDP FULL_SHARD)")
+
+
 class TrainConfig(StrictModel):
     """A training run. Without ``model``/``dataset`` it trains the embedded world's student on its train split."""
 
@@ -345,6 +368,7 @@ class TrainConfig(StrictModel):
     teacher_signal: TeacherSignalConfig = Field(default_factory=TeacherSignalConfig)
     critic: CriticConfig = Field(default_factory=CriticConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
     report_to: list[Literal["tensorboard", "wandb"]] = Field(["tensorboard"], description=(

@@ -11,6 +11,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.batch import RolloutBatch
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
 from guidedrl.rewards import Reward
 from guidedrl.rollout.engine import RolloutEngine
@@ -34,6 +35,7 @@ class GuidanceContext:
     context_length: int | None = None  # the student's context: a teacher solution that does not fit is unusable
     precision: Precision = field(default_factory=Precision)  # device and autocast of the student's forwards
     cache_dir: Path | None = None  # where served teachers cache their answers (the run folder's teacher_cache/)
+    budget: ForwardBudget = field(default_factory=ForwardBudget)  # how the student's scoring forwards are cut
 
 
 class Guidance(Protocol):

@@ -1,7 +1,7 @@
 """AMPO's (and LUFFY's) guidance: replace failed rollouts with verified teacher solutions.
 
 Only groups the trigger selects are touched; their candidates are verified with the task's reward
-(a wrong solution is never inserted), ranked by the student's comprehension in one batched forward,
+(a wrong solution is never inserted), ranked by the student's comprehension (forwards cut by the token budget),
 and the top k replace k wrong rows. Inserted rows are flagged off-policy with behaviour log-prob 0,
 so the mixed loss shapes them with f(π_θ) = π_θ/(π_θ+γ).
 """
@@ -65,22 +65,29 @@ class TeacherGuidance:
         return limit is None or prompt_length + len(self.ctx.tokenizer(text, add_special_tokens=False)["input_ids"]) < limit
 
     def comprehension(self, prompts: list[list[int]], texts: list[str], answers: list[str]) -> list[float]:
-        """AMPO's score of each candidate, all in one no-grad forward of the current student."""
-        tok = self.ctx.tokenizer
+        """AMPO's score of each candidate from no-grad forwards of the current student, cut by the token budget;
+        a solution is scored up to its answer's last token (what follows cannot change the score)."""
+        ctx, tok = self.ctx, self.ctx.tokenizer
         slots = [answer_slot_tokens(tok, t, a) for t, a in zip(texts, answers)]
         usable = [i for i, s in enumerate(slots) if s is not None and s[1]]
         scores = [0.0] * len(texts)
         if not usable:
             return scores
-        batch = Rollouts.from_token_lists([prompts[i] for i in usable],
-                                          [slots[i][0] + [tok.eos_token_id] for i in usable],
+        batch = Rollouts.from_token_lists([prompts[i] for i in usable], [slots[i][0][:slots[i][1][-1] + 1]
+                                                                         for i in usable],
                                           tok.pad_token_id, tok.eos_token_id)
-        mask = torch.zeros_like(batch.response_mask)
+        answer = torch.zeros_like(batch.response_mask)
         for row, i in enumerate(usable):
-            mask[row, slots[i][1]] = 1
-        with torch.no_grad(), self.ctx.precision.autocast():
-            logp = response_logprobs(self.ctx.policy, batch.input_ids, batch.attention_mask, batch.prompt_width).logp.cpu()
-        for row, value in zip(usable, comprehension_scores(logp, mask).tolist()):
+            answer[row, slots[i][1]] = 1
+
+        @torch.no_grad()
+        def score(part: Rollouts, rows: torch.Tensor) -> torch.Tensor:
+            with ctx.precision.autocast():
+                return response_logprobs(ctx.policy, part.input_ids, part.attention_mask, part.prompt_width,
+                                         logits_chunk=ctx.budget.logits_chunk).logp.float()
+
+        (logp,) = ctx.budget.per_token(batch, score)
+        for row, value in zip(usable, comprehension_scores(logp, answer).tolist()):
             scores[row] = value
         return scores
 

@@ -7,7 +7,7 @@ responses right-padded, plus the per-token log-probs of the policy that sampled 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -75,6 +75,15 @@ class Rollouts:
         return Rollouts(self.prompt_ids[idx], self.prompt_mask[idx], self.response_ids[idx],
                         self.response_mask[idx], self.behaviour_logp[idx], self.prompt_index[idx],
                         self.finished[idx])
+
+    def trimmed(self) -> Rollouts:
+        """Without the prompt columns that are padding in every row (left) and response columns likewise (right)."""
+        p_keep = int(self.prompt_mask.sum(1).max()) if self.prompt_mask.numel() else 0
+        r_keep = int(self.response_mask.sum(1).max()) if self.response_mask.numel() else 0
+        return replace(self, prompt_ids=self.prompt_ids[:, self.prompt_ids.shape[1] - p_keep:],
+                       prompt_mask=self.prompt_mask[:, self.prompt_mask.shape[1] - p_keep:],
+                       response_ids=self.response_ids[:, :r_keep], response_mask=self.response_mask[:, :r_keep],
+                       behaviour_logp=self.behaviour_logp[:, :r_keep])
 
     @classmethod
     def concat(cls, parts: list[Rollouts], pad_id: int) -> Rollouts:

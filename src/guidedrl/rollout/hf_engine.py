@@ -12,6 +12,7 @@ importance ratio of an unchanged policy is 1 (greedy decoding reports temperatur
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -21,8 +22,10 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from guidedrl.errors import RunError
 from guidedrl.precision import Precision
 from guidedrl.registry import ENGINES
+from guidedrl.rollout.budget import budget_cuts
 from guidedrl.rollout.engine import Rollouts, SamplingParams, stop_token_ids
 from guidedrl.rollout.forward import position_ids_from_mask
+from guidedrl.seeding import derive_seed
 
 if TYPE_CHECKING:
     from guidedrl.config import RolloutConfig
@@ -36,7 +39,8 @@ class HFEngine:
     """
 
     def __init__(self, model: PreTrainedModel, pad_id: int, eos_ids: int | list[int], check_every: int = 4,
-                 compact_below: float = 0.75, precision: Precision | None = None) -> None:
+                 compact_below: float = 0.75, precision: Precision | None = None,
+                 max_tokens: int | None = None) -> None:
         self.model = model
         self.pad_id = pad_id
         self.eos_ids = [eos_ids] if isinstance(eos_ids, int) else list(eos_ids)
@@ -44,13 +48,35 @@ class HFEngine:
         self.precision = precision or Precision()
         self.check_every = check_every  # steps between looks at how many rows are still running (each syncs)
         self.compact_below = compact_below  # drop finished rows once the running share falls below this
+        self.max_tokens = max_tokens  # rows × (prompt + max_new_tokens) decoded at once: the KV cache's bound
 
     def sync_weights(self, model: PreTrainedModel) -> None:
         """Nothing to copy: the engine holds the policy module; a new module simply replaces it."""
         self.model = model
 
     def generate(self, prompts: list[list[int]], n: int, sampling: SamplingParams) -> Rollouts:
-        """``n`` samples per prompt (consecutive rows), stopping each row at EOS or ``max_new_tokens``."""
+        """``n`` samples per prompt (consecutive rows), stopping each row at EOS or ``max_new_tokens``; prompts
+        are decoded in consecutive chunks whose rows × (prompt + max_new_tokens) fit ``max_tokens`` (with
+        per-prompt seeds a prompt's samples do not depend on the chunking)."""
+        if sampling.seeds is not None and len(sampling.seeds) != len(prompts):
+            raise ValueError(f"{len(sampling.seeds)} seeds for {len(prompts)} prompts")
+        budget = None if self.max_tokens is None else max(self.max_tokens // max(n, 1), 1)
+        cuts = budget_cuts([len(p) for p in prompts], [sampling.max_new_tokens] * len(prompts), budget,
+                           max(len(prompts), 1))
+        if len(cuts) <= 1:
+            return self._generate(prompts, n, sampling)
+        parts = []
+        for k, cut in enumerate(cuts):
+            part_sampling = replace(sampling, seeds=None if sampling.seeds is None else
+                                    tuple(sampling.seeds[i] for i in cut),
+                                    seed=None if sampling.seed is None else derive_seed(sampling.seed, "chunk", k))
+            part = self._generate([prompts[i] for i in cut], n, part_sampling)
+            part.prompt_index = part.prompt_index + cut[0]
+            parts.append(part)
+        return Rollouts.concat(parts, self.pad_id)
+
+    def _generate(self, prompts: list[list[int]], n: int, sampling: SamplingParams) -> Rollouts:
+        """One chunk of :meth:`generate`, decoded together."""
         device = next(self.model.parameters()).device
         unique = Rollouts.from_token_lists(prompts, [[] for _ in prompts], self.pad_id, self.eos_id)
         prompt_ids = unique.prompt_ids.to(device)
@@ -76,8 +102,6 @@ class HFEngine:
         out_mask = torch.zeros((b, steps), device=device)
         if b == 0 or steps == 0:
             return out_ids[:, :0], out_mask[:, :0], out_logp[:, :0]
-        if sampling.seeds is not None and len(sampling.seeds) != u:
-            raise ValueError(f"{len(sampling.seeds)} seeds for {u} prompts")
         noise = (PromptNoise(sampling.seeds, n, device) if sampling.seeds is not None and sampling.temperature > 0
                  else None)
         gen = None if sampling.seed is None else torch.Generator(device=device).manual_seed(sampling.seed)
@@ -179,4 +203,5 @@ def _sample(logits: Tensor, sampling: SamplingParams, gen: torch.Generator | Non
 def hf_engine(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: RolloutConfig,
               precision: Precision) -> HFEngine:
     """The built-in engine: samples from the policy module itself."""
-    return HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer), precision=precision)
+    return HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer), precision=precision,
+                    max_tokens=cfg.kv_cache_tokens)

@@ -1,6 +1,6 @@
 """A frozen teacher model that predicts on the student's own rollouts (TGPO, reverse-KL distillation).
 
-One no-grad forward of the teacher over prompt + student response gives, at every response
+A no-grad forward of the teacher over prompt + student response gives, at every response
 position, the teacher's log-prob of the token the student sampled and the teacher's own label
 (its argmax, or a sample) conditioned on the student's prefix.
 """
@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from guidedrl.algorithms.logprobs import token_logprobs
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
 from guidedrl.rollout.engine import Rollouts
-from guidedrl.rollout.forward import response_logits
+from guidedrl.rollout.forward import response_predictions
 
 
 class TokenizerMismatchError(ValueError):
@@ -46,35 +46,35 @@ class TeacherPredictions:
 
 
 class FrozenTeacher:
-    """A frozen local HF causal LM that predicts on student rollouts in one batched forward."""
+    """A frozen local HF causal LM that predicts on student rollouts, forward by forward within the token budget."""
 
     def __init__(self, path: str, student_tokenizer: PreTrainedTokenizerBase, label: str = "argmax",
-                 temperature: float = 1.0, top_k: int = 0, precision: Precision | None = None) -> None:
+                 temperature: float = 1.0, top_k: int = 0, precision: Precision | None = None,
+                 budget: ForwardBudget | None = None) -> None:
         check_shared_vocab(student_tokenizer, AutoTokenizer.from_pretrained(path), path)
         self.name = Path(path).name
         self.precision = precision or Precision()
+        self.budget = budget or ForwardBudget()
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.precision.frozen_dtype).eval()
         self.model.to(self.precision.device)
         if top_k > len(student_tokenizer):
             raise ValueError(f"top_k {top_k} exceeds the student's vocabulary ({len(student_tokenizer)} tokens)")
         self.label, self.temperature, self.top_k = label, temperature, top_k
 
-    @torch.no_grad()
     def predict(self, rollouts: Rollouts, generator: torch.Generator | None = None) -> TeacherPredictions:
-        """Teacher predictions on the student's prefixes (on the CPU); zero/pad outside the response mask."""
-        with self.precision.autocast():
-            logits = response_logits(self.model, rollouts.input_ids, rollouts.attention_mask,
-                                     rollouts.prompt_width).float().cpu()
+        """Teacher predictions on the student's prefixes (on the CPU); zero/pad outside the response mask. Only
+        B×R(×k) values leave the teacher's device; a sampled label draws from ``generator`` (on that device)."""
+        def score(part: Rollouts, rows: Tensor) -> tuple[Tensor, ...]:
+            with self.precision.autocast():
+                pred = response_predictions(self.model, part.input_ids, part.attention_mask, part.prompt_width,
+                                            self.temperature, self.top_k, self.label == "sample", generator,
+                                            self.budget.logits_chunk)
+            return tuple(t for t in pred if t is not None)
+
+        logp, label, *topk = self.budget.per_token(rollouts, score)
         mask = rollouts.response_mask.bool()
-        logp = token_logprobs(logits, rollouts.response_ids, self.temperature).masked_fill(~mask, 0.0)
-        if self.label == "sample":
-            probs = torch.softmax(logits.float() / self.temperature, -1)
-            label = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(mask.shape)
-        else:
-            label = logits.argmax(-1)
-        signal = TeacherPredictions(logp, label.masked_fill(~mask, 0))
-        if self.top_k > 0:
-            ids = logits.topk(self.top_k, dim=-1).indices.masked_fill(~mask[..., None], 0)
-            signal.topk_ids = ids
-            signal.topk_logp = token_logprobs(logits, ids, self.temperature).masked_fill(~mask[..., None], 0.0)
+        signal = TeacherPredictions(logp.float().masked_fill(~mask, 0.0), label.masked_fill(~mask, 0))
+        if topk:
+            signal.topk_ids = topk[0].masked_fill(~mask[..., None], 0)
+            signal.topk_logp = topk[1].float().masked_fill(~mask[..., None], 0.0)
         return signal

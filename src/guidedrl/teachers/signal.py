@@ -13,7 +13,9 @@ from guidedrl.algorithms.advantages import POLICY
 from guidedrl.algorithms.distill import mean_reverse_kl, mismatch_ratio, teacher_token_mask
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TeacherSignalConfig
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
+from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import FrozenTeacher
@@ -28,26 +30,23 @@ class TeacherSignal:
 
     def __init__(self, path: str | None, tokenizer: PreTrainedTokenizerBase, cfg: TeacherSignalConfig,
                  needs: frozenset[str], temperature: float, seed: int, precision: Precision,
-                 cache_dir: Path | None = None) -> None:
+                 budget: ForwardBudget | None = None, cache_dir: Path | None = None) -> None:
         self.cfg, self.needs, self.temperature, self.seed, self.precision = cfg, needs, temperature, seed, precision
+        self.budget = budget or ForwardBudget()
         if cfg.server is not None:  # a served teacher: its prompt log-probs of each rollout
             self.teacher = ServedTeacher(server_client(cfg.server, cache_dir, "teacher_signal.server"))
         else:
             self.teacher = FrozenTeacher(path, tokenizer, cfg.label, cfg.temperature,
-                                         cfg.top_k if "teacher_topk" in needs else 0, precision)
+                                         cfg.top_k if "teacher_topk" in needs else 0, precision, self.budget)
 
     def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, step: int) -> tuple[RolloutBatch, dict[str, float]]:
         cfg, r = self.cfg, batch.rollouts
-        generator = (torch.Generator().manual_seed(derive_seed(self.seed, "teacher_label", step))
+        generator = (torch.Generator(self.precision.device).manual_seed(derive_seed(self.seed, "teacher_label", step))
                      if cfg.label == "sample" else None)
         pred = self.teacher.predict(r, generator)
         old_label_logp = entropy = None
         if "old_label_logp" in self.needs or cfg.tokens in ENTROPY_SETS:  # the student before its update
-            with torch.no_grad(), self.precision.autocast():
-                out = response_logprobs(policy, r.input_ids, r.attention_mask, r.prompt_width, self.temperature,
-                                        labels=pred.label, with_entropy=cfg.tokens in ENTROPY_SETS)
-            old_label_logp = out.label_logp.cpu()
-            entropy = None if out.entropy is None else out.entropy.cpu()
+            old_label_logp, entropy = self.student_view(batch, policy, pred.label)
         tokens = None if cfg.tokens == "all" else teacher_token_mask(
             cfg.tokens, r.response_mask, r.response_ids, pred.label, entropy, cfg.entropy_share)
         own = batch.token_mask(batch.kind == POLICY)
@@ -55,3 +54,20 @@ class TeacherSignal:
                    "teacher_signal/reverse_kl": mean_reverse_kl(r.behaviour_logp, pred.logp, own)}
         return replace(batch, teacher_logp=pred.logp, teacher_label=pred.label, teacher_topk_ids=pred.topk_ids,
                        teacher_topk_logp=pred.topk_logp, old_label_logp=old_label_logp, teacher_tokens=tokens), metrics
+
+    @torch.no_grad()
+    def student_view(self, batch: RolloutBatch, policy: PreTrainedModel, label: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """π_old's log-prob of the teacher's label at each position and, for the entropy token sets, π_old's
+        entropy (B×R each, on the CPU), forward by forward within the token budget."""
+        with_entropy = self.cfg.tokens in ENTROPY_SETS
+
+        def score(part: Rollouts, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with self.precision.autocast():
+                out = response_logprobs(policy, part.input_ids, part.attention_mask, part.prompt_width,
+                                        self.temperature, labels=label[rows, :part.response_ids.shape[1]],
+                                        with_entropy=with_entropy, logits_chunk=self.budget.logits_chunk)
+            return (out.label_logp.float(),) + ((out.entropy.float(),) if with_entropy else ())
+
+        label_logp, *entropy = self.budget.per_token(batch.rollouts, score)
+        return label_logp, entropy[0] if entropy else None

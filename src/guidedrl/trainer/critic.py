@@ -9,8 +9,9 @@ from transformers import AutoModel
 
 from guidedrl.algorithms.advantages import gae
 from guidedrl.algorithms.losses import value_loss
-from guidedrl.batch import RolloutBatch, trim
+from guidedrl.batch import RolloutBatch
 from guidedrl.config import CriticConfig
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import position_ids_from_mask
@@ -19,9 +20,10 @@ from guidedrl.rollout.forward import position_ids_from_mask
 class Critic(nn.Module):
     """V(prompt, response[:t]) for every response position t, from the policy's architecture."""
 
-    def __init__(self, policy_path: str, cfg: CriticConfig, precision: Precision | None = None) -> None:
+    def __init__(self, policy_path: str, cfg: CriticConfig, precision: Precision | None = None,
+                 budget: ForwardBudget | None = None) -> None:
         super().__init__()
-        self.cfg, self.precision = cfg, precision or Precision()
+        self.cfg, self.precision, self.budget = cfg, precision or Precision(), budget or ForwardBudget()
         dtype = self.precision.weights_dtype
         self.body = AutoModel.from_pretrained(policy_path, dtype=dtype)
         self.head = nn.Linear(self.body.config.hidden_size, 1, dtype=dtype)
@@ -42,24 +44,25 @@ class Critic(nn.Module):
 
     @torch.no_grad()
     def values(self, rollouts: Rollouts) -> Tensor:
-        """The critic's current estimates on the CPU, without gradients (the 'old' values of this step)."""
+        """The critic's current estimates on the CPU, without gradients (the 'old' values of this step), forward
+        by forward within the token budget."""
         self.eval()
-        return self(rollouts).cpu()
+        return self.budget.per_token(rollouts, lambda part, rows: self(part))[0] * rollouts.response_mask
 
-    def update(self, batch: RolloutBatch, micro_batch_size: int) -> dict[str, float]:
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
         """Fit the critic to the returns of a step's batch, whose ``values`` are the critic's before the update."""
-        return self.fit(batch.rollouts, batch.rewards, batch.values, micro_batch_size)
+        return self.fit(batch.rollouts, batch.rewards, batch.values)
 
-    def fit(self, rollouts: Rollouts, rewards: Tensor, old_values: Tensor, micro_batch_size: int) -> dict[str, float]:
-        """One pass of value regression on GAE returns, accumulated over micro-batches (token-mean)."""
+    def fit(self, rollouts: Rollouts, rewards: Tensor, old_values: Tensor) -> dict[str, float]:
+        """One pass of value regression on GAE returns, accumulated over the budget's micro-batches (token-mean)."""
         _, returns = gae(rewards, old_values, rollouts.response_mask, self.cfg.gamma, self.cfg.lam)
         total = float(rollouts.response_mask.sum()) or 1.0
         self.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
         device = self.precision.device
-        for rows in torch.arange(rollouts.size).split(micro_batch_size):
-            part = trim(rollouts.select(rows))
+        for rows in self.budget.cuts(rollouts):
+            part = rollouts.select(rows).trimmed()
             width = part.response_ids.shape[1]
             share = float(part.response_mask.sum()) / total
             loss = value_loss(self(part), old_values[rows, :width].to(device), returns[rows, :width].to(device),

@@ -29,6 +29,7 @@ from guidedrl.guidance.build import build_guidance, check_guidance_sources
 from guidedrl.precision import Precision, disable_dropout, resolve_device
 from guidedrl.registry import ENGINES
 from guidedrl.rewards import Reward, RewardState
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.rollout.engine import RolloutEngine, SamplingParams, with_pad_token
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import TokenizerMismatchError
@@ -107,7 +108,7 @@ class Trainer:
             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
             max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed, max_prompt_length=limit,
             context_length=getattr(self.policy.config, "max_position_embeddings", None), precision=precision,
-            cache_dir=self.out / "teacher_cache"))
+            cache_dir=self.out / "teacher_cache", budget=ForwardBudget.of(cfg)))
         try:
             self.signals = StepSignals(cfg, self.paths.model, self.paths.teacher, self.tokenizer, precision,
                                        self.policy if cfg.lora is not None else None, self.out / "teacher_cache")
@@ -195,7 +196,7 @@ class Trainer:
                         batch.advantage_inputs(cfg.critic.gamma, cfg.critic.lam), cfg.algorithm, index + 1))
             with timer("update"):
                 metrics |= self.update(batch, index, first) | signals
-                metrics |= self.critic.update(batch, cfg.optim.micro_batch_size) if self.critic else {}
+                metrics |= self.critic.update(batch) if self.critic else {}
             self.scheduler.step()
             with timer("sync"):  # an engine holding its own copy (vLLM) samples the new weights
                 self.engine.sync_weights(self.policy)

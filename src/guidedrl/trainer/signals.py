@@ -13,7 +13,9 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TEACHER_FIELDS, TrainConfig
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
+from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.teachers.signal import TeacherSignal
 from guidedrl.trainer.critic import Critic
@@ -26,10 +28,10 @@ class StepSignals:
                  tokenizer: PreTrainedTokenizerBase, precision: Precision, adapted: PreTrainedModel | None = None,
                  cache_dir: Path | None = None) -> None:
         needs = cfg.needs()
-        self.temperature, self.rows_per_forward = cfg.rollout.temperature, cfg.optim.micro_batch_size
+        self.temperature, self.budget = cfg.rollout.temperature, ForwardBudget.of(cfg)
         self.precision = precision
         self.teacher = (TeacherSignal(None if teacher is None else str(teacher), tokenizer, cfg.teacher_signal, needs,
-                                      cfg.rollout.temperature, cfg.seed, precision, cache_dir)
+                                      cfg.rollout.temperature, cfg.seed, precision, self.budget, cache_dir)
                         if needs & TEACHER_FIELDS else None)
         # the k3 KL's reference is the run's *initial* policy, also after a resume; with LoRA it is the policy
         # with its adapters switched off (``adapted``), not a second copy
@@ -37,7 +39,7 @@ class StepSignals:
         self.reference = (AutoModelForCausalLM.from_pretrained(initial_model, dtype=precision.frozen_dtype).eval()
                           .to(precision.device) if "ref_logp" in needs and adapted is None else None)
         self.needs_reference = "ref_logp" in needs
-        self.critic = Critic(str(initial_model), cfg.critic, precision) if "values" in needs else None
+        self.critic = Critic(str(initial_model), cfg.critic, precision, self.budget) if "values" in needs else None
 
     def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, index: int) -> tuple[RolloutBatch, dict[str, float]]:
         metrics: dict[str, float] = {}
@@ -51,15 +53,15 @@ class StepSignals:
 
     @torch.no_grad()
     def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
-        """log π_ref of every response token (B×R), in chunks of the micro-batch size."""
-        r = batch.rollouts
+        """log π_ref of every response token (B×R), forward by forward within the token budget."""
         model = self.reference if self.reference is not None else self.adapted
         off = self.adapted.disable_adapter() if self.reference is None else nullcontext()
-        parts = []
+
+        def score(part: Rollouts, rows: torch.Tensor) -> torch.Tensor:
+            with self.precision.autocast():
+                return response_logprobs(model, part.input_ids, part.attention_mask, part.prompt_width,
+                                         self.temperature, logits_chunk=self.budget.logits_chunk).logp.float()
+
         with off:
-            for rows in torch.arange(batch.size).split(self.rows_per_forward):
-                part = r.select(rows)
-                with self.precision.autocast():
-                    parts.append(response_logprobs(model, part.input_ids, part.attention_mask,
-                                                   part.prompt_width, self.temperature).logp.cpu())
-        return torch.cat(parts) * r.response_mask
+            (logp,) = self.budget.per_token(batch.rollouts, score)
+        return logp * batch.rollouts.response_mask

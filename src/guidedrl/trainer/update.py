@@ -1,8 +1,9 @@
 """The policy update of one step: K epochs × mini-batches of optimizer steps, each accumulated over micro-batches.
 
 Every micro-batch's loss is normalized by its mini-batch's counts (:class:`Denominators`), so accumulation
-gives the gradient of the whole mini-batch's loss whatever ``micro_batch_size`` is; rows are grouped by
-length into micro-batches so each is padded little. A shaping γ taken from a quantile of the ratio (Guide)
+gives the gradient of the whole mini-batch's loss however its rows are cut; rows are sorted by length and cut
+by the token budget (:class:`~guidedrl.rollout.budget.ForwardBudget`) so each micro-batch is padded little and
+holds a bounded number of tokens. A shaping γ taken from a quantile of the ratio (Guide)
 is taken over the whole mini-batch, in one extra no-grad forward of the rows of that kind. With one update
 epoch the behaviour log-probs come from the sampler (same weights, same temperature): no "old log-prob" pass.
 """
@@ -21,6 +22,7 @@ from guidedrl.algorithms.surrogates import quantile_gamma, ratio_of
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
 from guidedrl.distributed import Ranks
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.seeding import derive_seed
@@ -42,13 +44,14 @@ class PolicyUpdate:
         self.ranks = ranks or Ranks()
         self.train_model = train_model or policy  # what the gradient flows through (DDP-wrapped on N ranks)
         self.needs = cfg.needs()
+        self.budget = ForwardBudget.of(cfg)
         self.norm_length = cfg.algorithm.norm_length or cfg.rollout.max_new_tokens
         self.recompute_behaviour = recompute_behaviour
 
     def __call__(self, batch: RolloutBatch | None, index: int, first_group: int = 0) -> dict[str, float]:
         """Optimize on ``batch`` (this rank's rows; None when its groups were all filtered) at step ``index``
-        (0-based). Statistics are means over the step's updates, except ``updates_skipped``: how many had a
-        non-finite loss or gradient and were not applied. ``first_group`` is the global index of this rank's
+        (0-based). Statistics are means over the step's updates, except ``updates``: how many were applied, and
+        ``updates_skipped``: how many had a non-finite loss or gradient and were not. ``first_group`` is the global index of this rank's
         first group: mini-batches are drawn by groups over the whole step, the same on any number of ranks."""
         o = self.cfg.optim
         updates = o.epochs * o.mini_batches
@@ -70,10 +73,10 @@ class PolicyUpdate:
         o, total = self.cfg.optim, self.cfg.rollout.prompts_per_step
         order = torch.randperm(total, generator=generator) if o.mini_batches > 1 else torch.arange(total)
         if batch is None:
-            return [torch.zeros(0, dtype=torch.long)] * len(order.chunk(o.mini_batches))
+            return [torch.zeros(0, dtype=torch.long)] * o.mini_batches
         lengths = batch.rollouts.prompt_mask.sum(1) + batch.rollouts.response_mask.sum(1)
         out = []
-        for groups in order.chunk(o.mini_batches):
+        for groups in order.tensor_split(o.mini_batches):  # exactly mini_batches parts (chunk may make fewer)
             rows = torch.isin(batch.group_index + first_group, groups).nonzero().squeeze(1)
             out.append(rows[lengths[rows].argsort(stable=True)])
         return out
@@ -90,7 +93,7 @@ class PolicyUpdate:
         gammas = self.quantile_gammas(batch, mini)
         self.optimizer.zero_grad(set_to_none=True)
         finite = True
-        micros = list(mini.split(o.micro_batch_size)) if len(mini) else []
+        micros = self.budget.cuts(batch.rollouts, mini) if len(mini) else []
         for j, micro in enumerate(micros):
             mb = batch.select(micro).to(self.precision.device)
             with ranks.no_sync(self.train_model, sync=j == len(micros) - 1):
@@ -106,6 +109,7 @@ class PolicyUpdate:
                   1.0 / updates)
         if not ranks.any(not finite) and torch.isfinite(norm):
             self.optimizer.step()
+            add_stats(acc, {"updates": 1.0})
         else:  # a non-finite loss or gradient on any rank is never applied
             self.optimizer.zero_grad(set_to_none=True)
             add_stats(acc, {"updates_skipped": 1.0})
@@ -123,7 +127,8 @@ class PolicyUpdate:
             out = response_logprobs(
                 self.train_model if grad else self.policy, r.input_ids, r.attention_mask, r.prompt_width, self.cfg.rollout.temperature,
                 labels=mb.teacher_label if "label_logp" in self.needs else None, with_entropy=grad,
-                topk_ids=mb.teacher_topk_ids if "topk_logp" in self.needs else None)
+                topk_ids=mb.teacher_topk_ids if "topk_logp" in self.needs else None,
+                logits_chunk=self.budget.logits_chunk, entropy_grad="entropy" in self.needs)
         return out.logp, out.entropy, out.label_logp, out.topk_logp
 
     def loss_inputs(self, mb: RolloutBatch, gammas: dict[str, torch.Tensor]) -> LossInputs:
@@ -141,7 +146,8 @@ class PolicyUpdate:
         which the training context does not) and teacher rows keep 0."""
         own = (batch.kind == POLICY).nonzero().flatten()
         logp = batch.rollouts.behaviour_logp.clone()
-        for micro in own.split(self.cfg.optim.micro_batch_size):
+        lengths = batch.rollouts.prompt_mask.sum(1) + batch.rollouts.response_mask.sum(1)
+        for micro in self.budget.cuts(batch.rollouts, own[lengths[own].argsort(stable=True)]):
             mb = batch.select(micro).to(self.precision.device)
             width = mb.rollouts.response_ids.shape[1]
             logp[micro, :width] = (self.forward(mb, grad=False)[0].float() * mb.rollouts.response_mask).cpu()
@@ -159,7 +165,7 @@ class PolicyUpdate:
             if q is None or not self.ranks.any(bool((kind == k).any())):
                 continue
             ratios = [torch.zeros(0)]
-            for micro in mini[kind == k].split(self.cfg.optim.micro_batch_size):
+            for micro in self.budget.cuts(batch.rollouts, mini[kind == k]):
                 mb = batch.select(micro).to(self.precision.device)
                 logp = self.forward(mb, grad=False)[0]
                 mask = mb.rollouts.response_mask.bool()
