@@ -285,15 +285,21 @@ METHODS = [("grpo.yaml", MIXED, ()), ("ampo.yaml", ALL_WRONG, ()), ("luffy.yaml"
                                  "algorithm.regularizers.entropy.agg_mode=token-mean"))]
 
 
+# how a step's forwards are cut: rows per forward, padded tokens per forward, positions per logits chunk
+CUTS = [("optim.micro_batch_size=8", "memory.tokens_per_forward=null", "memory.logits_chunk=null"),
+        ("optim.micro_batch_size=1",), ("optim.micro_batch_size=3",),
+        ("optim.micro_batch_size=8", "memory.tokens_per_forward=40", "memory.logits_chunk=7")]
+
+
 @pytest.mark.parametrize(("config", "script", "extra"), METHODS)
-def test_the_update_does_not_depend_on_the_micro_batch_size(config: str, script: dict, extra: tuple,
+def test_the_update_does_not_depend_on_how_forwards_are_cut(config: str, script: dict, extra: tuple,
                                                             world: Path, tmp_path: Path) -> None:
-    """micro_batch_size is a memory setting: the same step with 1, 3 or 8 rows per forward gives the same loss
-    and the same accumulated gradient at the optimizer step (to float rounding)."""
+    """micro_batch_size, tokens_per_forward and logits_chunk are memory settings: the same step with whole
+    forwards, 1 or 3 rows per forward, or 40 padded tokens per forward and logits 7 positions at a time gives
+    the same loss and the same accumulated gradient at the optimizer step (to float rounding)."""
     results = []
-    for size in (1, 3, 8):
-        trainer = _trainer(world, tmp_path / f"run{size}", config, script, f"optim.micro_batch_size={size}", *extra,
-                           logp_offset=-0.3)
+    for i, cut in enumerate(CUTS):
+        trainer = _trainer(world, tmp_path / f"run{i}", config, script, *cut, *extra, logp_offset=-0.3)
         grads = []
         trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: grads.append(torch.cat(
             [p.grad.flatten() for group in opt.param_groups for p in group["params"] if p.grad is not None])))
