@@ -5,8 +5,8 @@ learning rate of each method is chosen on the sweep seed by its *training* rewar
 the steps: no held-out problem is seen), then every seed is trained at that rate; the held-out evaluation
 samples ``--samples`` answers per problem after training (a finished run evaluated with fewer samples is
 evaluated again from its final weights, with its own seed and settings). Differences to GRPO are paired (same seed, same
-problem, same evaluation seed) and their 95% intervals come from a bootstrap over seeds × problems. Every
-configuration tried is kept in the result file.
+problem, same evaluation seed) and their 95% intervals come from a crossed bootstrap over seeds and problems
+(bench/paired.py). Every configuration tried is kept in the result file.
 
     python bench/headline.py [--methods grpo ampo luffy] [--seeds 0 1 2 3 4] [--steps 300] [--lrs 2.5e-5 5e-5 1e-4 2e-4]
     python bench/headline.py --methods grpo guide_grpo --prior bench/results/headline.json \
