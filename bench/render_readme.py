@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from paired import Table, by_label, mean_distinct_paths, mean_pass_at_k, paired_diffs
+from paired import DRAWS, SEED, Table, by_label, mean_distinct_paths, mean_pass_at_k, paired_diffs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -141,7 +141,7 @@ def headline(r: dict) -> str:
                     + " | ".join(interval(diffs[f"diff_pass@{k}"]) for k in (1, ks[-1])) + " |")
     for method, f in methods.items():
         for split, e in f["splits"].items():
-            diffs = [e.get(f"diff_pass@{k}") for k in (1, ks[-1])]
+            diffs = [method_diffs(r, method, base, split).get(f"diff_pass@{k}") for k in (1, ks[-1])]
             cells = ["" if d is None else interval(d) for d in diffs]
             rows.append(f"| {method} ({f['lr']}) | {split.removeprefix('test_').upper()} | "
                         + " | ".join(f"{100 * e['pass_at_k'][str(k)]:.1f}" for k in ks)
@@ -157,8 +157,9 @@ def headline(r: dict) -> str:
                               f"split × {s['samples']} samples at temperature 1; learning rate per method: the best "
                               f"of the rates tried on seed {s['seeds'][0]} by mean training reward over the last "
                               f"fifth of the steps ({sweep}; training reward in %{before}). Intervals: paired "
-                              f"bootstrap over seeds × problems, 2000 draws.* " + environment_line(env)
-                              + contrasts(r.get("contrasts", {})) + over_training(methods, s["steps"])
+                              f"crossed bootstrap (seeds resampled, one problem resample shared by every seed), "
+                              f"{DRAWS} replicates, seed {SEED}.* " + environment_line(env)
+                              + contrasts(r) + over_training(methods, s["steps"])
                               + by_operands(r))
 
 
@@ -218,11 +219,20 @@ for _name in ("trace_ampo", "trace_ampo_plain", "trace_ampo_gamma1"):
     renders(_name)(trace)
 
 
-def contrasts(pairs: dict) -> str:
+def method_diffs(r: dict, a: str, b: str, split: str) -> dict[str, list[float]]:
+    """Paired differences a − b on a split, recomputed from the result's per-problem scores with bench/paired.py's
+    interval (not the figures stored at training time, which older files computed with a superseded bootstrap);
+    none for a method against itself."""
+    if a == b:
+        return {}
+    return paired_diffs(r["problems"][a][split], r["problems"][b][split], r["settings"]["ks"])
+
+
+def contrasts(r: dict) -> str:
     """Paired differences between two methods other than the baseline (bench/headline.py --contrasts)."""
     lines = [f"- {name}: " + "; ".join(f"{split.removeprefix('test_').upper()} " + ", ".join(
-        f"{key.removeprefix('diff_')} {interval(d)}" for key, d in diffs.items()) for split, diffs in splits.items())
-        for name, splits in pairs.items()]
+        f"{key.removeprefix('diff_')} {interval(d)}" for key, d in method_diffs(r, *name.split(" − "), split).items())
+        for split in splits) for name, splits in r.get("contrasts", {}).items()]
     return "\n\nPaired differences between other methods (95% CI):\n\n" + "\n".join(lines) if lines else ""
 
 
