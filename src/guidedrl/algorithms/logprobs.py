@@ -15,9 +15,15 @@ import torch
 from torch import Tensor
 
 
+def scaled_logits(logits: Tensor, temperature: float) -> Tensor:
+    """``logits / temperature`` in fp32 (no copy of fp32 logits at temperature 1)."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
 def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
     """``log_softmax(logits / temperature)`` at ``tokens`` — one per position (…), or k per position (…×k)."""
-    scaled = logits.float() / temperature
+    scaled = scaled_logits(logits, temperature)
     several = tokens.dim() == logits.dim()
     picked = scaled.gather(-1, tokens if several else tokens.unsqueeze(-1)) - torch.logsumexp(scaled, -1, keepdim=True)
     return picked if several else picked.squeeze(-1)
@@ -25,7 +31,7 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> 
 
 def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Entropy of ``softmax(logits / temperature)`` at every position: ``lse − Σ p · z`` with z the scaled logits."""
-    scaled = logits.float() / temperature
+    scaled = scaled_logits(logits, temperature)
     lse = torch.logsumexp(scaled, -1, keepdim=True)
     return (lse - (torch.exp(scaled - lse) * scaled).sum(-1, keepdim=True)).squeeze(-1)
 
@@ -44,7 +50,7 @@ def predictions(logits: Tensor, tokens: Tensor, temperature: float = 1.0, top_k:
                 sample: bool = False, generator: torch.Generator | None = None) -> Predictions:
     """What a scoring teacher reads off its logits (N×V) at N positions: log-prob of ``tokens`` (N), its label
     — the argmax, or with ``sample`` a draw from ``softmax(logits / temperature)`` — and its top ``top_k``."""
-    scaled = logits.float() / temperature
+    scaled = scaled_logits(logits, temperature)
     lse = torch.logsumexp(scaled, -1, keepdim=True)
     logp = (scaled.gather(-1, tokens[:, None]) - lse).squeeze(-1)
     if sample:
