@@ -76,7 +76,7 @@ def test_missing_unsupported_and_bad_json(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "answer": "1"}\n\n{"prompt": "b", answer: 2}\n')
     with pytest.raises(DatasetError) as info:
         load_rows(tmp_path / "bad.jsonl")
-    assert "bad.jsonl: row 1 (0-based): cannot read: JSON parse error" in str(info.value)
+    assert "bad.jsonl: row 1 (0-based): line 3: not valid JSON at column 17 (Expecting property name" in str(info.value)
     (tmp_path / "obj.json").write_text('{"prompt": "a"}')  # one object is one row, which lacks its answer
     with pytest.raises(DatasetError, match=r"obj.json: row 0 \(0-based\): field 'answer': missing"):
         validate_rows(load_rows(tmp_path / "obj.json"), str(tmp_path / "obj.json"))

@@ -52,6 +52,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_runs_lists_status_method_and_figures(runs: tuple[Path, Path]) -> None:
     root, _ = runs
     held = RunDir(root / "held")  # a run whose process is alive (its lock is held), with nothing logged yet
+    held.commit()
     (root / "held" / "config.yaml").write_text("steps: 1\n")
     result = CliRunner().invoke(app, ["runs", str(root)], env={"COLUMNS": "200"})
     held.release()

@@ -276,7 +276,8 @@ def test_ppo_step_whitens_gae_of_a_fresh_critic(world: Path, tmp_path: Path) -> 
     assert m["critic/value_mean"] == 0.0 and m["critic/return_mean"] == pytest.approx(float(raw.mean()))
 
 
-METHODS = [("grpo.yaml", MIXED, ()), ("ampo.yaml", ALL_WRONG, ()), ("luffy.yaml", MIXED, ()),
+METHODS = [("grpo.yaml", MIXED, ()), ("ampo.yaml", ALL_WRONG, ()),
+           ("luffy.yaml", MIXED, ("guidance.teachers=[{kind: offline, teachers: [teacher_a]}]",)),
            ("guide_grpo.yaml", {**ALL_WRONG, "2+3\nhint: first 2+3=5\n": ["\\boxed{5}", "1", "\\boxed{5}", "2"]}, ()),
            ("tgpo.yaml", MIXED, ()), ("rkl_distill.yaml", MIXED, ()), ("ppo.yaml", MIXED, ()),
            ("tgpo.yaml", MIXED, ("teacher_signal.top_k=3", "algorithm.regularizers.topk_kl.coef=0.1")),

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from guidedrl.cli_errors import GuardedGroup, fail
+from guidedrl.config_checks import SEED_MAX
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Guided RL with verifiable rewards.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Guided RL with verifiable rewards.",
+                  cls=GuardedGroup)
 
 
 @app.callback()
@@ -30,8 +33,7 @@ GUIDED = "guidance/teacher/rate"  # the demo's guided-groups column
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    fail(message, console)
 
 
 def _parse_ks(text: str) -> list[int]:
@@ -50,28 +52,34 @@ def world_build(
     out: Path = typer.Option(DEFAULT_WORLD, help="world directory"),
     size: str = typer.Option("default", help="preset: default (the shipped world) or micro (seconds, for tests)"),
     set_: list[str] = typer.Option([], "--set", help="override a world setting, e.g. --set teacher_steps=900"),
+    force: bool = typer.Option(False, help="a folder holding another world (or other files) is moved aside "
+                               "(renamed, never deleted) and the world built anew"),
 ) -> None:
     """Generate problems, train the student and the teachers, sample the teacher pool, evaluate."""
+    _build_world(out, size, set_, force, "--out")
+
+
+def _build_world(out: Path, size: str, sets: list[str], force: bool, option: str) -> None:
+    """Build (or confirm) the world in ``out`` and show its table; ``option`` is how messages name ``out``."""
     from guidedrl.world.build import build_world
     from guidedrl.world.settings import world_preset
-    from guidedrl.yaml_config import ConfigError
-    try:
-        cfg = world_preset(size, set_)
-    except ConfigError as err:
-        _fail(str(err))
+
+    cfg = world_preset(size, sets)
     start = time.time()
-    manifest = build_world(out, cfg, console)
+    manifest = build_world(out, cfg, console, force=force, option=option)
     console.print(world_table(out))
-    console.print(f"world {out}: done in {time.time() - start:.0f} s "
+    console.print(f"world {escape(str(out))}: done in {time.time() - start:.0f} s "
                   f"(build steps took {sum(manifest['seconds'].values()):.0f} s in all)")
 
 
 def world_table(world_dir: Path) -> Table:
     """Student and teachers side by side: greedy accuracy, pass@1 and pass@k on test_id and test_ood."""
-    results = json.loads((world_dir / "eval.json").read_text())
+    from guidedrl.files import read_json
+
+    results = read_json(world_dir / "eval.json")
     any_report = next(iter(next(iter(results.values())).values()))
     ks = sorted(int(k) for k in any_report["pass_at_k"])
-    table = Table(title=f"world {world_dir}: held-out evaluation")
+    table = Table(title=f"world {escape(str(world_dir))}: held-out evaluation")
     table.add_column("model")
     for split in ("test_id", "test_ood"):
         table.add_column(f"{split} greedy", justify="right")
@@ -94,49 +102,48 @@ def eval_cmd(
     dataset: Path | None = typer.Option(None, help="JSONL / JSON / parquet / save_to_disk dataset with prompt, answer"),
     world: Path = typer.Option(DEFAULT_WORLD, help="world whose split is evaluated"),
     k: str = typer.Option("1,8,16", "-k", help="comma-separated k of pass@k"),
-    temperature: float = typer.Option(1.0, help="sampling temperature"),
-    max_new_tokens: int = typer.Option(128, help="generation limit"),
-    seed: int = typer.Option(0, help="sampling seed"),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N"),
+    temperature: float = typer.Option(1.0, min=0.0, help="sampling temperature"),
+    max_new_tokens: int = typer.Option(128, min=1, help="generation limit"),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="sampling seed"),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, mps, cuda or cuda:N"),
     output: Path | None = typer.Option(None, help="JSON report path (default runs/eval/<parent>_<model>_<split>.json)"),
 ) -> None:
     """Greedy and sampled decoding, pass@k, mean response length and distinct correct solution paths."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from guidedrl.config import RolloutConfig
-    from guidedrl.data import DatasetError, load_rows, validate_rows
+    from guidedrl.data import load_rows, validate_rows
     from guidedrl.eval.evaluate import evaluate
+    from guidedrl.files import check_output_file
     from guidedrl.precision import resolve_device
     from guidedrl.rollout.engine import stop_token_ids, with_pad_token
     from guidedrl.rollout.hf_engine import HFEngine
     from guidedrl.trainer.paths import load_pretrained
-    from guidedrl.yaml_config import ConfigError
 
     ks = _parse_ks(k)
-    source = dataset or world / "data" / f"{split}.jsonl"
+    name = dataset.stem if dataset else split
+    output = output or Path("runs/eval") / f"{'_'.join(model.resolve().parts[-2:])}_{name}.json"
+    check_output_file(output, "--output")  # before the evaluation, which a failed write would lose
     try:
-        rows = validate_rows(load_rows(source), str(source))
-        tokenizer = with_pad_token(load_pretrained(AutoTokenizer, model, "--model"))
-        policy = load_pretrained(AutoModelForCausalLM, model, "--model").eval().to(resolve_device(device))
-    except (DatasetError, ConfigError) as err:
-        _fail(str(err))
+        target = resolve_device(device)
     except ValueError as err:
         _fail(f"--device: {err}")
+    source = dataset or world / "data" / f"{split}.jsonl"
+    rows = validate_rows(load_rows(source), str(source))
+    tokenizer = with_pad_token(load_pretrained(AutoTokenizer, model, "--model"))
+    policy = load_pretrained(AutoModelForCausalLM, model, "--model").eval().to(target)
     engine = HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer),
                       max_tokens=RolloutConfig.model_fields["kv_cache_tokens"].default)
-    name = dataset.stem if dataset else split
     report = evaluate(engine, tokenizer, rows, split=name, ks=ks, temperature=temperature,
                       max_new_tokens=max_new_tokens, seed=seed)
-    table = Table(title=f"{model} on {source} ({len(rows)} problems, {max(ks)} samples each)")
+    table = Table(title=escape(f"{model} on {source} ({len(rows)} problems, {max(ks)} samples each)"))
     for col in ["greedy", *[f"pass@{k}" for k in ks], "mean length", "distinct correct paths"]:
         table.add_column(col, justify="right")
     table.add_row(f"{100 * report.greedy_accuracy:.1f}", *[f"{100 * report.pass_at_k[k]:.1f}" for k in ks],
                   f"{report.mean_length:.1f}", f"{report.mean_distinct_paths:.2f}")
     console.print(table)
-    output = output or Path("runs/eval") / f"{'_'.join(model.resolve().parts[-2:])}_{name}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
     report.write_json(output)
-    console.print(f"report written to {output}")
+    console.print(f"report written to {escape(str(output))}", highlight=False)
 
 
 @app.command()
@@ -150,27 +157,20 @@ def train(
 ) -> None:
     """Train a policy with the method the config names (GRPO by default)."""
     from guidedrl.config import TrainConfig
-    from guidedrl.data import DatasetError
-    from guidedrl.errors import RunError
     from guidedrl.trainer.loop import Trainer
-    from guidedrl.yaml_config import ConfigError, load_config
+    from guidedrl.yaml_config import load_config
 
     if dry_run:
-        try:
-            _dry_run(load_config(config, TrainConfig, set_))
-        except (ConfigError, DatasetError, RunError) as err:
-            _fail(str(err))
+        _dry_run(load_config(config, TrainConfig, set_))
         return
-    try:
-        cfg = load_config(config, TrainConfig, set_)
-        trainer = Trainer(cfg, resume=resume, console=console, overwrite=overwrite)
-        if trainer.run_dir.moved_to is not None:
-            console.print(f"the previous run in {cfg.output_dir} was moved to {trainer.run_dir.moved_to}")
-        summary = trainer.train()
-    except (ConfigError, DatasetError, RunError) as err:
-        _fail(str(err))
-    console.print(before_after_table(summary, title=f"{config or 'defaults'}: held-out before / after"))
-    console.print(f"run written to {cfg.output_dir}")
+    cfg = load_config(config, TrainConfig, set_)
+    trainer = Trainer(cfg, resume=resume, console=console, overwrite=overwrite)
+    if trainer.run_dir.moved_to is not None:
+        console.print(escape(f"the previous run in {cfg.output_dir} was moved to {trainer.run_dir.moved_to}"),
+                      soft_wrap=True)
+    summary = trainer.train()
+    console.print(before_after_table(summary, title=escape(f"{config or 'defaults'}: held-out before / after")))
+    console.print(escape(f"run written to {cfg.output_dir}"))
 
 
 @app.command()
@@ -180,18 +180,13 @@ def sft(
     set_: list[str] = typer.Option([], "--set", help="override a config key"),
 ) -> None:
     """Supervised fine-tuning on the verified teacher solutions of the training data (TRL's SFTTrainer)."""
-    from guidedrl.data import DatasetError
-    from guidedrl.errors import RunError
     from guidedrl.sft import SFTRunConfig, run_sft
-    from guidedrl.yaml_config import ConfigError, load_config
+    from guidedrl.yaml_config import load_config
 
-    try:
-        cfg = load_config(config, SFTRunConfig, set_)
-        summary = run_sft(cfg, console, overwrite)
-    except (ConfigError, DatasetError, RunError, ValueError) as err:
-        _fail(str(err))
-    console.print(before_after_table(summary, title=f"{config}: SFT, held-out before / after"))
-    console.print(f"run written to {cfg.output_dir}; its model: {cfg.output_dir}/final")
+    cfg = load_config(config, SFTRunConfig, set_)
+    summary = run_sft(cfg, console, overwrite)
+    console.print(before_after_table(summary, title=escape(f"{config}: SFT, held-out before / after")))
+    console.print(escape(f"run written to {cfg.output_dir}; its model: {cfg.output_dir}/final"))
 
 
 def _dry_run(cfg: object) -> None:
@@ -242,11 +237,14 @@ def before_after_table(summary: dict[str, dict[str, float]], title: str) -> Tabl
 @app.command()
 def analyze(
     run_dir: Path = typer.Argument(..., help="a training run's output_dir"),
-    k: int | None = typer.Option(None, "-k", help="pass@k that decides 'solvable before' (default: the samples drawn)"),
-    solved_at: float = typer.Option(0.5, help="pass@1 before at or above which a problem counts as already solved"),
+    k: int | None = typer.Option(None, "-k", min=1, help="pass@k that decides 'solvable before' (default: the "
+                                 "samples drawn; at most that)"),
+    solved_at: float = typer.Option(0.5, min=0.0, max=1.0, help="pass@1 before at or above which a problem counts "
+                                    "as already solved"),
 ) -> None:
     """Capability-gain analysis: which held-out problems RL compressed, newly solved, or left alone."""
-    from guidedrl.eval.capability import CATEGORIES, capability_table
+    from guidedrl.eval.capability import CATEGORIES, capability_table, read_report
+    from guidedrl.files import write_json
 
     results = {}
     for before_path in sorted((run_dir / "eval").glob("before_*.json")):
@@ -254,11 +252,15 @@ def analyze(
         after_path = run_dir / "eval" / f"after_{split}.json"
         if not after_path.exists():
             _fail(f"{after_path} is missing: the run has not finished")
-        before, after = (json.loads(p.read_text())["problems"] for p in (before_path, after_path))
+        before, after = (read_report(p)["problems"] for p in (before_path, after_path))
+        if not before:
+            _fail(f"{before_path}: holds no problems")
+        if k is not None and k > before[0]["n"]:
+            _fail(f"-k: {k} is more than the {before[0]['n']} samples drawn per problem in {before_path}")
         results[split] = capability_table(before, after, k or before[0]["n"], solved_at)
     if not results:
         _fail(f"{run_dir / 'eval'} holds no before_*.json reports (runs write them when they start)")
-    table = Table(title=f"{run_dir}: what training changed, per held-out problem")
+    table = Table(title=escape(f"{run_dir}: what training changed, per held-out problem"))
     table.add_column("category")
     for split in results:
         table.add_column(split, justify="right")
@@ -266,31 +268,31 @@ def analyze(
         table.add_row(category, *[f"{r['counts'][category]} ({100 * r['shares'][category]:.0f}%)"
                                   for r in results.values()])
     console.print(table)
-    (run_dir / "analysis.json").write_text(json.dumps(results, indent=1))
-    console.print(f"written to {run_dir / 'analysis.json'}")
+    write_json(run_dir / "analysis.json", results)
+    console.print(escape(f"written to {run_dir / 'analysis.json'}"), highlight=False)
 
 
 @app.command()
 def runs(root: Path = typer.Argument(Path("runs"), help="a folder of runs (searched recursively), or one run")) -> None:
     """A table of the runs under a folder: method, steps, last reward, held-out pass@1, status."""
-    from guidedrl.report.runs import NotARun, find_runs
+    from guidedrl.report.runs import find_runs
 
-    try:
-        found = find_runs(root) if root.is_dir() else []
-    except NotARun as err:
-        _fail(str(err))
+    found = find_runs(root) if root.is_dir() else []
     if not found:
         _fail(f"{root}: no run folders (a run folder holds metrics.jsonl or config.yaml)")
-    table = Table(title=f"runs under {root}")
+    table = Table(title=escape(f"runs under {root}"))
     for col in ("run", "method", "status", "last step", "last reward", "ID pass@1", "OOD pass@1"):
         table.add_column(col, justify="left" if col in ("run", "method", "status") else "right")
     for run in found:
         ident, ood = run.pass_at_1("test_id"), run.pass_at_1("test_ood")
         status = run.status if run.status != "crashed" else f"crashed at step {run.last_step}"
-        table.add_row(str(run.path.relative_to(root) if run.path != root else run.path), run.method, status,
+        status += ", damaged files" if run.damaged else ""
+        table.add_row(escape(str(run.path.relative_to(root) if run.path != root else run.path)), run.method, status,
                       str(run.last_step), f"{run.steps[-1]['reward']:.3f}" if run.steps and "reward" in run.steps[-1] else "-",
                       f"{100 * ident:.1f}" if ident is not None else "-", f"{100 * ood:.1f}" if ood is not None else "-")
     console.print(table)
+    for line in (line for run in found for line in run.damaged):
+        console.print(f"damaged: {escape(line)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -299,23 +301,26 @@ def report(
     out: Path = typer.Option(Path("report.html"), help="the HTML file written (self-contained, opens offline)"),
 ) -> None:
     """One HTML page comparing runs: training curves, guidance, teacher signal, step time, held-out pass@k."""
+    from guidedrl.files import check_output_file
     from guidedrl.report.html import write_report
-    from guidedrl.report.runs import NotARun, label_runs, read_run
+    from guidedrl.report.runs import label_runs, read_run
 
-    try:
-        found = label_runs([read_run(path) for path in run_dirs])
-    except NotARun as err:
-        _fail(str(err))
+    check_output_file(out, "--out")
+    found = label_runs([read_run(path) for path in run_dirs])
+    damaged = [line for run in found for line in run.damaged]
+    if damaged:
+        _fail(f"{damaged[0]}" + (f" (and {len(damaged) - 1} more damaged files)" if len(damaged) > 1 else ""))
     empty = [r.name for r in found if not r.records]
     if len(empty) == len(found):
         _fail(f"{', '.join(empty)}: no metrics logged yet (nothing to plot)")
-    console.print(f"report written to {write_report(found, out)}")
+    console.print(escape(f"report written to {write_report(found, out)}"), highlight=False)
 
 
 def _run_means(run_dir: Path, keys: tuple[str, ...]) -> dict[str, float]:
     """Means of training metrics over a run's metrics.jsonl (keys a run never logged are left out)."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    records = [r for r in records if "reward" in r]
+    from guidedrl.trainer.logger import read_metrics
+
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if "reward" in r]
     return {k: sum(r[k] for r in records) / len(records) for k in keys if records and all(k in r for r in records)}
 
 
@@ -343,31 +348,33 @@ def demo(
     size: str = typer.Option("default", help="world preset, as for `world build`"),
     world_set: list[str] = typer.Option([], "--world-set", help="world setting override, as `world build --set`"),
     methods: list[str] = typer.Option(["grpo", "ampo"], "--method", help="configs/<method>.yaml to compare"),
-    steps: int = typer.Option(60, help="training steps of every method (same seed, same data order)"),
+    steps: int = typer.Option(60, min=1, help="training steps of every method (same seed, same data order)"),
     configs: Path = typer.Option(Path("configs"), help="directory of the method configs"),
     out: Path = typer.Option(Path("runs/demo"), help="runs are written to OUT/<method> (a previous one is moved aside)"),
     set_: list[str] = typer.Option([], "--set", help="override a key of every method's config"),
+    force: bool = typer.Option(False, help="a --world folder holding another world is moved aside (renamed, never "
+                               "deleted) and the world built anew"),
 ) -> None:
     """The main job: build (or reuse) the world, then train the student with each method and compare."""
     from guidedrl.config import TrainConfig
+    from guidedrl.files import check_output_file, write_json
     from guidedrl.trainer.loop import Trainer
-    from guidedrl.yaml_config import ConfigError, load_config
+    from guidedrl.yaml_config import load_config
 
-    world_build(out=world, size=size, set_=world_set)
+    cfgs = {method: load_config(configs / f"{method}.yaml", TrainConfig, [  # every config checked before any work
+        f"world={world}", f"steps={steps}", f"output_dir={out / method}", "save_every=0", "eval.every=0", *set_])
+        for method in methods}
+    check_output_file(out / "comparison.json", "--out")
+    _build_world(world, size, world_set, force, "--world")
     results = {}
-    for method in methods:
-        run_dir = out / method
-        try:
-            cfg = load_config(configs / f"{method}.yaml", TrainConfig, [
-                f"world={world}", f"steps={steps}", f"output_dir={run_dir}", "save_every=0", "eval.every=0", *set_])
-        except ConfigError as err:
-            _fail(str(err))
-        console.rule(f"{method}: {steps} steps")
+    for method, cfg in cfgs.items():
+        console.rule(escape(f"{method}: {steps} steps"))
         summary = Trainer(cfg, console=console, overwrite=True).train()
-        results[method] = {**summary, "train": _run_means(run_dir, (GUIDED, "step_time"))}
-    console.print(comparison_table(results, f"{', '.join(methods)} on {world}: {steps} steps, seed 0, held-out"))
-    (out / "comparison.json").write_text(json.dumps(results, indent=1))
-    console.print(f"runs in {out}; comparison in {out / 'comparison.json'}")
+        results[method] = {**summary, "train": _run_means(out / method, (GUIDED, "step_time"))}
+    console.print(comparison_table(results, escape(f"{', '.join(methods)} on {world}: {steps} steps, seed 0, "
+                                                   "held-out")))
+    write_json(out / "comparison.json", results)
+    console.print(escape(f"runs in {out}; comparison in {out / 'comparison.json'}"), highlight=False)
 
 
 if __name__ == "__main__":

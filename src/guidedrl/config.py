@@ -9,12 +9,14 @@ checked against their registry in :mod:`guidedrl.registry`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from guidedrl.config_checks import SEED_MAX, device_spec, keyword_reward, template_fields
+
 from guidedrl.registry import (ADVANTAGE_ADDONS, ADVANTAGES, BATCH_FILTERS, ENGINES, GUIDANCE, REGULARIZERS,
-                               REWARDS, SURROGATES, TEACHER_POOLS, load_plugin)
+                               REWARDS, SURROGATES, TEACHER_POOLS, load_plugin, raised)
 from guidedrl.yaml_config import StrictModel
 
 AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
@@ -22,6 +24,7 @@ AGG_MODES: tuple[str, ...] = get_args(AggMode)
 TeacherTokens = Literal["all", "disagree", "high_entropy", "low_entropy"]
 TEACHER_TOKEN_SETS: tuple[str, ...] = get_args(TeacherTokens)
 DEFAULT_HINT_TEMPLATE = "{prompt}hint: {hint}\n"
+Beta = Annotated[float, Field(ge=0, lt=1)]
 TEACHER_FIELDS = frozenset({"teacher_logp", "teacher_label", "teacher_topk", "old_label_logp", "teacher_tokens"})
 # keys a resumed run may change (everything else must equal the recorded config: the run stays one run)
 MAY_CHANGE_ON_RESUME = ("steps", "eval", "log_every", "save_every", "keep_checkpoints", "report_to")
@@ -74,7 +77,7 @@ class RewardSpec(StrictModel):
                       "of a function in TRL's convention f(prompts=, completions=, **columns) -> list[float | None]")
     weight: float = Field(1.0, description="weight in the weighted sum")
 
-    _name = field_validator("name")(lambda v: REWARDS.check(v))
+    _name = field_validator("name")(keyword_reward)
 
 
 class Scheduled(StrictModel):
@@ -167,7 +170,7 @@ class OptimConfig(StrictModel):
 
     lr: float = Field(2e-4, gt=0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas")
+    betas: tuple[Beta, Beta] = Field((0.9, 0.99), description="AdamW betas, each in [0, 1)")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
     schedule: Literal["constant", "cosine", "linear"] = Field("constant", description="decay after warm-up")
     grad_clip: float = Field(1.0, gt=0, description="max global grad norm")
@@ -257,7 +260,8 @@ class GuidanceConfig(StrictModel):
         "comprehension", description="which verified candidates are inserted (random/first for ablations)")
     format_weight: float = Field(0.1, ge=0, le=1, description="selection rank = (1-w)·comprehension + w·format")
     teachers: list[TeacherSource] = Field(default_factory=lambda: [TeacherSource()], description="the teacher pool")
-    hint_template: str = Field(DEFAULT_HINT_TEMPLATE, description="sampling context of a hinted re-roll")
+    hint_template: str = Field(DEFAULT_HINT_TEMPLATE, description="sampling context of a hinted re-roll "
+                               "({prompt}, {hint})")
     hint_replace_group: bool = Field(True, description="hinted rows replace the failed group (False: mix in)")
     hint_steps_from_teacher: int = Field(1, ge=1, description="without a hint column: first N lines of a "
                                          "verified teacher solution are the hint")
@@ -268,6 +272,8 @@ class GuidanceConfig(StrictModel):
     hint_writer_max_tokens: int = Field(64, ge=1, description="longest hint the writer may write")
 
     _ladder = field_validator("ladder")(lambda v: [GUIDANCE.check(n) for n in v])
+    _hint_template = field_validator("hint_template")(lambda v: template_fields(v, {"prompt", "hint"}))
+    _writer_template = field_validator("hint_writer_template")(lambda v: template_fields(v, {"prompt"}))
 
 
 class CriticConfig(StrictModel):
@@ -291,6 +297,8 @@ class TeacherSignalConfig(StrictModel):
 
     path: str | None = Field(None, description="teacher: a local HF causal LM, or a model name of the world "
                              "(e.g. teacher_rewrite); None = no teacher signal")
+    model_overrides: dict[str, Any] = Field({}, description="attributes set on the local teacher's config when it "
+                                            "is loaded (as the top-level model_overrides for the policy)")
     server: ServerSpec | None = Field(None, description="instead of path: a teacher behind a vLLM server, asked "
                                       "for prompt_logprobs of each rollout (label argmax, temperature 1, no top-k)")
     label: Literal["argmax", "sample"] = Field("argmax", description="TGPO label: the teacher's top-1, or a "
@@ -341,12 +349,16 @@ class TrainConfig(StrictModel):
 
     world: str = Field("worlds/default", description="embedded world supplying defaults for model and data")
     model: str | None = Field(None, description="path of any HF causal LM (default: the world's student)")
+    model_overrides: dict[str, Any] = Field({}, description="attributes set on the policy's config when it is loaded "
+                                         "(policy, reference, critic, vLLM), e.g. {rope_theta: 40000, "
+                                         "max_position_embeddings: 16384} to extend Qwen2.5-Math's context as "
+                                         "LUFFY's authors did, or a rope_scaling; the context check reads them")
     dataset: str | None = Field(None, description="training data: JSONL / JSON / parquet / save_to_disk dir")
     dataset_split: str | None = Field(None, description="split of a save_to_disk DatasetDict")
     eval_datasets: dict[str, str] | None = Field(None, description="name -> path (default: the world's test_id and "
                                                  "test_ood when the data is the world's; else eval.holdout)")
     output_dir: str = Field("runs/grpo", description="metrics, checkpoints and the final model go here")
-    seed: int = Field(0, description="seeds data order, sampling and initialisation")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seeds data order, sampling and initialisation")
     steps: int = Field(100, ge=1, description="training steps")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N; every model "
                         "of the run is placed there")
@@ -359,8 +371,8 @@ class TrainConfig(StrictModel):
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward (memory for time)")
     lora: LoraSection | None = Field(None, description="train low-rank adapters instead of every weight "
                                      "(pip install guidedrl[lora])")
-    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="math_answer")],
-                                      description="weighted sum of rewards")
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="math_answer")], min_length=1,
+                                      description="weighted sum of rewards (at least one)")
     correct_threshold: float = Field(0.6, description="a rollout counts as correct when its reward exceeds this")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
@@ -388,7 +400,11 @@ class TrainConfig(StrictModel):
                 load_plugin(plugin, Path(base) if base else None)
             except (ImportError, FileNotFoundError) as err:
                 raise ValueError(f"cannot import plugin {plugin!r}: {err}") from None
+            except Exception as err:  # noqa: BLE001 - the user's module failed while importing: say what it raised
+                raise ValueError(f"cannot import plugin {plugin!r}: it raised {raised(err)}") from None
         return plugins
+
+    _device = field_validator("device")(device_spec)
 
     def needs(self) -> frozenset[str]:
         """The per-token fields the configured pieces read (teacher_logp, ref_logp, values, entropy, ...)."""
@@ -410,7 +426,13 @@ class TrainConfig(StrictModel):
             users += [f"algorithm.regularizers.{n}" for n in a.active_regularizers()
                       if REGULARIZERS.needs([n]) & TEACHER_FIELDS]
             raise ValueError(f"teacher_signal.path (or .server) is required by {', '.join(users)}")
-        g = self.guidance
+        g, o = self.guidance, self.optim
+        if g.num_guidance > self.rollout.group_size:
+            raise ValueError(f"guidance.num_guidance ({g.num_guidance}) is more than rollout.group_size "
+                             f"({self.rollout.group_size})")
+        if o.mini_batches > self.rollout.prompts_per_step:  # a mini-batch holds whole groups
+            raise ValueError(f"optim.mini_batches ({o.mini_batches}) is more than the groups of a step "
+                             f"(rollout.prompts_per_step {self.rollout.prompts_per_step})")
         if "teacher" in g.ladder and g.composition == "add" and g.trigger == "always" and \
                 self.rollout.group_size - g.num_guidance < 2:
             raise ValueError(f"guidance.composition=add with trigger=always samples rollout.group_size − num_guidance "

@@ -8,14 +8,15 @@ any other column is passed through to reward functions. Every error names the fi
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, field_validator
+
+from guidedrl.errors import GuidedError
+from guidedrl.files import write_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -24,7 +25,7 @@ Prompt = str | list[dict[str, str]]
 SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-class DatasetError(ValueError):
+class DatasetError(GuidedError, ValueError):
     """A dataset problem, located as precisely as known: ``file: row N (0-based): field 'x': problem``."""
 
     def __init__(self, source: str | Path, problem: str, row: int | None = None, field: str | None = None):
@@ -60,30 +61,65 @@ def _load_file(path: Path) -> list[dict]:
     """A JSON-lines, JSON-array or parquet file through ``datasets.load_dataset``; a malformed file is a
     :class:`DatasetError` naming the row Arrow stopped at."""
     import datasets
+    import pyarrow
     from datasets import load_dataset
     from datasets.exceptions import DatasetGenerationError
 
     datasets.disable_progress_bars()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its "Failed to load JSON" line would precede ours
     try:
         data = load_dataset("parquet" if path.suffix == ".parquet" else "json", data_files=str(path), split="train")
+        rows = data.to_list()  # strings are decoded here: a file that is not UTF-8 fails here
     except StopIteration:  # an empty file
         raise DatasetError(path, "no rows") from None
-    except DatasetGenerationError as err:
-        cause = str(err.__cause__ or err)
+    except (DatasetGenerationError, UnicodeDecodeError, pyarrow.ArrowException) as err:
+        located = _jsonl_damage(path) if path.suffix == ".jsonl" else None
+        if located is not None:
+            raise located from None
+        if isinstance(err, UnicodeDecodeError):
+            raise DatasetError(path, f"not UTF-8 text (byte {err.start}); the file is damaged") from None
+        cause = " ".join(str(err.__cause__ or err).split())
         row = re.search(r"in row (\d+)", cause)
         raise DatasetError(path, f"cannot read: {cause}", row=int(row.group(1)) if row else None) from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
     # Arrow gives every row every column: a column a row does not have comes back as None, so drop those
-    return [{k: v for k, v in row.items() if v is not None} for row in data.to_list()]
+    return [{k: v for k, v in row.items() if v is not None} for row in rows]
+
+
+def _jsonl_damage(path: Path) -> DatasetError | None:
+    """The first row of a JSON-lines file that is not a JSON object (not UTF-8, not JSON, another value), as an
+    error naming its row and line; None if every line is one (the reader failed for another reason)."""
+    row = 0
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw.strip().decode("utf-8"))
+            except UnicodeDecodeError as err:
+                return DatasetError(path, f"line {number}: not UTF-8 text (byte {err.start})", row=row)
+            except json.JSONDecodeError as err:
+                return DatasetError(path, f"line {number}: not valid JSON at column {err.colno} ({err.msg})", row=row)
+            if not isinstance(value, dict):
+                return DatasetError(path, f"line {number}: expected a JSON object, got {type(value).__name__}",
+                                    row=row)
+            row += 1
+    return None
 
 
 def _load_saved(path: Path, split: str | None) -> list[dict]:
     """A ``Dataset`` or ``DatasetDict`` written by ``save_to_disk``; a dict needs a split unless it has one."""
+    import pyarrow
     from datasets import DatasetDict, load_from_disk
 
     try:
         data = load_from_disk(str(path))
     except FileNotFoundError:
         raise DatasetError(path, "directory was not written by datasets' save_to_disk") from None
+    except (OSError, ValueError, pyarrow.ArrowException) as err:  # a torn arrow file, a damaged state.json
+        raise DatasetError(path, f"cannot read: {' '.join(str(err).split())}; the saved dataset is damaged") from None
     if isinstance(data, DatasetDict):
         names = sorted(data)
         if split is None:
@@ -271,37 +307,6 @@ def encode_rows(tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], source
         raise DatasetError(source, str(err), row=first, field="prompt") from None
 
 
-def limit_prompt_length(rows: list[dict], ids: list[list[int]], limit: int | None, long_prompts: str, source: str
-                        ) -> tuple[list[dict], list[list[int]], int]:
-    """Rows (and ids) whose prompts fit in ``limit`` tokens: a longer one is an error naming its row, or with
-    ``long_prompts="drop"`` it is dropped; returns the kept rows and ids and how many were dropped."""
-    if limit is None:
-        return rows, ids, 0
-    too_long = [i for i, seq in enumerate(ids) if len(seq) > limit]
-    if too_long and long_prompts == "error":
-        i = too_long[0]
-        raise DatasetError(source, f"{len(ids[i])} tokens, more than max_prompt_length {limit} ({len(too_long)} "
-                           "such rows); shorten them, raise rollout.max_prompt_length within the model's context, "
-                           "or set rollout.long_prompts: drop", row=i, field="prompt")
-    keep = [i for i in range(len(ids)) if i not in set(too_long)]
-    if not keep:
-        raise DatasetError(source, f"every prompt is longer than max_prompt_length {limit}")
-    return [rows[i] for i in keep], [ids[i] for i in keep], len(too_long)
-
-
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     """Write one JSON object per line, atomically: a crash leaves the old file (or none), never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(Path(path), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from guidedrl.errors import GuidedError
+
 T = TypeVar("T")
 
 
@@ -34,7 +36,7 @@ class Entry(Generic[T]):
     needs: frozenset[str]
 
 
-class UnknownName(ValueError):
+class UnknownName(GuidedError, ValueError):
     """A name no piece of this kind is registered under; the message lists the known ones."""
 
 
@@ -91,6 +93,8 @@ class Registry(Generic[T]):
             fn = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as err:
             raise UnknownName(f"cannot import {self.kind} {path!r}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - the user's module failed while importing: say what it raised
+            raise UnknownName(f"cannot import {self.kind} {path!r}: {module} raised {raised(err)}") from None
         if not callable(fn):
             raise UnknownName(f"{self.kind} {path!r} is not callable")
         return fn
@@ -115,7 +119,8 @@ def load_plugin(spec: str, base: Path | None = None) -> None:
     if name in sys.modules:
         return
     if not path.is_file():
-        raise FileNotFoundError(f"plugin file {path} does not exist")
+        raise FileNotFoundError(f"plugin file {path} does not exist" if not path.exists() else
+                                f"plugin {path} is a folder, not a .py file")
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
@@ -124,6 +129,13 @@ def load_plugin(spec: str, base: Path | None = None) -> None:
     except BaseException:
         del sys.modules[name]
         raise
+
+
+def raised(err: BaseException) -> str:
+    """An exception in one line: its type and message, and for a syntax error the file and line."""
+    if isinstance(err, SyntaxError):
+        return f"SyntaxError: {err.msg} ({err.filename}, line {err.lineno})"
+    return f"{type(err).__name__}: {err}"
 
 
 # advantage estimators: (AdvantageInputs, eps) -> B×R advantages

@@ -8,6 +8,8 @@ when one check runs past its time budget, so a hostile output costs at most that
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import re
 import select
 import subprocess
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from guidedrl.errors import UserCodeError
 from guidedrl.registry import REWARDS
 
 if TYPE_CHECKING:
@@ -185,12 +188,49 @@ def call_reward(fn: RewardFn, rows: Sequence[dict], completions: Sequence[str],
     columns = {k: [row.get(k) for row in rows] for k in rows[0] if k not in EXCLUDED_COLUMNS} if rows else {}
     if prompts and isinstance(prompts[0], list):
         completions = [[{"role": "assistant", "content": c}] for c in completions]
-    values = fn(prompts=prompts, completions=list(completions), completion_ids=completion_ids,
-                trainer_state=state or RewardState(), **columns)
-    if len(values) != len(completions):
-        raise ValueError(f"reward {getattr(fn, '__name__', fn)!r} returned {len(values)} values for "
-                         f"{len(completions)} completions")
-    return list(values)
+    try:
+        values = fn(prompts=prompts, completions=list(completions), completion_ids=completion_ids,
+                    trainer_state=state or RewardState(), **columns)
+    except Exception as err:  # noqa: BLE001 - the user's code: whatever it raises is reported, naming it
+        hint = (" (a reward is called by keyword, as in TRL: f(prompts=, completions=, completion_ids=, "
+                "trainer_state=, **columns); give it **kwargs)") if isinstance(err, TypeError) else ""
+        raise UserCodeError(f"reward {reward_name(fn)} raised {type(err).__name__}: {err}{hint}") from None
+    return checked_rewards(values, fn, prompts)
+
+
+def reward_name(fn: Callable) -> str:
+    """``module:function`` of a reward, as a config names it."""
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', fn)}"
+
+
+def checked_rewards(values: Any, fn: Callable, prompts: Sequence[Any]) -> list[float | None]:
+    """A reward function's output, checked once: one finite number (or None: not applicable) per completion, in
+    a list, tuple or array; anything else is a :class:`UserCodeError` naming the function and the row."""
+    name = reward_name(fn)
+    if hasattr(values, "tolist") and not isinstance(values, (list, tuple)):  # a numpy array or a tensor
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)):
+        raise UserCodeError(f"reward {name} returned {type(values).__name__} {_short(values)}, not a list of one "
+                            "number (or None) per completion")
+    if len(values) != len(prompts):
+        raise UserCodeError(f"reward {name} returned {len(values)} values for {len(prompts)} completions")
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        if not isinstance(value, numbers.Real):
+            problem = f"{type(value).__name__} {_short(value)}, not a number"
+        elif not math.isfinite(float(value)):
+            problem = f"{value}, not a finite number"
+        else:
+            continue
+        raise UserCodeError(f"reward {name} returned {problem} for completion {i} (prompt {_short(prompts[i])})")
+    return [None if v is None else float(v) for v in values]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value's repr, cut to ``limit`` characters (a model's output may be long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Reward:

@@ -8,7 +8,7 @@ prompt/completion rows (conversational when the prompts are messages), trained o
 
 from __future__ import annotations
 
-import json
+from typing import Literal
 
 from datasets import Dataset
 from pydantic import Field
@@ -16,6 +16,9 @@ from rich.console import Console
 from transformers import TrainerCallback
 
 from guidedrl.config import TrainConfig
+from guidedrl.data import DatasetError
+from guidedrl.files import write_json
+from guidedrl.guidance.build import check_teacher_names
 from guidedrl.rewards import Reward
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import StrictModel
@@ -27,7 +30,9 @@ class SFTSection(StrictModel):
 
     teachers: list[str] | None = Field(None, description="use these teachers' solutions (None: every teacher)")
     per_problem: int | None = Field(None, ge=1, description="at most this many verified solutions per problem")
-    scheduler: str = Field("constant", description="transformers lr schedule name (constant, cosine, linear)")
+    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+                       "inverse_sqrt"] = Field("constant", description="transformers lr schedule (those that need no "
+                                               "arguments beyond warm-up and steps)")
 
 
 class SFTRunConfig(TrainConfig):
@@ -75,12 +80,13 @@ def run_sft(cfg: SFTRunConfig, console: Console | None = None, overwrite: bool =
     console = console or Console()
     trainer = Trainer(cfg, console=console, overwrite=overwrite)  # the run folder, model, data and evaluation
     try:
+        check_teacher_names(cfg.sft.teachers, trainer.rows, str(trainer.paths.dataset), "sft.teachers")
         pairs = verified_pairs(trainer.rows, trainer.reward, cfg.correct_threshold, cfg.sft)
         if not pairs:
-            raise ValueError(f"{trainer.paths.dataset}: no verified teacher_solutions to fine-tune on")
+            raise DatasetError(trainer.paths.dataset, "no verified teacher_solutions to fine-tune on")
         console.print(f"SFT on {len(pairs)} verified teacher solutions of {len(trainer.rows)} problems")
         before = trainer.evaluate("before")
-        (trainer.out / "eval_before.json").write_text(json.dumps(before, indent=1))
+        write_json(trainer.out / "eval_before.json", before)
         args = SFTConfig(
             output_dir=str(trainer.out / "sft"), max_steps=cfg.steps, per_device_train_batch_size=cfg.optim.micro_batch_size,
             learning_rate=cfg.optim.lr, lr_scheduler_type=cfg.sft.scheduler, warmup_steps=cfg.optim.warmup_steps,
@@ -95,10 +101,8 @@ def run_sft(cfg: SFTRunConfig, console: Console | None = None, overwrite: bool =
         trainer.save()
         after = trainer.evaluate("after")
         trainer.logger.log(trainer.step, after, final=True)
-        trainer.policy.save_pretrained(trainer.out / "final")
-        trainer.tokenizer.save_pretrained(trainer.out / "final")
         summary = {"before": before, "after": after}
-        (trainer.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        trainer.write_final(summary)
         return summary
     finally:
         trainer.logger.close()

@@ -15,17 +15,20 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from guidedrl.errors import GuidedError
+
 M = TypeVar("M", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(GuidedError, ValueError):
     """An unreadable config file, a malformed override, or values the config models reject."""
 
 
 class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are errors, and assignments are validated too."""
+    """Base of every config section: unknown keys are errors, assignments are validated too, and no float
+    may be inf or nan (a bound like ``gt=0`` would let ``.inf`` through)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class _Loader(yaml.SafeLoader):
@@ -55,7 +58,7 @@ def parse_overrides(items: Iterable[str]) -> dict:
         try:
             value = _load_yaml(raw)
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: invalid YAML value: {err}") from None
+            raise ConfigError(f"override {item!r}: invalid YAML value: {' '.join(str(err).split())}") from None
         node = out
         for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part.strip(), {})
@@ -92,7 +95,9 @@ def load_config(path: str | Path | None, model_cls: type[M], overrides: Sequence
         try:
             data = _load_yaml(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
-            raise ConfigError(f"{source}: invalid YAML: {err}") from None
+            raise ConfigError(f"{source}: invalid YAML: {' '.join(str(err).split())}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {err.start}); the file is damaged") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):

@@ -5,10 +5,25 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from guidedrl.eval.metrics import pass_at_k
+from guidedrl.files import DamagedFile, read_json
 
 CATEGORIES = ("already_solved", "compressed", "capability_gain", "not_improved", "unsolved")
+
+
+def read_report(path: Path) -> dict:
+    """An evaluation report with its per-problem scores (``eval/<tag>_<set>.json``, what ``analyze`` and
+    ``report`` read); one that is not whole is a :class:`DamagedFile` naming it."""
+    report = read_json(path)
+    problems = report.get("problems")
+    if not isinstance(problems, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("prompt"), str) and isinstance(p.get("n"), int) and p["n"] > 0
+            and isinstance(p.get("correct"), int) and 0 <= p["correct"] <= p["n"] for p in problems):
+        raise DamagedFile(f"{path}: not an evaluation report (each problem needs prompt, n >= 1 and correct in "
+                          "[0, n]); the file is damaged")
+    return report
 
 
 def classify(before: tuple[int, int], after: tuple[int, int], k: int, solved_at: float = 0.5) -> str:

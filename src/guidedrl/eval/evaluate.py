@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from guidedrl.data import encode_prompts
 from guidedrl.eval.metrics import distinct_correct_paths, mean_pass_at_k
+from guidedrl.files import write_json
 from guidedrl.rewards import call_reward, math_answer_reward
 from guidedrl.rollout.engine import RolloutEngine, SamplingParams
 from guidedrl.seeding import derive_seed
@@ -50,8 +51,8 @@ class EvalReport:
         return {k: v for k, v in asdict(self).items() if k != "problems"}
 
     def write_json(self, path: str | Path) -> None:
-        """Write the full report, per-problem scores included."""
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        """Write the full report, per-problem scores included (atomically: a kill leaves no half report)."""
+        write_json(Path(path), asdict(self))
 
 
 def _chunks(items: Sequence, size: int) -> list[Sequence]:

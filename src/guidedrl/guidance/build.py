@@ -21,7 +21,7 @@ def build_guidance(cfg: GuidanceConfig, ctx: GuidanceContext) -> Guidance | None
 def check_guidance_sources(cfg: GuidanceConfig, rows: list[dict], source: str) -> None:
     """A ladder with ``hint`` needs hints (a ``hint`` column, or teacher solutions to take them from); one with
     ``teacher`` needs solutions (a ``teacher_solutions`` column, or an online teacher): else the run would
-    silently be GRPO."""
+    silently be GRPO; an offline teacher named in ``guidance.teachers`` must be one the data holds."""
     online = any(t.kind != "offline" for t in cfg.teachers)
     if "hint" in cfg.ladder and not online and cfg.hint_writer is None and not any(row.get("hint") or row.get("teacher_solutions") for row in rows):
         raise ConfigError(f"guidance.ladder: hint needs hints, but {source} has no 'hint' column and no "
@@ -29,3 +29,15 @@ def check_guidance_sources(cfg: GuidanceConfig, rows: list[dict], source: str) -
     if "teacher" in cfg.ladder and not online and not any(row.get("teacher_solutions") for row in rows):
         raise ConfigError(f"guidance.ladder: teacher needs solutions, but {source} has no 'teacher_solutions' "
                           "column (nor does guidance.teachers name an online teacher)")
+    for i, teacher in enumerate(cfg.teachers if cfg.ladder else []):
+        if teacher.kind == "offline":
+            check_teacher_names(teacher.teachers, rows, source, f"guidance.teachers[{i}].teachers")
+
+
+def check_teacher_names(names: list[str] | None, rows: list[dict], source: str, key: str) -> None:
+    """Every teacher ``names`` lists (None: all) has solutions in the data's ``teacher_solutions``."""
+    stored = {s["teacher"] for row in rows for s in row.get("teacher_solutions", [])}
+    unknown = sorted(set(names or ()) - stored)
+    if unknown:
+        raise ConfigError(f"{key}: no teacher {unknown[0]!r} in {source}'s teacher_solutions; its teachers: "
+                          f"{', '.join(sorted(stored)) or 'none'}")

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from guidedrl.eval.capability import CATEGORIES, capability_table  # noqa: E402
 from guidedrl.eval.metrics import mean_pass_at_k  # noqa: E402
+from guidedrl.files import write_text  # noqa: E402
 from guidedrl.report.runs import Run  # noqa: E402
 
 PHASES = ("rollout", "reward", "guidance", "signals", "update")
@@ -199,6 +200,6 @@ def _fmt(value: float | None, scale: float = 1.0) -> str:
 
 
 def write_report(runs: Sequence[Run], out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(runs), encoding="utf-8")
+    """The page written to ``out`` atomically (no half page after a kill or a full disk)."""
+    write_text(out, render(runs))
     return out

@@ -2,25 +2,28 @@
 
 A folder is a run when it holds ``metrics.jsonl`` or ``config.yaml``; its status is ``running`` (its lock is
 held by a live process), ``finished`` (``summary.json`` written) or ``crashed`` (neither: stopped at its last
-logged step). Used by ``guidedrl runs`` and ``guidedrl report``.
+logged step). A damaged file (config, summary, an evaluation report) does not stop the reading: the run says
+which (``damaged``), and a torn metrics line is left out. Used by ``guidedrl runs`` and ``guidedrl report``.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from guidedrl.errors import GuidedError
+from guidedrl.eval.capability import read_report
+from guidedrl.files import DamagedFile, read_json, read_text
 from guidedrl.trainer.logger import read_metrics
 from guidedrl.trainer.run_dir import LOCK
 
 
-class NotARun(ValueError):
+class NotARun(GuidedError, ValueError):
     """A folder that holds no run (or not enough of one to read), with what is missing."""
 
 
@@ -35,6 +38,7 @@ class Run:
     summary: dict | None = None
     evals: dict[str, dict[str, dict]] = field(default_factory=dict)  # tag (before/after) -> split -> report
     name: str = ""  # how tables and legends call the run (see ``label_runs``)
+    damaged: list[str] = field(default_factory=list)  # one line per file of the run that could not be read
 
     def __post_init__(self) -> None:
         self.name = self.name or self.path.name
@@ -106,17 +110,31 @@ def read_run(path: Path) -> Run:
         raise NotARun(f"{path}: no such folder")
     if not (path / "metrics.jsonl").exists() and not (path / "config.yaml").exists():
         raise NotARun(f"{path}: not a run folder (no metrics.jsonl or config.yaml)")
-    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").exists() else {}
-    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else None
+    damaged: list[str] = []
+    config: dict = {}
+    if (path / "config.yaml").exists():
+        try:
+            config = yaml.safe_load(read_text(path / "config.yaml")) or {}
+        except (yaml.YAMLError, DamagedFile) as err:
+            damaged.append(str(err) if isinstance(err, DamagedFile) else f"{path / 'config.yaml'}: not valid YAML")
+        if not isinstance(config, dict):
+            config = {}
+            damaged.append(f"{path / 'config.yaml'}: not a mapping of keys")
+    summary = None
+    if (path / "summary.json").exists():
+        try:
+            summary = read_json(path / "summary.json")
+        except DamagedFile as err:
+            damaged.append(str(err))
     status = "running" if lock_held(path) else "finished" if summary is not None else "crashed"
     evals: dict[str, dict[str, dict]] = {}
     for report in sorted((path / "eval").glob("*_*.json")):
         tag, _, split = report.stem.partition("_")
         try:
-            evals.setdefault(tag, {})[split] = json.loads(report.read_text())
-        except json.JSONDecodeError:
-            continue  # a report being written
-    return Run(path, config or {}, read_metrics(path / "metrics.jsonl"), status, summary, evals)
+            evals.setdefault(tag, {})[split] = read_report(report)
+        except DamagedFile as err:
+            damaged.append(str(err))
+    return Run(path, config, read_metrics(path / "metrics.jsonl"), status, summary, evals, damaged=damaged)
 
 
 def find_runs(root: Path) -> list[Run]:

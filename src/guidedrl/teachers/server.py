@@ -40,17 +40,26 @@ class ServerUnavailable(RuntimeError):
 
 
 class DiskCache:
-    """Answers of one server by request key, in a JSON-lines file appended as they arrive (survives a kill)."""
+    """Answers of one server by request key, in a JSON-lines file appended as they arrive (survives a kill).
+
+    The file is read at the first use, not when the run starts: a run folder is the run's only once its start-up
+    checks pass, and with ``--overwrite`` the file until then is the previous run's."""
 
     def __init__(self, path: Path | None) -> None:
-        self.path, self.lock, self.items = path, threading.Lock(), {}
-        if path is not None and path.exists():
-            for line in path.read_text().splitlines():
+        self.path, self.lock, self._items = path, threading.Lock(), None
+
+    @property
+    def items(self) -> dict[str, Any]:
+        """Every cached answer; a line torn by a kill mid-write, or damaged, is left out (asked again)."""
+        if self._items is None:
+            self._items = {}
+            for line in self.path.read_bytes().splitlines() if self.path is not None and self.path.exists() else []:
                 try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line torn by a kill mid-write: that answer is asked again
+                    entry = json.loads(line.decode("utf-8"))
+                    self._items[entry["key"]] = entry["value"]
+                except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
                     continue
-                self.items[entry["key"]] = entry["value"]
+        return self._items
 
     def get(self, key: str) -> Any | None:
         """The cached answer to ``key``, or None."""

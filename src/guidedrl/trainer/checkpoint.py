@@ -7,7 +7,6 @@ the previous checkpoints. ``is_complete`` tells a loadable checkpoint from a tor
 
 from __future__ import annotations
 
-import errno
 import json
 import re
 import shutil
@@ -19,7 +18,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from guidedrl.errors import RunError
+from guidedrl.errors import RunError, storage_fault
+from guidedrl.files import atomic_dir
 
 STATE_FILE = "trainer_state.pt"
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -32,21 +32,17 @@ def save_checkpoint(root: Path, step: int, model: PreTrainedModel, tokenizer: Pr
     if bad:
         raise RunError(f"refusing to write checkpoint step_{step}: parameter {bad[0]} is not finite "
                        f"({len(bad)} such); the previous checkpoints are kept")
-    root.mkdir(parents=True, exist_ok=True)
-    final, tmp = root / f"step_{step}", root / f".step_{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    final = root / f"step_{step}"
     try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot write checkpoint {final}: {storage_fault(err) or err.strerror}; the previous "
+                       "checkpoints are kept") from None
+    with atomic_dir(final, "checkpoint", "the previous checkpoints are kept (free space or make the folder "
+                    "writable, then --resume)") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         torch.save({**state, "step": step, "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
-    except (OSError, RuntimeError) as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left" in str(err):
-            raise RunError(f"no space left on device while writing checkpoint {final}; the previous "
-                           "checkpoints are kept (free space, then --resume)") from None
-        raise
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
     for old in checkpoints(root)[:-keep]:
         shutil.rmtree(old)
     return final

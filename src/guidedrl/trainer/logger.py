@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
@@ -35,12 +37,12 @@ class MetricsLogger:
                        if "tensorboard" in report_to else None)
         self.wandb = None
         if "wandb" in report_to:
+            wandb = check_report_to(report_to)
             try:
-                import wandb
-            except ImportError:
-                raise RunError("report_to: wandb needs the wandb package (pip install guidedrl[wandb])") from None
-            self.wandb = wandb.init(project="guidedrl", id=run_id, name=f"{output_dir.name}-{run_id}",
-                                    dir=str(output_dir), config=config or {}, resume="allow")
+                self.wandb = wandb.init(project="guidedrl", id=run_id, name=f"{output_dir.name}-{run_id}",
+                                        dir=str(output_dir), config=config or {}, resume="allow")
+            except wandb.errors.Error as err:
+                raise RunError(f"report_to: wandb: {err}") from None
 
     def log(self, step: int, metrics: dict[str, float], final: bool = False) -> None:
         """One record; ``final`` marks the held-out evaluation after training (redone by a resume)."""
@@ -60,14 +62,7 @@ class MetricsLogger:
         """Keep the records of steps up to ``step`` (not the final evaluation, nor a line cut by a kill)."""
         if not self.path.exists():
             return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record["step"] <= step and not record.get("final"):
-                keep.append(line)
+        keep = [json.dumps(r) for r in read_metrics(self.path) if r["step"] <= step and not r.get("final")]
         self.path.write_text("".join(line + "\n" for line in keep))
 
     def close(self) -> None:
@@ -78,14 +73,35 @@ class MetricsLogger:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a ``metrics.jsonl``, a torn last line (a run killed mid-write) left out."""
+    """The records of a ``metrics.jsonl``; a line that is not one (torn by a kill mid-write, or damaged: not
+    UTF-8, not JSON, no integer ``step``) is left out."""
     records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
+    for line in path.read_bytes().splitlines() if path.exists() else []:
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
     return records
+
+
+def check_report_to(report_to: Sequence[str]) -> Any:
+    """Before a run claims its folder: every ``report_to`` target can be used (W&B: installed, and logged in
+    unless ``WANDB_MODE`` is offline or disabled); returns the wandb module when it is named."""
+    if "wandb" not in report_to:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise RunError("report_to: wandb needs the wandb package (pip install 'guidedrl[wandb]')") from None
+    if os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
+        try:
+            wandb.login(verify=False)
+        except wandb.errors.Error as err:
+            wandb.teardown()  # a failed login leaves wandb's process-wide state set up for it
+            raise RunError(f"report_to: wandb: {err} (or set WANDB_MODE=offline to log without an account)") from None
+    return wandb
 
 
 class PhaseTimer:

@@ -6,7 +6,6 @@ no method logic: each line of a step is a call into the module that owns it.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,13 +19,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from guidedrl.algorithms.advantages import estimate_advantages
 from guidedrl.batch import RolloutBatch, filter_batch, reward_rollouts
 from guidedrl.config import MAY_CHANGE_ON_RESUME, RolloutConfig, TrainConfig, resume_changes
-from guidedrl.data import encode_rows, limit_prompt_length, load_rows, validate_rows
+from guidedrl.data import load_rows, validate_rows
 from guidedrl.distributed import Ranks
 from guidedrl.errors import RunError
 from guidedrl.eval.evaluate import evaluate_sets
+from guidedrl.files import atomic_dir, read_json, write_json
 from guidedrl.guidance.base import GuidanceContext
 from guidedrl.guidance.build import build_guidance, check_guidance_sources
 from guidedrl.precision import Precision, disable_dropout, resolve_device
+from guidedrl.prompt_length import fit_prompts
 from guidedrl.registry import ENGINES
 from guidedrl.rewards import Reward, RewardState
 from guidedrl.rollout.budget import ForwardBudget
@@ -34,10 +35,10 @@ from guidedrl.rollout.engine import RolloutEngine, SamplingParams, with_pad_toke
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import TokenizerMismatchError
 from guidedrl.trainer.checkpoint import checkpoints, load_state, save_checkpoint
-from guidedrl.trainer.logger import MetricsLogger, PhaseTimer
+from guidedrl.trainer.logger import MetricsLogger, PhaseTimer, check_report_to
 from guidedrl.trainer.optim import build_optimizer
-from guidedrl.trainer.paths import RunPaths, load_pretrained, with_lora
-from guidedrl.trainer.run_dir import claim_run_dir
+from guidedrl.trainer.paths import RunPaths, check_output_dir, load_pretrained, with_lora
+from guidedrl.trainer.run_dir import claim_run_dir, on_main
 from guidedrl.trainer.sampler import PromptSampler
 from guidedrl.trainer.signals import StepSignals
 from guidedrl.trainer.update import PolicyUpdate
@@ -55,7 +56,8 @@ class Trainer:
         self.ranks = Ranks.detect()
         self.paths = RunPaths.resolve(cfg)
         self.out = Path(cfg.output_dir)
-        self.run_dir = claim_run_dir(self.ranks, self.out, resume, overwrite)
+        check_output_dir(cfg, self.paths)
+        self.run_dir = claim_run_dir(self.ranks, self.out, resume, overwrite)  # locked; written only at commit
         try:
             self._build(engine)
         except BaseException:
@@ -83,7 +85,8 @@ class Trainer:
             raise ConfigError("algorithm.advantage: gae (PPO's critic) runs in one process only for now")
         weights = last if last is not None and cfg.lora is None else self.paths.model
         self.tokenizer = with_pad_token(load_pretrained(AutoTokenizer, weights, "model"))
-        self.policy = load_pretrained(AutoModelForCausalLM, weights, "model", dtype=precision.weights_dtype)
+        self.policy = load_pretrained(AutoModelForCausalLM, weights, "model", dtype=precision.weights_dtype,
+                                      **cfg.model_overrides)
         if cfg.lora is not None:
             self.policy = with_lora(self.policy, cfg.lora, last)
         self.policy.to(precision.device)
@@ -125,9 +128,14 @@ class Trainer:
         train_model, self.optimizer = self.ranks.prepare(self.policy, self.optimizer)
         self.update = PolicyUpdate(self.policy, self.optimizer, cfg, precision, recompute, self.ranks, train_model)
         self.step, self.nonfinite_steps = 0, 0
+        self.updates_applied: int | None = 0  # optimizer updates of the whole run (None: resumed from a checkpoint
+        # written before they were counted)
         self.last_batch: RolloutBatch | None = None  # the final batch of the latest step, advantages included
         if last is not None:
             self.restore(last)
+        if self.ranks.main:
+            check_report_to(cfg.report_to)
+        on_main(self.ranks, self.run_dir.commit)  # every start-up check passed: the folder becomes this run's
         self.logger = MetricsLogger(self.out, self.run_dir.run_id, self.step if last is not None else None,
                                     cfg.report_to, cfg.model_dump(mode="json"), enabled=self.ranks.main)
         if self.ranks.main:
@@ -166,8 +174,7 @@ class Trainer:
     def _load(self, path: Path, split: str | None, limit: int | None) -> tuple[list[dict], list[list[int]]]:
         """Validated rows of a dataset and their prompt ids, prompts over ``limit`` refused or dropped."""
         rows = validate_rows(load_rows(path, split), str(path))
-        rows, ids, dropped = limit_prompt_length(rows, encode_rows(self.tokenizer, rows, str(path)), limit,
-                                                 self.cfg.rollout.long_prompts, str(path))
+        rows, ids, dropped = fit_prompts(self.tokenizer, rows, limit, self.cfg.rollout.long_prompts, str(path))
         if dropped:
             self.console.print(f"{path}: dropped {dropped} prompts longer than {limit} tokens")
         return rows, ids
@@ -212,9 +219,12 @@ class Trainer:
         return metrics
 
     def count_nonfinite(self, metrics: dict[str, float]) -> None:
-        """Stop the run when every update of ``max_nonfinite_steps`` steps in a row was skipped as non-finite."""
-        o = self.cfg.optim
-        all_skipped = metrics.get("updates_skipped", 0.0) == o.epochs * o.mini_batches
+        """Stop the run when every update of ``max_nonfinite_steps`` steps in a row was skipped as non-finite
+        (counted by the updates the step made, whatever the mini-batch arithmetic)."""
+        applied = round(metrics.get("updates", 0.0))
+        if self.updates_applied is not None:
+            self.updates_applied += applied
+        all_skipped = metrics.get("updates_skipped", 0.0) > 0 and applied == 0
         self.nonfinite_steps = self.nonfinite_steps + 1 if all_skipped else 0
         if self.nonfinite_steps >= self.cfg.max_nonfinite_steps:
             raise RunError(f"step {self.step}: the loss or gradient was not finite in {self.nonfinite_steps} steps in a "
@@ -251,7 +261,7 @@ class Trainer:
         path = self.out / "checkpoints" / f"step_{self.step}"
         if self.ranks.main:
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "sampler": self.sampler.state_dict(), "rank_rng": rng}
+                     "sampler": self.sampler.state_dict(), "rank_rng": rng, "updates_applied": self.updates_applied}
             if self.critic is not None:
                 state.update(critic=self.critic.state_dict(), critic_optimizer=self.critic.optimizer.state_dict())
             path = save_checkpoint(self.out / "checkpoints", self.step, self.policy, self.tokenizer, state,
@@ -272,6 +282,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
+        self.updates_applied = state.get("updates_applied")
         if self.ranks.main:
             self.console.print(f"resumed from {checkpoint} at step {self.step}")
 
@@ -288,8 +299,8 @@ class Trainer:
         cfg, main = self.cfg, self.ranks.main
         before_path = self.out / "eval_before.json"
         if main and cfg.eval.before and not before_path.exists():
-            before_path.write_text(json.dumps(self.evaluate("before"), indent=1))
-        before = json.loads(before_path.read_text()) if main and before_path.exists() else {}
+            write_json(before_path, self.evaluate("before"))
+        before = read_json(before_path) if main and before_path.exists() else {}
         columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("reward {task.fields[reward]:.2f} all-wrong {task.fields[all_wrong]:.2f}"),
                    TimeElapsedColumn()]
@@ -304,6 +315,10 @@ class Trainer:
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save()
                 progress.update(task, completed=self.step, reward=metrics["reward"], all_wrong=metrics["all_wrong"])
+        if self.updates_applied == 0:
+            raise RunError(f"the run made no update in its {self.step} steps (each was skipped as non-finite, or "
+                           f"every group was filtered): the model is unchanged, so no final/ is written; see "
+                           f"updates_skipped and filtered_rows in {self.out / 'metrics.jsonl'}")
         saved = self.ranks.broadcast(bool(checkpoints(self.out / "checkpoints")) and
                                      checkpoints(self.out / "checkpoints")[-1].name == f"step_{self.step}")
         if not saved:
@@ -312,11 +327,19 @@ class Trainer:
         summary = {"before": before, "after": after}
         if main:
             self.logger.log(self.step, after, final=True)
-            if self.cfg.lora is not None:  # the adapters, and the merged model every tool can load
-                self.policy.save_pretrained(self.out / "final_adapter")
-                self.policy = self.policy.merge_and_unload()
-            self.policy.save_pretrained(self.out / "final")
-            self.tokenizer.save_pretrained(self.out / "final")
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+            self.write_final(summary)
         self.ranks.barrier()
         return summary
+
+    def write_final(self, summary: dict[str, dict[str, float]]) -> None:
+        """The trained model as ``final/`` (with LoRA: the adapters as ``final_adapter/``, ``final/`` merged) and
+        ``summary.json``, each written atomically: a full disk leaves no half model, and says so in one line."""
+        advice = "the checkpoints are kept (free space or make the folder writable, then --resume)"
+        if self.cfg.lora is not None:  # the adapters, and the merged model every tool can load
+            with atomic_dir(self.out / "final_adapter", "the adapters", advice) as tmp:
+                self.policy.save_pretrained(tmp)
+            self.policy = self.policy.merge_and_unload()
+        with atomic_dir(self.out / "final", "the final model", advice) as tmp:
+            self.policy.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+        write_json(self.out / "summary.json", summary)

@@ -11,6 +11,9 @@ from guidedrl.config import TrainConfig
 from guidedrl.trainer.checkpoint import safetensors_complete
 from guidedrl.yaml_config import ConfigError
 
+# the files one of which every tokenizer transformers loads from a folder has
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -54,6 +57,29 @@ class RunPaths:
         return cls(model, dataset, evals, teacher)
 
 
+def check_output_dir(cfg: TrainConfig, paths: RunPaths) -> None:
+    """``output_dir`` may not be, hold or sit inside anything the run reads (the model, the data, a teacher, the
+    world it takes them from): ``--overwrite`` would move that aside, and a run would write into it."""
+    inputs = {"model": paths.model, "dataset": paths.dataset, **{f"eval_datasets.{k}": v for k, v in
+              paths.eval_sets.items()}, "teacher_signal.path": paths.teacher,
+              **{f"guidance.teachers[{i}].path": Path(t.path) for i, t in enumerate(cfg.guidance.teachers)
+                 if t.kind == "online" and t.path}}
+    world = Path(cfg.world).resolve()
+    if any(p is not None and p.resolve().is_relative_to(world) for p in inputs.values()):
+        inputs["world"] = world
+    out = Path(cfg.output_dir).resolve()
+    for key, path in inputs.items():
+        if path is None:
+            continue
+        path = path.resolve()
+        relation = ("is" if out == path else "holds" if path.is_relative_to(out)
+                    else "is inside" if out.is_relative_to(path) else None)
+        if relation is not None:
+            raise ConfigError(f"output_dir: {cfg.output_dir} {relation} what {key} names ({path}); a run's folder "
+                              "must be apart from what the run reads (--overwrite would move it aside): choose another "
+                              "output_dir")
+
+
 def world_model(path: str, world: Path) -> Path:
     """A model path as given, or else the world's model of that name (``teacher_rewrite``)."""
     given = Path(path)
@@ -61,8 +87,14 @@ def world_model(path: str, world: Path) -> Path:
 
 
 def load_pretrained(loader: Any, path: Path, key: str, **kwargs: Any) -> Any:
-    """``loader.from_pretrained(path)`` of a local folder; no weights, truncated weights or a folder
-    transformers cannot read is a one-line error naming ``key`` and the path."""
+    """``loader.from_pretrained(path)`` of a local folder; a missing path, a file, no weights, truncated weights,
+    no tokenizer or a folder transformers cannot read is a one-line error naming ``key`` and the path."""
+    if not path.exists():
+        raise ConfigError(f"{key}: path {path} does not exist")
+    if not path.is_dir():
+        raise ConfigError(f"{key}: {path} is a file; give the model's folder (config.json, weights, tokenizer)")
+    if loader.__name__.endswith("Tokenizer") and not any((path / f).exists() for f in TOKENIZER_FILES):
+        raise ConfigError(f"{key}: {path} holds no tokenizer ({', '.join(TOKENIZER_FILES)})")
     if loader.__name__.startswith("AutoModel"):
         weights = list(path.glob("*.safetensors"))
         if not weights:
@@ -84,5 +116,8 @@ def with_lora(model: Any, section: Any, checkpoint: Path | None = None) -> Any:
         raise ConfigError("lora: needs the peft package (pip install guidedrl[lora])") from None
     if checkpoint is not None:
         return PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
-    return get_peft_model(model, LoraConfig(r=section.r, lora_alpha=section.alpha, lora_dropout=section.dropout,
-                                            target_modules=section.target_modules, task_type="CAUSAL_LM"))
+    try:
+        return get_peft_model(model, LoraConfig(r=section.r, lora_alpha=section.alpha, lora_dropout=section.dropout,
+                                                target_modules=section.target_modules, task_type="CAUSAL_LM"))
+    except ValueError as err:  # peft: target modules the model does not have
+        raise ConfigError(f"lora.target_modules: {str(err).splitlines()[0]}") from None

@@ -2,7 +2,8 @@
 
 Each stage writes its output atomically and is skipped when the output is already there, so an
 interrupted build resumes where it stopped and a second build with the same settings is a no-op.
-A world directory built with different settings is rebuilt.
+A built world is never deleted: other settings into a folder that holds a world (or anything else) are
+refused, unless ``force`` moves that folder aside (renamed ``<out>.old-<time>``) first.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.world.settings import WorldConfig
 from guidedrl.config import DEFAULT_HINT_TEMPLATE
 from guidedrl.data import encode_prompts, load_rows, write_jsonl
+from guidedrl.errors import GuidedError, storage_fault
+from guidedrl.files import DamagedFile, atomic_dir, move_aside, read_json, write_json
 from guidedrl.eval.evaluate import evaluate
 from guidedrl.rewards import math_answer_reward
 from guidedrl.rollout.engine import SamplingParams
@@ -49,11 +52,38 @@ def settings_hash(cfg: WorldConfig) -> str:
 
 def _save_atomically(path: Path, *parts: PreTrainedModel | PreTrainedTokenizerBase) -> None:
     """``save_pretrained`` every part into a temporary sibling, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for part in parts:
-        part.save_pretrained(tmp)
-    tmp.rename(path)
+    with atomic_dir(path, "the world's", "the stages already built are kept (free space, then build again)") as tmp:
+        for part in parts:
+            part.save_pretrained(tmp)
+
+
+class WorldFolderError(GuidedError):
+    """A world folder a build cannot use: it holds another world (or other files), or cannot be written."""
+
+
+def claim_world(out: Path, digest: str, force: bool, console: Console, option: str = "--out") -> dict | None:
+    """The manifest of the world already in ``out`` when it was built with these settings (None for a new or
+    empty folder); any other contents are refused, or with ``force`` moved aside. ``option`` is the command's
+    name for ``out`` in messages."""
+    if out.exists() and not out.is_dir():
+        raise WorldFolderError(f"{option}: {out} is a file, not a folder")
+    manifest_path = out / "world.json"
+    try:
+        manifest = read_json(manifest_path) if manifest_path.exists() else None
+    except DamagedFile as err:
+        manifest, problem = None, f"{err}"
+    else:
+        problem = None if manifest is None or manifest.get("hash") == digest else (
+            f"{option}: {out} holds a world built with other settings ({manifest.get('hash')}, these are {digest})")
+    if problem is None and manifest is None and out.is_dir() and any(out.iterdir()):
+        problem = f"{option}: {out} holds files but no world.json, so it is not a world"
+    if problem is None:
+        return manifest
+    if not force:
+        raise WorldFolderError(f"{problem}; choose another {option}, or pass --force to move it aside (renamed, never "
+                            "deleted) and build anew")
+    console.print(f"{escape(problem)}: moved to {escape(str(move_aside(out)))}", highlight=False)
+    return None
 
 
 def _sft_pairs(tokenizer: PreTrainedTokenizerBase, exprs: list[Expression], style: str, hint_share: float,
@@ -110,28 +140,26 @@ def _progress(console: Console) -> Progress:
                     TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console)
 
 
-def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None = None) -> dict:
-    """Build (or resume, or confirm) the world in ``out_dir``; returns its manifest (``world.json``)."""
+def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None = None, force: bool = False,
+                option: str = "--out") -> dict:
+    """Build (or resume, or confirm) the world in ``out_dir``; returns its manifest (``world.json``). A folder
+    holding another world or other files is refused (:class:`WorldFolderError`), or with ``force`` moved aside."""
     console = console or Console()
     out = Path(out_dir)
     manifest_path = out / "world.json"
     digest = settings_hash(cfg)
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("hash") == digest and manifest.get("complete"):
-            console.print(f"world {out} is up to date (settings {digest}); nothing to do")
-            return manifest
-        if manifest.get("hash") != digest:
-            console.print(f"world {out} was built with other settings; rebuilding")
-            for sub in ("tokenizer", "data", "models"):
-                shutil.rmtree(out / sub, ignore_errors=True)
-            (out / "eval.json").unlink(missing_ok=True)
-            manifest_path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    found = claim_world(out, digest, force, console, option)
+    if found is not None and found.get("complete"):
+        console.print(f"world {escape(str(out))} is up to date (settings {digest}); nothing to do", highlight=False)
+        return found
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WorldFolderError(f"{option}: cannot write to {out}: {storage_fault(err) or err.strerror}") from None
     manifest = {"hash": digest, "complete": False, "config": cfg.model_dump(), "seconds": {}}
-    if manifest_path.exists():  # resuming an interrupted build of these settings: keep the stages' timings
-        manifest["seconds"] = json.loads(manifest_path.read_text()).get("seconds", {})
-    write_manifest = lambda: manifest_path.write_text(json.dumps(manifest, indent=1))  # noqa: E731
+    if found is not None:  # resuming an interrupted build of these settings: keep the stages' timings
+        manifest["seconds"] = found.get("seconds", {})
+    write_manifest = lambda: write_json(manifest_path, manifest)  # noqa: E731
     write_manifest()
     torch.manual_seed(cfg.seed)
 
@@ -180,7 +208,7 @@ def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None =
         write_manifest()
 
     eval_path = out / "eval.json"
-    results = json.loads(eval_path.read_text()) if eval_path.exists() else {}
+    results = read_json(eval_path) if eval_path.exists() else {}
     for name in names:
         for split in EVAL_SPLITS:
             if split in results.get(name, {}):
@@ -194,7 +222,7 @@ def build_world(out_dir: str | Path, cfg: WorldConfig, console: Console | None =
             summary = report.summary()
             summary["all_wrong_share"] = sum(p.correct == 0 for p in report.problems) / len(report.problems)
             results.setdefault(name, {})[split] = summary
-            eval_path.write_text(json.dumps(results, indent=1))
+            write_json(eval_path, results)
             manifest["seconds"][f"eval_{name}_{split}"] = round(time.time() - start, 1)
             write_manifest()
     manifest["complete"] = True
