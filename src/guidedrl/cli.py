@@ -152,14 +152,19 @@ def train(
     resume: bool = typer.Option(False, help="continue from the newest complete checkpoint in output_dir"),
     overwrite: bool = typer.Option(False, help="move a previous run in output_dir aside (renamed, never deleted)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set optim.lr=1e-4"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="validate the config and build every piece (model, data, "
-                                 "teacher, guidance) without training or writing to output_dir"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the memory estimate per process, then validate the "
+                                 "config and build every piece (model, data, teacher, guidance) without training or "
+                                 "writing to output_dir"),
+    gpu_memory: float | None = typer.Option(None, "--gpu-memory", min=0.001, help="GiB of one accelerator the run "
+                                            "must fit (memory.gpu_memory_gib; default: the device's own)"),
 ) -> None:
     """Train a policy with the method the config names (GRPO by default)."""
     from guidedrl.config import TrainConfig
     from guidedrl.trainer.loop import Trainer
     from guidedrl.yaml_config import load_config
 
+    if gpu_memory is not None:
+        set_ = [*set_, f"memory.gpu_memory_gib={gpu_memory}"]
     if dry_run:
         _dry_run(load_config(config, TrainConfig, set_))
         return
@@ -190,12 +195,25 @@ def sft(
 
 
 def _dry_run(cfg: object) -> None:
-    """Build a trainer for ``cfg`` in a throw-away folder and print what a step would do."""
+    """Print the memory estimate per process (refusing a run that cannot fit), then build a trainer for ``cfg``
+    in a throw-away folder and print what a step would do; a model folder with only its config.json gets the
+    estimate alone."""
     import shutil
     import tempfile
 
+    from guidedrl.memory.plan import plan, require_fit
     from guidedrl.trainer.loop import Trainer
+    from guidedrl.trainer.paths import RunPaths
 
+    paths = RunPaths.resolve(cfg)
+    estimate = plan(cfg, paths.model, paths.teacher)
+    require_fit(estimate)  # a run that cannot fit: one error line naming the setting, then the table
+    console.print(escape(f"memory per process ({cfg.memory.processes} process(es), sharding {cfg.memory.sharding}, "
+                         f"{cfg.precision}, gradient_checkpointing {cfg.gradient_checkpointing}):"), highlight=False)
+    console.print(escape("\n".join(estimate.lines())), highlight=False, soft_wrap=True)
+    if not any(paths.model.glob("*.safetensors")):
+        console.print(escape(f"{paths.model} holds a config.json and no weights: the estimate only, no piece built"))
+        return
     scratch = Path(tempfile.mkdtemp(prefix="guidedrl-dry-run-"))
     try:
         trainer = Trainer(cfg.model_copy(update={"output_dir": str(scratch / "run")}), console=Console(quiet=True))

@@ -30,6 +30,16 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def device_memory_gib(precision: Precision, configured: float | None = None) -> float | None:
+    """The memory a run must fit per process: ``configured`` (``memory.gpu_memory_gib``) when set, else the CUDA
+    device's own, else None (a CPU: no limit is checked)."""
+    if configured is not None:
+        return configured
+    if precision.device.type == "cuda":
+        return torch.cuda.get_device_properties(precision.device).total_memory / 1024 ** 3
+    return None
+
+
 @dataclass(frozen=True)
 class Precision:
     """``fp32``; ``bf16``: bf16 autocast of every forward, weights and optimizer state in fp32 (the default

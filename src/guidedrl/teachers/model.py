@@ -15,6 +15,7 @@ from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from guidedrl.rollout.budget import ForwardBudget
+from guidedrl.memory.plan import pretrained_kwargs
 from guidedrl.precision import Precision
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_predictions
@@ -50,12 +51,13 @@ class FrozenTeacher:
 
     def __init__(self, path: str, student_tokenizer: PreTrainedTokenizerBase, label: str = "argmax",
                  temperature: float = 1.0, top_k: int = 0, precision: Precision | None = None,
-                 budget: ForwardBudget | None = None) -> None:
+                 budget: ForwardBudget | None = None, overrides: dict | None = None) -> None:
         check_shared_vocab(student_tokenizer, AutoTokenizer.from_pretrained(path), path)
         self.name = Path(path).name
         self.precision = precision or Precision()
         self.budget = budget or ForwardBudget()
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.precision.frozen_dtype).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.precision.frozen_dtype,
+                                                          **pretrained_kwargs(path, overrides or {})).eval()
         self.model.to(self.precision.device)
         if top_k > len(student_tokenizer):
             raise ValueError(f"top_k {top_k} exceeds the student's vocabulary ({len(student_tokenizer)} tokens)")

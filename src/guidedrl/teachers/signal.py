@@ -37,7 +37,8 @@ class TeacherSignal:
             self.teacher = ServedTeacher(server_client(cfg.server, cache_dir, "teacher_signal.server"))
         else:
             self.teacher = FrozenTeacher(path, tokenizer, cfg.label, cfg.temperature,
-                                         cfg.top_k if "teacher_topk" in needs else 0, precision, self.budget)
+                                         cfg.top_k if "teacher_topk" in needs else 0, precision, self.budget,
+                                         cfg.model_overrides)
 
     def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, step: int) -> tuple[RolloutBatch, dict[str, float]]:
         cfg, r = self.cfg, batch.rollouts

@@ -12,6 +12,7 @@ from guidedrl.algorithms.losses import value_loss
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import CriticConfig
 from guidedrl.rollout.budget import ForwardBudget
+from guidedrl.memory.plan import pretrained_kwargs
 from guidedrl.precision import Precision
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import position_ids_from_mask
@@ -21,11 +22,11 @@ class Critic(nn.Module):
     """V(prompt, response[:t]) for every response position t, from the policy's architecture."""
 
     def __init__(self, policy_path: str, cfg: CriticConfig, precision: Precision | None = None,
-                 budget: ForwardBudget | None = None) -> None:
+                 budget: ForwardBudget | None = None, overrides: dict | None = None) -> None:
         super().__init__()
         self.cfg, self.precision, self.budget = cfg, precision or Precision(), budget or ForwardBudget()
         dtype = self.precision.weights_dtype
-        self.body = AutoModel.from_pretrained(policy_path, dtype=dtype)
+        self.body = AutoModel.from_pretrained(policy_path, dtype=dtype, **pretrained_kwargs(policy_path, overrides or {}))
         self.head = nn.Linear(self.body.config.hidden_size, 1, dtype=dtype)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

@@ -26,7 +26,8 @@ from guidedrl.eval.evaluate import evaluate_sets
 from guidedrl.files import atomic_dir, read_json, write_json
 from guidedrl.guidance.base import GuidanceContext
 from guidedrl.guidance.build import build_guidance, check_guidance_sources
-from guidedrl.precision import Precision, disable_dropout, resolve_device
+from guidedrl.memory.plan import plan, pretrained_kwargs, require_fit
+from guidedrl.precision import Precision, device_memory_gib, disable_dropout, resolve_device
 from guidedrl.prompt_length import fit_prompts
 from guidedrl.registry import ENGINES
 from guidedrl.rewards import Reward, RewardState
@@ -83,10 +84,13 @@ class Trainer:
             raise ConfigError("rollout.engine: vllm runs in one process for now (several processes: engine hf)")
         if self.ranks.world > 1 and "values" in cfg.needs():
             raise ConfigError("algorithm.advantage: gae (PPO's critic) runs in one process only for now")
+        self.memory = plan(cfg, self.paths.model, self.paths.teacher, self.ranks.world,
+                           device_memory_gib(precision, cfg.memory.gpu_memory_gib))
+        require_fit(self.memory)  # lengths within every model's context, the estimate within the device
         weights = last if last is not None and cfg.lora is None else self.paths.model
         self.tokenizer = with_pad_token(load_pretrained(AutoTokenizer, weights, "model"))
         self.policy = load_pretrained(AutoModelForCausalLM, weights, "model", dtype=precision.weights_dtype,
-                                      **cfg.model_overrides)
+                                      **pretrained_kwargs(weights, cfg.model_overrides))
         if cfg.lora is not None:
             self.policy = with_lora(self.policy, cfg.lora, last)
         self.policy.to(precision.device)

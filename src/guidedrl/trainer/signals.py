@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TEACHER_FIELDS, TrainConfig
 from guidedrl.rollout.budget import ForwardBudget
+from guidedrl.memory.plan import pretrained_kwargs
 from guidedrl.precision import Precision
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
@@ -36,10 +37,13 @@ class StepSignals:
         # the k3 KL's reference is the run's *initial* policy, also after a resume; with LoRA it is the policy
         # with its adapters switched off (``adapted``), not a second copy
         self.adapted = adapted
-        self.reference = (AutoModelForCausalLM.from_pretrained(initial_model, dtype=precision.frozen_dtype).eval()
-                          .to(precision.device) if "ref_logp" in needs and adapted is None else None)
+        self.reference = (AutoModelForCausalLM.from_pretrained(
+            initial_model, dtype=precision.frozen_dtype, **pretrained_kwargs(initial_model, cfg.model_overrides))
+                          .eval().to(precision.device)
+                          if "ref_logp" in needs and adapted is None else None)
         self.needs_reference = "ref_logp" in needs
-        self.critic = Critic(str(initial_model), cfg.critic, precision, self.budget) if "values" in needs else None
+        self.critic = (Critic(str(initial_model), cfg.critic, precision, self.budget, cfg.model_overrides)
+                       if "values" in needs else None)
 
     def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, index: int) -> tuple[RolloutBatch, dict[str, float]]:
         metrics: dict[str, float] = {}
