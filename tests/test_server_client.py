@@ -24,13 +24,13 @@ MODELS = b'{"object": "list", "data": [{"id": "m", "object": "model"}]}'
 
 
 @contextmanager
-def http_server(answer: Callable[[str], bytes], calls: list[str]) -> Iterator[str]:
-    """A real HTTP server on loopback (a thread per request): GET /v1/models lists model m; every POST is
-    answered by ``answer``."""
+def http_server(answer: Callable[[str], bytes], calls: list[str], models: bytes = MODELS) -> Iterator[str]:
+    """A real HTTP server on loopback (a thread per request): GET /v1/models answers ``models`` (model m); every
+    POST is answered by ``answer``."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.reply(MODELS)
+            self.reply(models)
 
         def do_POST(self) -> None:
             calls.append(self.path)
@@ -100,3 +100,15 @@ def test_teacher_log_probs_that_fail_stop_the_run_with_a_clear_error() -> None:
         with pytest.raises(RunError, match="teacher_signal.server: .*no prompt_logprobs.*resume from its last "
                                            "checkpoint"):
             teacher.predict(rollouts)
+
+
+def test_lengths_beyond_a_served_teachers_max_model_len_are_refused_at_start() -> None:
+    from guidedrl.config import TeacherSignalConfig
+    from guidedrl.teachers.signal import TeacherSignal
+
+    listed = b'{"object": "list", "data": [{"id": "m", "object": "model", "max_model_len": 4096}]}'
+    with http_server(lambda path: b"{}", [], listed) as url:
+        cfg = TeacherSignalConfig(server=ServerSpec(base_url=url, model="m"))
+        with pytest.raises(ValueError, match=r"= 5120 tokens exceed the served teacher's max_model_len \(4096\)"):
+            TeacherSignal(None, None, cfg, frozenset({"teacher_logp"}), 1.0, 0, Precision(), longest=5120)
+        assert TeacherSignal(None, None, cfg, frozenset({"teacher_logp"}), 1.0, 0, Precision(), longest=4096)

@@ -69,12 +69,18 @@ def lora_parameters(config: Any, r: int, target_modules: list[str] | str) -> int
     return total
 
 
+def longest_row(cfg: TrainConfig) -> int | None:
+    """The longest prompt + response a run makes, when its prompt limit is set (else the model's context)."""
+    r = cfg.rollout
+    return None if r.max_prompt_length is None else r.max_prompt_length + r.max_new_tokens
+
+
 def check_context(cfg: TrainConfig, key: str, config: Any) -> None:
     """``max_prompt_length + max_new_tokens`` must fit the model's context (``key`` names the model)."""
-    context, r = context_of(config), cfg.rollout
-    if context is None or r.max_prompt_length is None:
+    context, r, longest = context_of(config), cfg.rollout, longest_row(cfg)
+    if context is None or longest is None:
         return
-    if r.max_prompt_length + r.max_new_tokens > context:
+    if longest > context:
         raise ConfigError(
             f"rollout.max_prompt_length ({r.max_prompt_length}) + rollout.max_new_tokens ({r.max_new_tokens}) = "
             f"{r.max_prompt_length + r.max_new_tokens} tokens exceed the {context}-position context of {key}; "

@@ -94,16 +94,20 @@ class ServerClient:
         self.cache = DiskCache(cache_path)
         self.pool = ThreadPoolExecutor(max_workers=spec.concurrency)
         self.skipped = 0
+        self.context: int | None = None  # the served model's context, when the server says (check)
 
     def check(self, where: str) -> None:
         """At start: the server answers and serves ``spec.model``; otherwise a ConfigError naming ``where``."""
         try:
-            served = [m.id for m in self.client.models.list().data]
+            models = self.client.models.list().data
         except Exception as err:  # any transport or protocol failure is "not reachable" to the user
             raise ConfigError(f"{where}: the teacher server at {self.spec.base_url} does not answer "
                               f"({type(err).__name__}: {err}); start it, or fix base_url") from None
+        served = [m.id for m in models]
         if self.spec.model not in served:
             raise ConfigError(f"{where}: the server at {self.spec.base_url} serves {served}, not {self.spec.model!r}")
+        # vLLM lists each model's max_model_len: the longest prompt + completion it accepts
+        self.context = next((getattr(m, "max_model_len", None) for m in models if m.id == self.spec.model), None)
 
     def call(self, kind: str, payload: dict, parse: Callable[[Any], Any]) -> Any:
         """The parsed answer to one request: from the cache, or asked with retries and backoff, then cached.

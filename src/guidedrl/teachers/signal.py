@@ -30,11 +30,17 @@ class TeacherSignal:
 
     def __init__(self, path: str | None, tokenizer: PreTrainedTokenizerBase, cfg: TeacherSignalConfig,
                  needs: frozenset[str], temperature: float, seed: int, precision: Precision,
-                 budget: ForwardBudget | None = None, cache_dir: Path | None = None) -> None:
+                 budget: ForwardBudget | None = None, cache_dir: Path | None = None,
+                 longest: int | None = None) -> None:
         self.cfg, self.needs, self.temperature, self.seed, self.precision = cfg, needs, temperature, seed, precision
         self.budget = budget or ForwardBudget()
         if cfg.server is not None:  # a served teacher: its prompt log-probs of each rollout
-            self.teacher = ServedTeacher(server_client(cfg.server, cache_dir, "teacher_signal.server"))
+            client = server_client(cfg.server, cache_dir, "teacher_signal.server")
+            if longest is not None and client.context is not None and longest > client.context:
+                raise ValueError(f"rollout.max_prompt_length + rollout.max_new_tokens = {longest} tokens exceed the "
+                                 f"served teacher's max_model_len ({client.context}); serve it with a longer "
+                                 "--max-model-len or shorten them")
+            self.teacher = ServedTeacher(client)
         else:
             self.teacher = FrozenTeacher(path, tokenizer, cfg.label, cfg.temperature,
                                          cfg.top_k if "teacher_topk" in needs else 0, precision, self.budget,

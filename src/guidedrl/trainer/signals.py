@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TEACHER_FIELDS, TrainConfig
 from guidedrl.rollout.budget import ForwardBudget
-from guidedrl.memory.plan import pretrained_kwargs
+from guidedrl.memory.plan import longest_row, pretrained_kwargs
 from guidedrl.precision import Precision
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
@@ -32,7 +32,8 @@ class StepSignals:
         self.temperature, self.budget = cfg.rollout.temperature, ForwardBudget.of(cfg)
         self.precision = precision
         self.teacher = (TeacherSignal(None if teacher is None else str(teacher), tokenizer, cfg.teacher_signal, needs,
-                                      cfg.rollout.temperature, cfg.seed, precision, self.budget, cache_dir)
+                                      cfg.rollout.temperature, cfg.seed, precision, self.budget, cache_dir,
+                                      longest_row(cfg))
                         if needs & TEACHER_FIELDS else None)
         # the k3 KL's reference is the run's *initial* policy, also after a resume; with LoRA it is the policy
         # with its adapters switched off (``adapted``), not a second copy
