@@ -172,7 +172,9 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=256, help="response tokens per row")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--json", action="store_true", help="print one JSON line per method")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON line")
+    parser.add_argument("--result", type=Path, help="also write the results and the environment here "
+                        "(bench/results/memory_peak.json is what the README renders)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child.split(","), args.root, args.length)))
@@ -183,6 +185,8 @@ def main() -> None:
         return
     from bench_env import environment
     env = environment()
+    if args.result:
+        args.result.write_text(json.dumps({"environment": env, "steps": results}, indent=1) + "\n")
     print(f"{env['date']}, torch {env['torch']}, transformers {env['transformers']}, {env['torch_threads']} "
           f"threads, {env['machine']}")
     mib = 1024 ** 2

@@ -65,7 +65,52 @@ WORLD = ROOT / "worlds" / "default"
 SOURCES: dict[str, Callable[[], dict]] = {  # tables whose data is not a bench result file
     "world": lambda: {"eval": json.loads((WORLD / "eval.json").read_text()),
                       "manifest": json.loads((WORLD / "world.json").read_text())},
+    "recipe_memory": lambda: {"recipes": recipe_rows()},  # estimates: computed from the code, never stale
 }
+
+
+def recipe_rows() -> list[dict]:
+    """Every recipe's estimate (bench/recipe_memory.py) as plain numbers."""
+    from recipe_memory import RECIPES, recipe_estimate
+    rows = []
+    for recipe in RECIPES:
+        cfg, e = recipe_estimate(recipe)
+        rows.append({"recipe": recipe.stem, "processes": cfg.memory.processes, "gpu": cfg.memory.gpu_memory_gib,
+                     "sharding": cfg.memory.sharding, "parts": {p.name: p.bytes for p in e.parts},
+                     "total": e.total})
+    return rows
+
+
+@renders("recipe_memory")
+def recipe_memory(r: dict) -> str:
+    """The recipes' per-process estimates, part by part (GiB)."""
+    gib = 1024 ** 3
+    names = [n for n in r["recipes"][0]["parts"] if any(row["parts"][n] for row in r["recipes"])]
+    lines = ["| recipe | hardware | " + " | ".join(names) + " | peak |", "|---" * (len(names) + 3) + "|"]
+    for row in r["recipes"]:
+        hardware = f"{row['processes']} × {row['gpu']:g} GiB" + (f", {row['sharding']}" if row["sharding"] != "none"
+                                                                  else "")
+        cells = [f"{row['parts'][n] / gib:.1f}" for n in names]
+        lines.append(f"| {row['recipe']} | {hardware} | " + " | ".join(cells) + f" | **{row['total'] / gib:.1f}** |")
+    return "\n".join(lines) + ("\n\n*Estimates from the recipes and Qwen2.5-Math's published shapes "
+                               "(configs/models/), computed when this page is rendered; the peak holds the larger "
+                               "of the update and generation phases. Not measured on a GPU.*")
+
+
+@renders("memory_peak")
+def memory_peak(r: dict) -> str:
+    """bench/memory_peak.py: each method's step peak at Qwen's vocabulary against full logits and the estimate."""
+    mib = 1024 ** 2
+    lines = ["| step | forwards | peak rise over the step (MiB) | B×R×V fp32 logits (MiB) | estimate (MiB) |",
+             "|---|---|---|---|---|"]
+    for s in r["steps"]:
+        how = "whole batch, full logits" if s["naive"] else "token budget, logits in chunks"
+        lines.append(f"| {s['method']} | {how} | {s['peak_rise_bytes'] / mib:.0f} | {s['full_logits_bytes'] / mib:.0f} "
+                     f"| {s['estimate_update_bytes'] / mib:.0f} |")
+    first = r["steps"][0]
+    return "\n".join(lines) + (f"\n\n*Qwen2-architecture model, 151,936-token vocabulary, 16-wide body; "
+                               f"{first['rows']} rows × {first['length']} response tokens; one malloc arena, "
+                               "blocks over 64 KiB mapped on their own. " + environment_line(r["environment"])[1:])
 
 
 @renders("world")

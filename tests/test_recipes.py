@@ -81,11 +81,11 @@ def test_unit_values_of_the_estimate_for_the_1_5b_and_7b_shapes() -> None:
     assert e.part("AdamW state (2 moments, fp32)") == small.params * 8
     assert e.part("gradients") == small.params * 4
     assert e.part("vLLM (weights + KV cache)") == 0.4 * 80 * GIB
-    assert e.part("logits of 1024 positions") == 1024 * 151_936 * 4 * 6
+    assert e.part("logits of one chunk") == 1024 * 151_936 * 4 * 6
     # per token with checkpointing: each of 28 layers keeps its 1536-wide input, one layer is recomputed (and
     # its gradients held): 13·1536 + 4·8960 + 3·256 elements, 2 bytes each
     assert activation_bytes_per_token(small, 2, True) == 28 * 1536 * 2 + 2 * (13 * 1536 + 4 * 8960 + 3 * 256) * 2
-    assert e.part("activations of 16384 tokens") == 16384 * activation_bytes_per_token(small, 2, True)
+    assert e.part("activations at the token budget") == 16384 * activation_bytes_per_token(small, 2, True)
     sharded = estimate_memory(cfg.model_copy(update={"memory": cfg.memory.model_copy(
         update={"processes": 8, "sharding": "optimizer"})}), big)
     assert sharded.part("AdamW state (2 moments, fp32)") == big.params * 8 / 8

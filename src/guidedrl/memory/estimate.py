@@ -141,9 +141,10 @@ def estimate_memory(cfg: TrainConfig, policy: ModelShape, frozen: tuple[ModelSha
         Part("vLLM (weights + KV cache)", (limit or 0) * GIB * r.vllm.gpu_memory_utilization if r.engine == "vllm"
              else 0, "rollout.vllm.gpu_memory_utilization"),
         Part("gradients", trained * weight_bytes / shard_state, "memory.sharding, lora", "update"),
-        Part(f"activations of {tokens} tokens", per_token * tokens,
-             "memory.tokens_per_forward, gradient_checkpointing", "update"),
-        Part(f"logits of {chunk} positions", chunk * policy.vocab * 4 * LOGIT_COPIES, "memory.logits_chunk", "update"),
+        Part("activations at the token budget", per_token * tokens,
+             f"{tokens} tokens: memory.tokens_per_forward, gradient_checkpointing", "update"),
+        Part("logits of one chunk", chunk * policy.vocab * 4 * LOGIT_COPIES, f"{chunk} positions: memory.logits_chunk",
+             "update"),
         Part("KV cache of the built-in engine", 0 if r.engine == "vllm" else
              (r.kv_cache_tokens or tokens) * 2 * policy.layers * policy.kv_width * act_bytes,
              "rollout.kv_cache_tokens", "generation"),
