@@ -62,15 +62,10 @@ def finished_run(world: Path, out: Path, *sets: str) -> Path:
 
 def broken_model(world: Path, tmp: Path, truncate: bool) -> Path:
     """A copy of the student whose weights file is cut in half, or missing."""
-    model = tmp / "model"
-    model.mkdir()
-    for f in (world / "models" / "student").iterdir():
-        (model / f.name).write_bytes(f.read_bytes())
-    weights = model / "model.safetensors"
+    model = student_without(world, tmp, *(() if truncate else ("model.safetensors",)))
     if truncate:
+        weights = model / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    else:
-        weights.unlink()
     return model
 
 
@@ -233,6 +228,9 @@ CASES: list[tuple[str, Setup, str]] = [
                                                           "--size", "micro"],
      r"\S+/fw/world.json: not valid JSON \(line 1, column 10: Expecting value\); the file is damaged; choose another"),
     # tracebacks or raw library messages before
+    ("world build --set an operand count of 1", lambda w, t: ["world", "build", "--out", str(t / "w"), "--size", "micro",
+                                                              "--set", "id_operands=[1]"],
+     r"--set id_operands=\[1\]: id_operands\[0\]: Input should be greater than or equal to 2"),
     ("an empty rewards list", lambda w, t: train(w, t / "run", "rewards=[]"),
      r"--set rewards=\[\]: rewards: List should have at least 1 item"),
     ("optim.betas out of range", lambda w, t: train(w, t / "run", "optim.betas=[0.9,1.5]"),

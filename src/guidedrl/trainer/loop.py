@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -162,8 +163,9 @@ class Trainer:
         """Without held-out sets: ``share`` of the training rows (seeded) become the ``holdout`` set, or there is
         no evaluation, and the run says so."""
         if share == 0:
-            self.console.print(f"no held-out evaluation: {self.paths.dataset} is your own data and no eval_datasets "
-                               "are set (set eval_datasets, or eval.holdout to hold out a share of the rows)")
+            self.console.print(escape(f"no held-out evaluation: {self.paths.dataset} is your own data and no "
+                                      "eval_datasets are set (set eval_datasets, or eval.holdout to hold out a share "
+                                      "of the rows)"))
             return {}
         order = list(range(len(self.rows)))
         random.Random(derive_seed(self.cfg.seed, "holdout", 0)).shuffle(order)
@@ -180,7 +182,7 @@ class Trainer:
         rows = validate_rows(load_rows(path, split), str(path))
         rows, ids, dropped = fit_prompts(self.tokenizer, rows, limit, self.cfg.rollout.long_prompts, str(path))
         if dropped:
-            self.console.print(f"{path}: dropped {dropped} prompts longer than {limit} tokens")
+            self.console.print(escape(f"{path}: dropped {dropped} prompts longer than {limit} tokens"))
         return rows, ids
 
     # ---- one step -------------------------------------------------------------------------------
@@ -288,7 +290,7 @@ class Trainer:
         self.step = int(state["step"])
         self.updates_applied = state.get("updates_applied")
         if self.ranks.main:
-            self.console.print(f"resumed from {checkpoint} at step {self.step}")
+            self.console.print(escape(f"resumed from {checkpoint} at step {self.step}"))
 
     def train(self) -> dict[str, dict[str, float]]:
         """Run to ``cfg.steps``: evaluate before (unless resumed), log, checkpoint, evaluate after. The output
