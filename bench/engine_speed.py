@@ -1,4 +1,5 @@
-"""Generation throughput: the built-in engine (transformers + KV cache) vs vLLM, interleaved in one process.
+"""Generation throughput: the built-in engine (with its preallocated KV cache, and with transformers' growing
+cache as it was before) vs vLLM, interleaved in one process.
 
 Two models: the world's student, and a random-weight Llama of about 50M parameters on the world's tokenizer.
 Every row generates exactly ``--new-tokens`` tokens (the stop tokens are switched off in both engines, so a
@@ -68,21 +69,23 @@ def measure(label: str, path: Path, tokenizer: AutoTokenizer, prompts: list[list
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     context = model.config.max_position_embeddings
     new_tokens = min(args.new_tokens, context - max(len(p) for p in prompts))  # the world model: 256 in all
-    hf = never_stopping_hf(model, tokenizer)
-    vllm = FullLengthVLLM(path, [tokenizer.eos_token_id], tokenizer.pad_token_id,
-                          VLLMSection(), "float32", max_model_len=context)
-    time_engine(hf, prompts[:1], 1, 8), time_engine(vllm, prompts[:1], 1, 8)  # warm-up
-    runs: dict[str, list[float]] = {"hf": [], "vllm": []}
-    for _ in range(args.repeats):  # interleaved: both see the same machine state
-        for name, engine in (("hf", hf), ("vllm", vllm)):
+    engines = {"hf": never_stopping_hf(model, tokenizer),
+               "hf_growing": never_stopping_hf(model, tokenizer, preallocated_cache=False),
+               "vllm": FullLengthVLLM(path, [tokenizer.eos_token_id], tokenizer.pad_token_id,
+                                      VLLMSection(), "float32", max_model_len=context)}
+    for engine in engines.values():  # warm-up
+        time_engine(engine, prompts[:1], 1, 8)
+    runs: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(args.repeats):  # interleaved: every engine sees the same machine state
+        for name, engine in engines.items():
             seconds, tokens = time_engine(engine, prompts, args.samples, new_tokens)
             runs[name].append(tokens / seconds)
     result = {"parameters": sum(p.numel() for p in model.parameters()), "new_tokens": new_tokens,
               **{name: statistics.median(v) for name, v in runs.items()}, "runs": runs}
     if args.profile:
         result["profile"] = {name: profile(engine, prompts, args.samples, new_tokens)
-                             for name, engine in (("hf", hf), ("vllm", vllm))}
-    return result | {"vllm_over_hf": result["vllm"] / result["hf"]}
+                             for name, engine in engines.items()}
+    return result | {"vllm_over_hf": result["vllm"] / result["hf"], "cache_speedup": result["hf"] / result["hf_growing"]}
 
 
 def main() -> None:
@@ -129,11 +132,12 @@ def report(out: dict, args: argparse.Namespace) -> None:
     console.print(f"{env['machine']}; torch {env['torch']}, vllm {env['vllm']}; {args.threads} torch threads; "
                   f"median of {args.repeats}, {args.prompts}x{args.samples} rows per call")
     table = Table(title="generation throughput (tokens/s)")
-    for col in ("model", "parameters", "new tokens", "built-in (hf)", "vLLM", "vLLM / built-in"):
+    for col in ("model", "parameters", "new tokens", "built-in, growing cache", "built-in", "vLLM",
+                "preallocated / growing", "vLLM / built-in"):
         table.add_column(col)
     for label, r in out["results"].items():
-        table.add_row(label, f"{r['parameters'] / 1e6:.1f}M", str(r["new_tokens"]), f"{r['hf']:.0f}",
-                      f"{r['vllm']:.0f}", f"{r['vllm_over_hf']:.2f}x")
+        table.add_row(label, f"{r['parameters'] / 1e6:.1f}M", str(r["new_tokens"]), f"{r['hf_growing']:.0f}",
+                      f"{r['hf']:.0f}", f"{r['vllm']:.0f}", f"{r['cache_speedup']:.2f}x", f"{r['vllm_over_hf']:.2f}x")
     console.print(table)
 
 

@@ -34,9 +34,10 @@ def random_llama(tokenizer: PreTrainedTokenizerBase, folder: Path) -> Path:
 
 
 def never_stopping_hf(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                      precision: Precision | None = None) -> HFEngine:
-    """The built-in engine with a stop id no token has."""
-    return HFEngine(policy, tokenizer.pad_token_id, [len(tokenizer) + 7], precision=precision or Precision())
+                      precision: Precision | None = None, preallocated_cache: bool = True) -> HFEngine:
+    """The built-in engine with a stop id no token has (``preallocated_cache`` off: transformers' growing cache)."""
+    return HFEngine(policy, tokenizer.pad_token_id, [len(tokenizer) + 7], precision=precision or Precision(),
+                    preallocated_cache=preallocated_cache)
 
 
 class FullLengthVLLM(VLLMEngine):
@@ -44,7 +45,8 @@ class FullLengthVLLM(VLLMEngine):
 
     def request_params(self, sampling: SamplingParams, n: int, i: int) -> object:
         return self.vllm.SamplingParams(n=n, temperature=sampling.temperature, max_tokens=sampling.max_new_tokens,
-                                        logprobs=0, ignore_eos=True, seed=self.request_seed(sampling, n, i))
+                                        logprobs=self.logprobs(sampling), ignore_eos=True,
+                                        seed=self.request_seed(sampling, n, i))
 
 
 def full_length_engine(name: str) -> EngineFactory:

@@ -136,11 +136,14 @@ def world(r: dict) -> str:
 @renders("engine_speed")
 def engine_speed(r: dict) -> str:
     s = r["settings"]
-    rows = ["| model | parameters | new tokens per row | built-in engine (tok/s) | vLLM (tok/s) | vLLM / built-in |",
-            "|---|---|---|---|---|---|"]
+    growing = all("hf_growing" in m for m in r["results"].values())  # results from before the preallocated cache
+    rows = ["| model | parameters | new tokens per row |" + (" built-in, growing cache (tok/s) |" if growing else "")
+            + " built-in engine (tok/s) | vLLM (tok/s) |" + (" preallocated / growing |" if growing else "")
+            + " vLLM / built-in |", "|---|---|---|---|---|" + ("---|---|" if growing else "") + "---|"]
     for label, m in r["results"].items():
-        rows.append(f"| {label} | {m['parameters'] / 1e6:.1f}M | {m['new_tokens']} | {m['hf']:.0f} | {m['vllm']:.0f} "
-                    f"| {m['vllm_over_hf']:.2f}× |")
+        rows.append(f"| {label} | {m['parameters'] / 1e6:.1f}M | {m['new_tokens']} |"
+                    + (f" {m['hf_growing']:.0f} |" if growing else "") + f" {m['hf']:.0f} | {m['vllm']:.0f} |"
+                    + (f" {m['cache_speedup']:.2f}× |" if growing else "") + f" {m['vllm_over_hf']:.2f}× |")
     env = r["environment"]
     profiles = [f"- {label}, {engine_names[engine]} ({p['seconds']:.1f} s under cProfile): " + ", ".join(
         f"`{_function(f['function'])}` {100 * f['share']:.0f}%" for f in p["top_own_time"][:4])
@@ -153,7 +156,7 @@ def engine_speed(r: dict) -> str:
                               f"{s['threads']} torch threads; measured {env['date']}.*") + profile
 
 
-engine_names = {"hf": "built-in engine", "vllm": "vLLM"}
+engine_names = {"hf": "built-in engine", "hf_growing": "built-in engine, growing cache", "vllm": "vLLM"}
 
 
 def _function(name: str) -> str:

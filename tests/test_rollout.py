@@ -209,3 +209,20 @@ def test_gumbel_max_sampling_draws_from_the_tempered_distribution():
     # top-p 0.7 keeps the two most likely tokens (0.6 and 0.3): the third is never drawn
     tok, _ = _sample(logits, SamplingParams(temperature=1.0, top_p=0.7), None, noise.draw(rows, alive, 3))
     assert not (tok == 2).any() and (tok == 1).float().mean() == pytest.approx(1 / 3, abs=0.03)
+
+
+@pytest.mark.parametrize("sampling, bias", [(SamplingParams(temperature=0.0, max_new_tokens=20), -10.0),
+                                            (SamplingParams(temperature=1.0, max_new_tokens=20, seeds=(1, 2, 3, 4)), 0.8),
+                                            (SamplingParams(temperature=0.7, top_p=0.8, max_new_tokens=20, seed=5), 0.8)])
+def test_the_preallocated_cache_decodes_what_the_growing_cache_does(model, prompts, tokenizer, sampling, bias):
+    """The same tokens, masks and log-probs as transformers' growing DynamicCache, greedy to the full length and
+    sampled with rows ending at mixed lengths (finished rows are dropped from both caches mid-call)."""
+    with eos_bias(model, tokenizer.eos_token_id, bias):
+        runs = [HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id, preallocated_cache=flag).generate(
+            prompts, 3, sampling) for flag in (True, False)]
+    new, old = runs
+    lengths = set(new.response_lengths.tolist())
+    assert lengths == {20} if sampling.temperature == 0 else len(lengths) > 2
+    for field in ("response_ids", "response_mask", "finished", "prompt_ids"):
+        assert torch.equal(getattr(new, field), getattr(old, field)), field
+    torch.testing.assert_close(new.behaviour_logp, old.behaviour_logp, atol=1e-6, rtol=0)

@@ -2,7 +2,7 @@
 
 A hand-written decode loop rather than ``model.generate``: for the small models this library trains,
 per-token framework overhead dominates, so the loop does only a forward, a sample and a few writes
-into preallocated tensors per step. It also prefills each distinct prompt once (the ``n`` samples of a
+into preallocated tensors per step, the KV cache included (:mod:`guidedrl.rollout.kv_cache`). It also prefills each distinct prompt once (the ``n`` samples of a
 prompt share its KV cache) and drops finished rows from the batch as they accumulate.
 
 ``behaviour_logp`` is ``log_softmax(logits / temperature)`` of the sampled token *before* top-p
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.errors import RunError
 from guidedrl.precision import Precision
@@ -25,6 +25,7 @@ from guidedrl.registry import ENGINES
 from guidedrl.rollout.budget import budget_cuts
 from guidedrl.rollout.engine import Rollouts, SamplingParams, stop_token_ids
 from guidedrl.rollout.forward import position_ids_from_mask
+from guidedrl.rollout.kv_cache import decode_cache
 from guidedrl.seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class HFEngine:
 
     def __init__(self, model: PreTrainedModel, pad_id: int, eos_ids: int | list[int], check_every: int = 4,
                  compact_below: float = 0.75, precision: Precision | None = None,
-                 max_tokens: int | None = None) -> None:
+                 max_tokens: int | None = None, preallocated_cache: bool = True) -> None:
         self.model = model
         self.pad_id = pad_id
         self.eos_ids = [eos_ids] if isinstance(eos_ids, int) else list(eos_ids)
@@ -49,6 +50,7 @@ class HFEngine:
         self.check_every = check_every  # steps between looks at how many rows are still running (each syncs)
         self.compact_below = compact_below  # drop finished rows once the running share falls below this
         self.max_tokens = max_tokens  # rows × (prompt + max_new_tokens) decoded at once: the KV cache's bound
+        self.preallocated_cache = preallocated_cache  # False: transformers' growing cache (the bench compares)
 
     def sync_weights(self, model: PreTrainedModel) -> None:
         """Nothing to copy: the engine holds the policy module; a new module simply replaces it."""
@@ -106,7 +108,7 @@ class HFEngine:
                  else None)
         gen = None if sampling.seed is None else torch.Generator(device=device).manual_seed(sampling.seed)
         positions = position_ids_from_mask(prompt_mask)
-        cache = DynamicCache(config=self.model.config)
+        cache = decode_cache(self.model.config, p + steps, self.preallocated_cache)
         logits = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
                             past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         logits = logits.repeat_interleave(n, 0)
