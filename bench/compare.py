@@ -6,7 +6,6 @@ config and the bench's overrides differ. A run goes to ``OUT/<method>/seed<S>/``
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from rich.console import Console
 
 from guidedrl.config import TrainConfig
+from guidedrl.trainer.logger import read_metrics
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import load_config
 
@@ -28,7 +28,7 @@ def run(config: str, seed: int, steps: int, out: Path, overrides: Sequence[str] 
     cfg = load_config(CONFIGS / config, TrainConfig, [
         f"seed={seed}", f"steps={steps}", f"output_dir={run_dir}", "save_every=0", *overrides])
     summary = Trainer(cfg, console=Console(quiet=True)).train()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir / "metrics.jsonl")
     return {**summary, "steps": [r for r in records if "reward" in r], "evals": [r for r in records if
                                                                                 any(k.startswith("eval/") for k in r)]}
 

@@ -33,6 +33,7 @@ from bench_env import environment
 from compare import run as run_once
 from compare import setup
 from paired import mean_distinct_paths, mean_pass_at_k, paired_diffs
+from protocol import PROTOCOL, add_protocol
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guidedrl.config import TrainConfig
@@ -40,11 +41,11 @@ from guidedrl.data import load_rows, validate_rows
 from guidedrl.eval.evaluate import evaluate_sets
 from guidedrl.rollout.engine import stop_token_ids, with_pad_token
 from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.trainer.logger import read_metrics
 from guidedrl.trainer.paths import RunPaths, load_pretrained
 from guidedrl.yaml_config import load_config
 
 SPLITS = ("test_id", "test_ood")
-PROTOCOL = ("seeds", "steps", "samples", "problems", "set")  # settings under which stored scores are reused
 
 
 def pass_ks(samples: int) -> list[int]:
@@ -85,8 +86,7 @@ def over_training(run_dir: Path, buckets: int) -> dict[str, list[float]]:
     groups with a correct sample and of hinted samples correct, for a teacher signal the share of the student's
     tokens that differ from the teacher's argmax, for inserted teacher text the student's mean probability of its
     tokens, and the median step time."""
-    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in steps if "reward" in r]
+    steps = [r for r in read_metrics(run_dir / "metrics.jsonl") if "reward" in r]
     size = max(1, len(steps) // buckets)
     parts = [steps[i:i + size] for i in range(0, size * buckets, size)]
     curves = {"reward": [statistics.fmean(r["reward"] for r in part) for part in parts],
@@ -158,7 +158,7 @@ def run(config: str, seed: int, steps: int, out: Path, overrides: list[str]) -> 
     that run's summary and step log."""
     run_dir = out / Path(config).stem / f"seed{seed}"
     if (run_dir / "summary.json").exists():
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        records = read_metrics(run_dir / "metrics.jsonl")
         return {**json.loads((run_dir / "summary.json").read_text()), "steps": [r for r in records if "reward" in r]}
     return run_once(config, seed, steps, out, overrides)
 
@@ -166,11 +166,8 @@ def run(config: str, seed: int, steps: int, out: Path, overrides: list[str]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["grpo", "ampo", "luffy"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--steps", type=int, default=300)
+    add_protocol(parser, "seeds", "steps", "samples", "problems")
     parser.add_argument("--lrs", type=float, nargs="+", default=[2.5e-5, 5e-5, 1e-4, 2e-4])
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/headline"))
     parser.add_argument("--result", type=Path, default=Path("bench/results/headline.json"))
     parser.add_argument("--contrasts", nargs="*", default=["ampo-luffy"],

@@ -18,6 +18,7 @@ from pathlib import Path
 from bench_env import environment
 from compare import setup
 from headline import eval_overrides, over_training, reward_tail, run
+from protocol import add_protocol
 
 
 def main() -> None:
@@ -26,9 +27,7 @@ def main() -> None:
     parser.add_argument("--schedules", nargs="+", default=["0.01:0.0001", "0.01:0.00005", "0.05:0.00025",
                                                            "0.2:0.001", "1.0:0.005"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--problems", type=int, default=100)
+    add_protocol(parser, "steps", "samples", "problems")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/tgpo_lambda"))
     parser.add_argument("--result", type=Path, default=Path("bench/results/tgpo_lambda.json"))
     args = parser.parse_args()

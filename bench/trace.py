@@ -20,6 +20,7 @@ from pathlib import Path
 from bench_env import environment
 from compare import setup
 from headline import eval_overrides, over_training, run
+from protocol import add_protocol
 
 
 def main() -> None:
@@ -27,9 +28,7 @@ def main() -> None:
     parser.add_argument("--method", default="ampo", help="a config of configs/")
     parser.add_argument("--lrs", type=float, nargs="+", default=[1.25e-5, 2.5e-5, 1e-4, 2e-4])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--problems", type=int, default=100)
+    add_protocol(parser, "steps", "samples", "problems")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/headline/sweep"))
     parser.add_argument("--set", nargs="*", default=[], help="config overrides (an ablation; name it with --tag)")
     parser.add_argument("--tag", default=None, help="the ablation's name: its runs go to OUT/<tag>/")

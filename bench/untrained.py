@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench_env import environment
 from compare import setup
+from protocol import add_protocol
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guidedrl.data import load_rows, validate_rows
@@ -33,9 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, default=Path("worlds/default"))
     parser.add_argument("--model", default="student", help="a model of the world's zoo")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--problems", type=int, default=100)
+    add_protocol(parser, "seeds", "samples", "problems")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="the presets' rollout.max_new_tokens")
     parser.add_argument("--result", type=Path, default=Path("bench/results/untrained.json"))
     args = parser.parse_args()
