@@ -39,8 +39,10 @@ class VLLMSection(StrictModel):
     enforce_eager: bool | None = Field(None, description="no CUDA graphs / compilation (None: eager on a CPU, "
                                        "graphs on a GPU)")
     prefix_caching: bool = Field(True, description="share the KV cache of a prompt's prefix among its G samples")
-    max_model_len: int | None = Field(None, ge=1, description="longest prompt + response (None: the model's "
-                                      "context)")
+    max_model_len: int | None = Field(None, ge=1, description="longest prompt + response vLLM holds (None: "
+                                      "rollout.max_prompt_length + max_new_tokens, at most the model's context)")
+    sleep_mode: bool | None = Field(None, description="free vLLM's GPU memory (weights and KV cache) while the "
+                                    "policy trains; the weight sync wakes it (None: on with CUDA, off on a CPU)")
 
 
 class RolloutConfig(StrictModel):
@@ -103,8 +105,11 @@ class SurrogateSpec(StrictModel):
     """The per-token surrogate used on one kind of token (policy samples, teacher text, hinted samples)."""
 
     name: str = Field("clip", description="a key of guidedrl.registry.SURROGATES: clip (PPO's clipped ratio), "
-                      "plain (−A·ρ, LUFFY's remove-clip), shaped (−A·ρ/(ρ+γ), LUFFY/AMPO/Guide)")
+                      "plain (−A·ρ, LUFFY's remove-clip), shaped (−A·ρ/(ρ+γ), LUFFY/AMPO/Guide), gspo (the "
+                      "sequence's ratio, clipped), cispo (clipped detached weight × log π), sapo (a soft gate)")
     gamma: float = Field(0.1, gt=0, description="shaped: the constant γ")
+    tau_pos: float = Field(1.0, gt=0, description="sapo: the gate's temperature where the advantage is positive")
+    tau_neg: float = Field(1.05, gt=0, description="sapo: the gate's temperature elsewhere")
     gamma_quantile: float | None = Field(None, gt=0, lt=1, description="shaped: γ = this quantile of ρ over the "
                                          "mini-batch's tokens of this kind, detached, ≥ 1e-4 (Guide: 0.9)")
 

@@ -66,7 +66,8 @@ def policy_loss(x: LossInputs, algo: AlgorithmConfig, step: int, norm_length: in
         if not tokens.any():
             continue
         spec = getattr(algo.surrogate, kind)
-        params = SurrogateParams(algo.eps_low, algo.eps_high, algo.dual_clip, x.gammas.get(kind, spec.gamma))
+        params = SurrogateParams(algo.eps_low, algo.eps_high, algo.dual_clip, x.gammas.get(kind, spec.gamma),
+                                 spec.tau_pos, spec.tau_neg)
         loss_k, clipped_k = SURROGATES.get(spec.name)(x.logp, x.behaviour_logp, adv, tokens, params)
         loss_mat = torch.where(tokens, loss_k, loss_mat)
         clipped |= clipped_k & tokens

@@ -26,6 +26,8 @@ class SurrogateParams:
     eps_high: float = 0.2
     dual_clip: float | None = None
     gamma: float | Tensor = 0.1
+    tau_pos: float = 1.0  # SAPO's gate temperature where A > 0
+    tau_neg: float = 1.05  # and where A ≤ 0
 
 
 def ratio_of(logp: Tensor, behaviour_logp: Tensor) -> Tensor:
@@ -72,3 +74,38 @@ def plain(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: Surrogat
 def shaped(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
     """−A·f(ρ) with f(ρ) = ρ/(ρ+γ), unclipped (LUFFY/AMPO teacher tokens; Guide's hinted tokens)."""
     return -adv * shape(ratio_of(logp, old_logp), p.gamma), torch.zeros_like(adv, dtype=torch.bool)
+
+
+def sequence_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    """GSPO's s_i = exp(mean over the row's tokens of log ρ_t), B×1, carried on every token with the gradient
+    of the token's own log-prob: its value is the row's, its gradient s_i·∇log π_θ(o_t) (GSPO-token)."""
+    m = mask.to(logp.dtype)
+    mean_log = ((logp - old_logp) * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp_min(1)
+    return torch.exp(mean_log.detach().clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP) + logp - logp.detach())
+
+
+@SURROGATES.register("gspo")
+def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
+    """GSPO: PPO's clipped surrogate on the row's sequence ratio (``sequence_ratio``), ε ≈ 3e-4 / 4e-4; with
+    ``agg_mode: seq-mean-token-mean`` the loss is GSPO's mean over rows of −min(s·A, clip(s)·A)."""
+    ratio = sequence_ratio(logp, old_logp, mask)
+    unclipped, clipped = -adv * ratio, -adv * ratio.clamp(1 - p.eps_low, 1 + p.eps_high)
+    return torch.maximum(unclipped, clipped), clipped > unclipped
+
+
+@SURROGATES.register("cispo")
+def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
+    """CISPO (MiniMax-M1): −sg(clip(ρ, 1 − ε_low, 1 + ε_high))·A·log π_θ: the importance weight is clipped and
+    detached, so every token keeps its gradient (none is dropped as PPO's clip drops them)."""
+    ratio = ratio_of(logp, old_logp).detach()
+    weight = ratio.clamp(1 - p.eps_low, 1 + p.eps_high)
+    return -weight * adv * logp, weight != ratio
+
+
+@SURROGATES.register("sapo")
+def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
+    """SAPO: −(4/τ)·σ(τ(ρ − 1))·A, a soft gate in place of the clip (its slope at ρ = 1 is 1, as PPO's), with
+    τ = ``tau_pos`` where A > 0 and ``tau_neg`` elsewhere; nothing is clipped."""
+    ratio = ratio_of(logp, old_logp)
+    tau = torch.where(adv > 0, p.tau_pos, p.tau_neg)
+    return -(4 / tau) * torch.sigmoid(tau * (ratio - 1)) * adv, torch.zeros_like(adv, dtype=torch.bool)
