@@ -10,7 +10,8 @@ from __future__ import annotations
 import errno
 
 # what torch's C++ writer says when a write fails (it drops the errno): a full disk, mostly
-_TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed writing", "file write failed", "unexpected pos")
+_TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed writing", "file write failed", "unexpected pos",
+                         "iostream error")
 _FAULTS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
            errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
 
