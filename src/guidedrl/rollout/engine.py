@@ -19,13 +19,16 @@ from transformers import PreTrainedTokenizerBase
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample: ``temperature`` 0 means greedy; ``seed`` makes a call reproducible; ``seeds`` (one per
-    prompt) make each prompt's samples depend on its own seed alone, not on the other prompts of the call."""
+    prompt) make each prompt's samples depend on its own seed alone, not on the other prompts of the call;
+    ``behaviour_logp`` False says the caller never reads the rows' behaviour log-probs, so an engine may leave
+    them 0 (vLLM then builds no per-token log-prob dicts)."""
 
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 64
     seed: int | None = None
     seeds: tuple[int, ...] | None = None
+    behaviour_logp: bool = True
 
 
 @dataclass
@@ -159,9 +162,10 @@ def with_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBas
 class RolloutEngine(Protocol):
     """Anything that samples ``Rollouts`` from a policy.
 
-    ``HFEngine`` implements it with transformers and a KV cache; a vLLM backend would implement the
-    same two methods, reloading the trained weights into its server in ``sync_weights``. Returned tensors
-    are on the CPU (the batch lives on the host; each forward moves its inputs to its model's device).
+    ``HFEngine`` implements it with transformers and a KV cache; ``VLLMEngine`` copies the trained weights
+    into its own in ``sync_weights``. Returned tensors are on the CPU (the batch lives on the host; each forward
+    moves its inputs to its model's device). An engine holding accelerator memory of its own may also define
+    ``release()`` (see :func:`release`).
     """
 
     def generate(self, prompts: list[list[int]], n: int, sampling: SamplingParams) -> Rollouts:
@@ -171,3 +175,12 @@ class RolloutEngine(Protocol):
     def sync_weights(self, model: Module) -> None:
         """Make the engine sample from ``model``'s current weights."""
         ...
+
+
+def release(engine: RolloutEngine) -> None:
+    """Let ``engine`` free the accelerator memory it holds of its own while the policy trains, where it defines
+    ``release()`` (vLLM's sleep mode); the trainer calls it before the step's signals and update, and the
+    ``sync_weights`` after them brings the engine back."""
+    hook = getattr(engine, "release", None)
+    if hook is not None:
+        hook()

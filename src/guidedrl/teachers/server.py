@@ -46,20 +46,23 @@ class DiskCache:
     checks pass, and with ``--overwrite`` the file until then is the previous run's."""
 
     def __init__(self, path: Path | None) -> None:
-        self.path, self.lock, self._items = path, threading.Lock(), None
+        self.path, self.lock, self._items = path, threading.RLock(), None
 
     @property
     def items(self) -> dict[str, Any]:
-        """Every cached answer; a line torn by a kill mid-write, or damaged, is left out (asked again)."""
-        if self._items is None:
-            self._items = {}
-            for line in self.path.read_bytes().splitlines() if self.path is not None and self.path.exists() else []:
-                try:
-                    entry = json.loads(line.decode("utf-8"))
-                    self._items[entry["key"]] = entry["value"]
-                except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
-                    continue
-        return self._items
+        """Every cached answer; a line torn by a kill mid-write, or damaged, is left out (asked again). Read under
+        the lock: the pool's threads ask at once, and none may see the file half read."""
+        with self.lock:
+            if self._items is None:
+                self._items = {}
+                lines = self.path.read_bytes().splitlines() if self.path is not None and self.path.exists() else []
+                for line in lines:
+                    try:
+                        entry = json.loads(line.decode("utf-8"))
+                        self._items[entry["key"]] = entry["value"]
+                    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+                        continue
+            return self._items
 
     def get(self, key: str) -> Any | None:
         """The cached answer to ``key``, or None."""

@@ -33,7 +33,7 @@ from guidedrl.prompt_length import fit_prompts
 from guidedrl.registry import ENGINES
 from guidedrl.rewards import Reward, RewardState
 from guidedrl.rollout.budget import ForwardBudget
-from guidedrl.rollout.engine import RolloutEngine, SamplingParams, with_pad_token
+from guidedrl.rollout.engine import RolloutEngine, SamplingParams, release, with_pad_token
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import TokenizerMismatchError
 from guidedrl.trainer.checkpoint import checkpoints, load_state, save_checkpoint
@@ -81,8 +81,6 @@ class Trainer:
         if self.ranks.sharded and cfg.rollout.engine == "hf":
             raise ConfigError("rollout.engine: hf samples from the local module, whose weights FSDP / ZeRO-3 shard; "
                               "use DDP or DeepSpeed ZeRO-2 (configs/accelerate/)")
-        if self.ranks.world > 1 and cfg.rollout.engine == "vllm":
-            raise ConfigError("rollout.engine: vllm runs in one process for now (several processes: engine hf)")
         if self.ranks.world > 1 and "values" in cfg.needs():
             raise ConfigError("algorithm.advantage: gae (PPO's critic) runs in one process only for now")
         self.memory = plan(cfg, self.paths.model, self.paths.teacher, self.ranks.world,
@@ -201,6 +199,7 @@ class Trainer:
             batch, guided = self.guidance(batch, rows, index, first) if self.guidance else (batch, {})
         batch, filtered = filter_batch(batch, cfg.algorithm.batch_filters)
         if self.ranks.any(batch is not None):  # a step whose every group is flat makes no update, no schedule step
+            release(self.engine)  # vLLM's sleep mode: its weights and KV cache leave the GPU until the sync
             with timer("signals"):
                 signals: dict[str, float] = {}
                 if batch is not None:
