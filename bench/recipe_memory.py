@@ -29,8 +29,8 @@ def recipe_estimate(recipe: Path) -> tuple[object, object]:
     from guidedrl.yaml_config import load_config
 
     cfg = load_config(recipe, TrainConfig)
-    teacher = shape_of(cfg.teacher_signal.path) if cfg.teacher_signal.path else None
-    return cfg, plan(cfg, shape_of(cfg.model), teacher)
+    teachers = {name: shape_of(spec.path) for name, spec in cfg.teacher_signal.scoring_teachers().items()}
+    return cfg, plan(cfg, shape_of(cfg.model), teachers)
 
 
 def summary(cfg: object, estimate: object) -> str:

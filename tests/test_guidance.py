@@ -11,9 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import GuidanceConfig, RewardSpec
-from guidedrl.data import encode_prompts
+from guidedrl.data import encode_prompts, with_hint
 from guidedrl.guidance.base import GuidanceContext
-from guidedrl.guidance.hint import HintGuidance, with_hint
+from guidedrl.guidance.hint import HintGuidance
 from guidedrl.guidance.selection import answer_slot_tokens, comprehension_scores, rank_candidates
 from guidedrl.guidance.teacher import TeacherGuidance
 from guidedrl.guidance.trigger import guidance_demand

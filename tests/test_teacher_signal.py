@@ -60,7 +60,7 @@ def test_teacher_logprobs_on_student_prefixes_equal_a_direct_forward(world: Path
     prompts = encode_prompts(tok, ["3+4*2\n", "9-2\n", "5*5-7+1\n"])
     rollouts = HFEngine(student, tok.pad_token_id, tok.eos_token_id).generate(
         prompts, 2, SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=24, seed=3))
-    pred = FrozenTeacher(str(world / "models" / "teacher"), tok, top_k=3).predict(rollouts)
+    pred = FrozenTeacher.load(str(world / "models" / "teacher"), tok, top_k=3).predict(rollouts)
     teacher = AutoModelForCausalLM.from_pretrained(world / "models" / "teacher").eval()
     for row in range(rollouts.size):  # one unpadded sequence at a time, no shared batching
         p = [t for t, m in zip(rollouts.prompt_ids[row].tolist(), rollouts.prompt_mask[row].tolist()) if m]
@@ -86,7 +86,7 @@ def test_mismatched_tokenizers_and_oversized_top_k_are_refused(world: Path, tmp_
                             pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(other)
     student_tok = AutoTokenizer.from_pretrained(world / "models" / "student")
     with pytest.raises(TokenizerMismatchError, match="does not match the student's"):
-        FrozenTeacher(str(other), student_tok)
+        FrozenTeacher.load(str(other), student_tok)
     with pytest.raises(ConfigError, match="teacher_signal.path"):
         _tgpo(world, tmp_path / "run", f"teacher_signal.path={other}")
     with pytest.raises(ConfigError, match=r"top_k 450 exceeds the student's vocabulary \(62 tokens\)"):
@@ -97,7 +97,8 @@ def test_pieces_that_read_the_teacher_require_one() -> None:
     for overrides in (["algorithm.advantage=rkl"], ["algorithm.regularizers.kdrl.coef=0.002"],
                       ["algorithm.advantage_addons.label_bonus.coef=0.02"],
                       ["algorithm.advantage_addons.reverse_kl.coef=0.1"]):
-        with pytest.raises(ConfigError, match=r"teacher_signal.path \(or .server\) is required by algorithm"):
+        with pytest.raises(ConfigError, match=r"teacher_signal.path \(or .server, .teachers, a self_\* source\) is "
+                                              r"required by algorithm"):
             load_config(None, TrainConfig, overrides)
     cfg = load_config(None, TrainConfig, ["algorithm.regularizers.label_ce.coef=0"])  # never active: no teacher
     assert cfg.needs() == frozenset()
@@ -236,3 +237,70 @@ def test_hints_teacher_solutions_and_teacher_signal_compose_in_one_step(world: P
     assert sorted(t for t, h in zip(texts, b.hinted.tolist()) if h) == sorted(["\\boxed{5}", "x", "x", "x", "x", "x", "x"])
     assert [t for t, o in zip(texts, b.off_policy.tolist()) if o] == ["4*2=8\n\\boxed{8}"]
     assert b.size == 8 and "reg/label_ce" in m and "teacher_signal/mismatch_ratio" in m
+
+
+# ---- several teachers routed per row, and the student itself with privileged context ----------------------
+def _distill(world: Path, out: Path, *overrides: str, script: dict = SCRIPT) -> Trainer:
+    """TGPO's preset with the teacher_signal given by ``overrides`` (its single teacher path unset)."""
+    cfg = load_config(CONFIGS / "tgpo.yaml", TrainConfig, [
+        f"world={world}", f"output_dir={out}", "steps=1", "save_every=0", "rollout.prompts_per_step=2",
+        "rollout.group_size=4", "rollout.max_new_tokens=32", "optim.micro_batch_size=3", "teacher_signal.path=null",
+        *overrides])
+    return Trainer(cfg, console=Console(quiet=True), engine=lambda p, t, *_: ScriptedEngine(p, t, script))
+
+
+def _prompts(trainer: Trainer) -> list[str]:
+    b, tok = trainer.last_batch, trainer.tokenizer
+    return tok.batch_decode([b.rollouts.prompt_ids[i][b.rollouts.prompt_mask[i].bool()] for i in range(b.size)],
+                            skip_special_tokens=True)
+
+
+def test_rows_routed_by_a_column_are_scored_by_their_own_teacher(tmp_path: Path) -> None:
+    rows = [dict(ROWS[0], data_source="arith"), dict(ROWS[1], data_source="mult")]
+    world = build_tiny_world(tmp_path / "w", rows)
+    teachers = {"arith": world / "models" / "teacher", "mult": world / "models" / "student"}  # two different models
+    trainer = _distill(world, tmp_path / "run", "teacher_signal.route_by=data_source",
+                       *[f"teacher_signal.teachers.{k}.path={v}" for k, v in teachers.items()],
+                       "teacher_signal.routes={arith: arith, mult: mult}")
+    m = trainer.train_step()
+    b, tok = trainer.last_batch, trainer.tokenizer
+    models = {k: AutoModelForCausalLM.from_pretrained(v).eval() for k, v in teachers.items()}
+    for row, (prompt, text) in enumerate(zip(_prompts(trainer), b.rollouts.response_texts(tok))):
+        model = models["arith" if prompt == "2+3\n" else "mult"]
+        direct = _logp(model, tok, prompt, text)
+        mask = b.rollouts.response_mask[row].bool()
+        expected = direct.gather(-1, response_ids(tok, text)[:, None]).squeeze(-1)
+        torch.testing.assert_close(b.teacher_logp[row][mask], expected, atol=1e-5, rtol=1e-5)
+        assert b.teacher_label[row][mask].tolist() == direct.argmax(-1).tolist()
+    assert {"teacher_signal/arith/mismatch_ratio", "teacher_signal/mult/reverse_kl"} <= set(m)
+
+
+def test_a_row_no_route_takes_is_refused_at_start_unless_there_is_a_default(tmp_path: Path) -> None:
+    rows = [dict(ROWS[0], data_source="arith"), dict(ROWS[1], data_source="geometry")]
+    world = build_tiny_world(tmp_path / "w", rows)
+    sets = ["teacher_signal.route_by=data_source", f"teacher_signal.teachers.t.path={world / 'models' / 'teacher'}",
+            f"teacher_signal.teachers.s.path={world / 'models' / 'student'}", "teacher_signal.routes={arith: t}"]
+    with pytest.raises(ConfigError, match=r"train.jsonl: row 1: data_source='geometry' is in no teacher_signal.routes "
+                                          r"\(arith\) and there is no default_teacher"):
+        _distill(world, tmp_path / "run", *sets)
+    _distill(world, tmp_path / "run2", *sets, "teacher_signal.default_teacher=s").train_step()
+
+
+@pytest.mark.parametrize("source, field", [("self_with_hint", "hint"), ("self_with_solution", "solution")])
+def test_the_student_with_privileged_context_scores_its_own_hint_free_rollout(source: str, field: str,
+                                                                                 tmp_path: Path) -> None:
+    rows = [dict(r, solution=f"{r['prompt'].strip()}={r['answer']}") for r in ROWS]
+    world = build_tiny_world(tmp_path / "w", rows)
+    trainer = _distill(world, tmp_path / "run", f"teacher_signal.source={source}")
+    m = trainer.train_step()
+    b, tok = trainer.last_batch, trainer.tokenizer
+    initial = AutoModelForCausalLM.from_pretrained(world / "models" / "student").eval()  # the run's initial policy
+    context = {r["prompt"]: r[field] for r in rows}
+    for row, (prompt, text) in enumerate(zip(_prompts(trainer), b.rollouts.response_texts(tok))):
+        hinted = f"{prompt}hint: {context[prompt]}\n"  # guidance.hint_template's way, in the teacher's prompt only
+        direct = _logp(initial, tok, hinted, text)
+        mask = b.rollouts.response_mask[row].bool()
+        expected = direct.gather(-1, response_ids(tok, text)[:, None]).squeeze(-1)
+        torch.testing.assert_close(b.teacher_logp[row][mask], expected, atol=1e-5, rtol=1e-5)
+        assert prompt in ROWS[0]["prompt"] + ROWS[1]["prompt"]  # the student's own context holds no hint
+    assert m["teacher_signal/no_context"] == 0.0 and "reg/label_ce" in m

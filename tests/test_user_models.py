@@ -13,8 +13,7 @@ import torch
 from rich.console import Console
 
 from guidedrl.config import TrainConfig
-from guidedrl.data import as_messages, chat_frame, encode_prompts
-from guidedrl.guidance.hint import with_hint
+from guidedrl.data import as_messages, chat_frame, encode_prompts, with_hint
 from guidedrl.guidance.selection import answer_slot_tokens
 from guidedrl.rollout.engine import SamplingParams, stop_token_ids
 from guidedrl.rollout.hf_engine import HFEngine

@@ -98,44 +98,70 @@ def world_table(world_dir: Path) -> Table:
 @app.command("eval")
 def eval_cmd(
     model: Path = typer.Option(..., help="a Hugging Face causal LM directory (with its tokenizer)"),
-    split: str = typer.Option("test_id", help="world split (test_id | test_ood) when --dataset is not given"),
+    benchmarks: str | None = typer.Option(None, help="the papers' suite instead of one split: comma-separated "
+                                          "benchmarks (aime24, aime25, amc23, math500, minerva, olympiadbench, "
+                                          "arc_c, gpqa_diamond, mmlu_pro, world_id, world_ood) or groups (math, "
+                                          "ood, world; all = math + ood); the README's table says where each "
+                                          "one's data comes from"),
+    split: str | None = typer.Option(None, help="world split (test_id | test_ood) when --dataset is not given "
+                                     "(default test_id)"),
     dataset: Path | None = typer.Option(None, help="JSONL / JSON / parquet / save_to_disk dataset with prompt, answer"),
-    world: Path = typer.Option(DEFAULT_WORLD, help="world whose split is evaluated"),
-    k: str = typer.Option("1,8,16", "-k", help="comma-separated k of pass@k"),
-    temperature: float = typer.Option(1.0, min=0.0, help="sampling temperature"),
-    max_new_tokens: int = typer.Option(128, min=1, help="generation limit"),
+    world: Path = typer.Option(DEFAULT_WORLD, help="world whose split is evaluated (and the world_* benchmarks')"),
+    k: str | None = typer.Option(None, "-k", help="comma-separated k of pass@k (default 1,8,16; with --benchmarks "
+                                 "every power of two up to the samples drawn)"),
+    samples: int = typer.Option(32, min=1, help="--benchmarks: samples per problem of the avg@k benchmarks"),
+    pass1_samples: int = typer.Option(1, min=1, help="--benchmarks: samples per problem of the pass@1 benchmarks"),
+    temperature: float | None = typer.Option(None, min=0.0, help="sampling temperature (default 1.0; with "
+                                             "--benchmarks 0.6, the papers')"),
+    max_new_tokens: int | None = typer.Option(None, min=1, help="generation limit (default 128; with --benchmarks "
+                                              "8192, the papers')"),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="sampling seed"),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, mps, cuda or cuda:N"),
-    output: Path | None = typer.Option(None, help="JSON report path (default runs/eval/<parent>_<model>_<split>.json)"),
+    engine: str = typer.Option("hf", help="rollout engine: hf (built-in; decodes in chunks bounded by "
+                               "rollout.kv_cache_tokens) or vllm"),
+    template: str | None = typer.Option(None, help="--benchmarks: one prompt template for every benchmark (plain, "
+                                        "qwen_math, r1_zero, r1_chat, or package.module:function); default: each "
+                                        "benchmark's own"),
+    data: list[str] = typer.Option([], "--data", help="--benchmarks: NAME=PATH, a local copy of a benchmark (.jsonl, "
+                                   ".json, .parquet or save_to_disk folder, in its source's columns); repeatable"),
+    data_dir: Path | None = typer.Option(None, envvar="GUIDEDRL_BENCHMARK_DATA", help="--benchmarks: a folder of "
+                                         "local copies named <benchmark>.parquet / .jsonl / .json or <benchmark>/"),
+    limit: int | None = typer.Option(None, min=1, help="--benchmarks: the first N problems of each benchmark"),
+    greedy: bool = typer.Option(True, help="--benchmarks: also decode each problem greedily"),
+    tag: str = typer.Option("eval", help="--benchmarks: names the result files (eval/<tag>_<benchmark>.json); "
+                            "before and after in one folder are what guidedrl analyze compares"),
+    output: Path | None = typer.Option(None, help="JSON report path (default runs/eval/<parent>_<model>_<split>.json);"
+                                       " with --benchmarks the results' folder (default runs/eval/<parent>_<model>)"),
 ) -> None:
-    """Greedy and sampled decoding, pass@k, mean response length and distinct correct solution paths."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from guidedrl.config import RolloutConfig
+    """Greedy and sampled decoding, pass@k, mean response length and distinct correct solution paths, on one
+    split or file, or on the papers' benchmarks (--benchmarks)."""
+    if benchmarks is not None:
+        given = [o for o, v in (("--split", split), ("--dataset", dataset), ("-k", k)) if v is not None]
+        if given:
+            _fail(f"{given[0]}: not with --benchmarks (each benchmark names its data; pass@k is reported up to the "
+                  "samples drawn)")
+        _eval_suite(model, benchmarks, world, samples, pass1_samples, temperature, max_new_tokens, seed, device,
+                    engine, template, data, data_dir, limit, greedy, tag, output)
+        return
+    given = [o for o, v in (("--template", template), ("--data", data), ("--limit", limit)) if v]
+    if given:
+        _fail(f"{given[0]}: only with --benchmarks")
     from guidedrl.data import load_rows, validate_rows
     from guidedrl.eval.evaluate import evaluate
     from guidedrl.files import check_output_file
-    from guidedrl.precision import resolve_device
-    from guidedrl.rollout.engine import stop_token_ids, with_pad_token
-    from guidedrl.rollout.hf_engine import HFEngine
-    from guidedrl.trainer.paths import load_pretrained
 
-    ks = _parse_ks(k)
+    ks = _parse_ks(k or "1,8,16")
+    split = split or "test_id"
     name = dataset.stem if dataset else split
     output = output or Path("runs/eval") / f"{'_'.join(model.resolve().parts[-2:])}_{name}.json"
     check_output_file(output, "--output")  # before the evaluation, which a failed write would lose
-    try:
-        target = resolve_device(device)
-    except ValueError as err:
-        _fail(f"--device: {err}")
+    target = _device(device)
     source = dataset or world / "data" / f"{split}.jsonl"
     rows = validate_rows(load_rows(source), str(source))
-    tokenizer = with_pad_token(load_pretrained(AutoTokenizer, model, "--model"))
-    policy = load_pretrained(AutoModelForCausalLM, model, "--model").eval().to(target)
-    engine = HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer),
-                      max_tokens=RolloutConfig.model_fields["kv_cache_tokens"].default)
-    report = evaluate(engine, tokenizer, rows, split=name, ks=ks, temperature=temperature,
-                      max_new_tokens=max_new_tokens, seed=seed)
+    max_new_tokens = max_new_tokens or 128
+    tokenizer, _, sampler = _load_for_eval(model, target, engine, max_new_tokens)
+    report = evaluate(sampler, tokenizer, rows, split=name, ks=ks, temperature=1.0 if temperature is None else
+                      temperature, max_new_tokens=max_new_tokens, seed=seed)
     table = Table(title=escape(f"{model} on {source} ({len(rows)} problems, {max(ks)} samples each)"))
     for col in ["greedy", *[f"pass@{k}" for k in ks], "mean length", "distinct correct paths"]:
         table.add_column(col, justify="right")
@@ -144,6 +170,74 @@ def eval_cmd(
     console.print(table)
     report.write_json(output)
     console.print(f"report written to {escape(str(output))}", highlight=False)
+
+
+def _device(spec: str) -> object:
+    """The ``--device`` resolved; an unknown or absent one is a one-line error."""
+    from guidedrl.precision import resolve_device
+
+    try:
+        return resolve_device(spec)
+    except ValueError as err:
+        _fail(f"--device: {err}")
+
+
+def _load_for_eval(model: Path, target: object, engine: str, max_new_tokens: int) -> tuple:
+    """The tokenizer, the policy on ``target`` and the ``--engine`` sampling from it (the built-in one decodes
+    in chunks bounded by rollout.kv_cache_tokens' default)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from guidedrl.config import RolloutConfig
+    from guidedrl.precision import Precision
+    from guidedrl.registry import ENGINES
+    from guidedrl.rollout.engine import with_pad_token
+    from guidedrl.trainer.paths import load_pretrained
+
+    try:
+        ENGINES.check(engine)
+    except ValueError as err:
+        _fail(f"--engine: {err}")
+    tokenizer = with_pad_token(load_pretrained(AutoTokenizer, model, "--model"))
+    policy = load_pretrained(AutoModelForCausalLM, model, "--model").eval().to(target)
+    rollout = RolloutConfig(engine=engine, max_new_tokens=max_new_tokens)
+    return tokenizer, policy, ENGINES.get(engine)(policy, tokenizer, rollout, Precision(device=target))
+
+
+def _eval_suite(model: Path, names: str, world: Path, samples: int, pass1_samples: int, temperature: float | None,
+                max_new_tokens: int | None, seed: int, device: str, engine: str, template: str | None,
+                data: list[str], data_dir: Path | None, limit: int | None, greedy: bool, tag: str,
+                output: Path | None) -> None:
+    """``eval --benchmarks``: every benchmark read and checked first, then evaluated; the table, the result
+    (benchmarks_<tag>.json) and the per-problem reports (eval/<tag>_<name>.json) in the output folder."""
+    from guidedrl.eval.benchmarks import select
+    from guidedrl.eval.suite import (SuiteSettings, check_lengths, check_tag, load_suite, local_copies,
+                                     output_paths, run_suite, suite_table, summarize, write_suite)
+    from guidedrl.files import check_output_file
+    from guidedrl.registry import TEMPLATES
+
+    check_tag(tag)
+    if template is not None:
+        try:
+            TEMPLATES.check(template)
+        except ValueError as err:
+            _fail(f"--template: {err}")
+    settings = SuiteSettings(samples, pass1_samples, 0.6 if temperature is None else temperature,
+                             max_new_tokens or 8192, seed, greedy, limit, template)
+    chosen = select(names)
+    out = output or Path("runs/eval") / "_".join(model.resolve().parts[-2:])
+    target = _device(device)
+    loaded = load_suite(chosen, local_copies(data, data_dir, chosen), world, settings)
+    for path in output_paths(out, tag, loaded):  # before the evaluation, which a failed write would lose
+        check_output_file(path, "--output")
+    tokenizer, policy, sampler = _load_for_eval(model, target, engine, settings.max_new_tokens)
+    check_lengths(tokenizer, loaded, getattr(policy.config, "max_position_embeddings", None),
+                  settings.max_new_tokens)
+    reports = run_suite(sampler, tokenizer, loaded, settings, lambda line: console.print(escape(line)))
+    result = summarize(loaded, reports, settings, tag, str(model), engine)
+    path = write_suite(out, result, reports)
+    console.print(suite_table(result, f"{model}: {', '.join(result['benchmarks'])}"))
+    console.print(f"results written to {escape(str(path))} (per problem: {escape(str(out / 'eval'))})",
+                  highlight=False)
 
 
 @app.command()
@@ -206,7 +300,7 @@ def _dry_run(cfg: object) -> None:
     from guidedrl.trainer.paths import RunPaths
 
     paths = RunPaths.resolve(cfg)
-    estimate = plan(cfg, paths.model, paths.teacher)
+    estimate = plan(cfg, paths.model, paths.teachers)
     require_fit(estimate)  # a run that cannot fit: one error line naming the setting, then the table
     console.print(escape(f"memory per process ({cfg.memory.processes} process(es), sharding {cfg.memory.sharding}, "
                          f"{cfg.precision}, gradient_checkpointing {cfg.gradient_checkpointing}):"), highlight=False)

@@ -292,12 +292,28 @@ class CriticConfig(StrictModel):
     grad_clip: float = Field(1.0, gt=0, description="max grad norm of the critic")
 
 
+class ScoringTeacher(StrictModel):
+    """One teacher of ``teacher_signal.teachers``: a local model or a served one."""
+
+    path: str | None = Field(None, description="a local HF causal LM, or a model name of the world")
+    server: ServerSpec | None = Field(None, description="instead of path: a teacher behind a vLLM server")
+    model_overrides: dict[str, Any] = Field({}, description="attributes set on the local teacher's config")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ScoringTeacher:
+        if (self.path is None) == (self.server is None):
+            raise ValueError("a teacher takes exactly one of path and server")
+        return self
+
+
 class TeacherSignalConfig(StrictModel):
     """TGPO and on-policy distillation: a frozen teacher scores the student's own rollouts every step.
 
     The teacher must share the student's tokenizer. Its log-probs of the sampled tokens feed the ``rkl``
     advantage, the ``reverse_kl`` add-on and the ``kdrl`` regularizer; its top-1 prediction on each student
-    prefix is the label of TGPO's ``label_ce`` regularizer and of TGPO-Adv's ``label_bonus`` add-on.
+    prefix is the label of TGPO's ``label_ce`` regularizer and of TGPO-Adv's ``label_bonus`` add-on. One teacher
+    (``path`` or ``server``), several routed per row by a column (``teachers``, ``route_by``, ``routes``), or
+    the student itself with the row's hint or solution in its prompt (``source: self_with_hint``).
     """
 
     path: str | None = Field(None, description="teacher: a local HF causal LM, or a model name of the world "
@@ -314,6 +330,48 @@ class TeacherSignalConfig(StrictModel):
         "all", description="where the label terms apply: every response token (paper), tokens that differ from "
         "the teacher's label, or each row's entropy_share of highest / lowest-entropy tokens under π_old (ablations)")
     entropy_share: float = Field(0.2, gt=0, le=1, description="share of each row's tokens for the entropy sets")
+    teachers: dict[str, ScoringTeacher] = Field({}, description="several teachers by name, each row scored by the "
+                                                "one its route_by column names (instead of path / server)")
+    route_by: str | None = Field(None, description="the data column whose value picks a row's teacher (e.g. "
+                                 "data_source)")
+    routes: dict[str, str] = Field({}, description="route_by value -> teacher name (a value not listed: "
+                                   "default_teacher)")
+    default_teacher: str | None = Field(None, description="teacher of rows whose value routes names none (None: "
+                                        "such a row is an error at start)")
+    source: Literal["model", "self_with_hint", "self_with_solution"] = Field(
+        "model", description="model: path / server / teachers; self_with_hint / self_with_solution: the student "
+        "itself with the row's hint (or reference solution: a 'solution' column, else its first teacher "
+        "solution) in its prompt, scoring the hint-free rollout (on-policy self-distillation)")
+    self_policy: Literal["initial", "current"] = Field("initial", description="self_*: the run's initial "
+                                                       "policy (frozen) or the current one as the teacher")
+    context_template: str = Field(DEFAULT_HINT_TEMPLATE, description="self_*: how the hint or solution enters the "
+                                  "teacher's prompt ({prompt}, {hint}), as Guide inserts hints")
+
+    @model_validator(mode="after")
+    def _one_kind_of_teacher(self) -> TeacherSignalConfig:
+        single = self.path is not None or self.server is not None
+        if sum([single, bool(self.teachers), self.source != "model"]) > 1:
+            raise ValueError("teacher_signal: give one of path / server, teachers, or a self_* source")
+        unknown = sorted({*self.routes.values(), *([self.default_teacher] if self.default_teacher else [])}
+                         - set(self.teachers))
+        if unknown:
+            raise ValueError(f"teacher_signal.routes / default_teacher name {unknown[0]!r}, not one of teachers "
+                             f"({', '.join(self.teachers) or 'none'})")
+        if len(self.teachers) > 1 and self.route_by is None:
+            raise ValueError("teacher_signal.teachers: several teachers need route_by, the column that picks one")
+        return self
+
+    def scoring_teachers(self) -> dict[str, ScoringTeacher]:
+        """The external teachers by name (a single path / server is the one teacher 'teacher')."""
+        if self.path is not None or self.server is not None:
+            return {"teacher": ScoringTeacher(path=self.path, server=self.server,
+                                              model_overrides=self.model_overrides)}
+        return dict(self.teachers)
+
+    @property
+    def configured(self) -> bool:
+        """Whether any teacher is set."""
+        return bool(self.scoring_teachers()) or self.source != "model"
 
 
 class LoraSection(StrictModel):
@@ -420,17 +478,18 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def _pieces_fit(self) -> TrainConfig:
         a, t = self.algorithm, self.teacher_signal
-        if t.server is not None and (t.path is not None or t.label != "argmax" or t.temperature != 1.0
-                                     or "teacher_topk" in self.needs()):
-            raise ValueError("teacher_signal.server gives the teacher's log-prob and top-1 token at temperature 1: "
-                             "it excludes teacher_signal.path, label=sample, temperature != 1 and topk_kl")
-        if self.needs() & TEACHER_FIELDS and t.path is None and t.server is None:
+        served = any(teacher.server is not None for teacher in t.scoring_teachers().values())
+        if served and (t.label != "argmax" or t.temperature != 1.0 or "teacher_topk" in self.needs()):
+            raise ValueError("teacher_signal: a served teacher gives its log-prob and top-1 token at temperature 1: "
+                             "it excludes label=sample, temperature != 1 and topk_kl")
+        if self.needs() & TEACHER_FIELDS and not t.configured:
             users = [f"algorithm.advantage={a.advantage}"] if ADVANTAGES.needs([a.advantage]) & TEACHER_FIELDS else []
             users += [f"algorithm.advantage_addons.{n}" for n in a.active_addons()
                       if ADVANTAGE_ADDONS.needs([n]) & TEACHER_FIELDS]
             users += [f"algorithm.regularizers.{n}" for n in a.active_regularizers()
                       if REGULARIZERS.needs([n]) & TEACHER_FIELDS]
-            raise ValueError(f"teacher_signal.path (or .server) is required by {', '.join(users)}")
+            raise ValueError(f"teacher_signal.path (or .server, .teachers, a self_* source) is required by "
+                             f"{', '.join(users)}")
         g, o = self.guidance, self.optim
         if g.num_guidance > self.rollout.group_size:
             raise ValueError(f"guidance.num_guidance ({g.num_guidance}) is more than rollout.group_size "

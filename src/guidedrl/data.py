@@ -271,6 +271,22 @@ def chat_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[str, str] | None:
     return before, after
 
 
+def with_hint(prompt: Prompt, hint: str, template: str, frame: tuple[str, str] | None = None) -> Prompt:
+    """The prompt with the hint added to the user's turn by the template: into the last user message of a
+    conversation, or, for a prompt pre-rendered with the chat template ``frame``, before the template's
+    end-of-turn and generation prompt (never inside the assistant's turn)."""
+    if isinstance(prompt, str):
+        if frame is not None and frame[1] and prompt.endswith(frame[1]):
+            body = prompt[:len(prompt) - len(frame[1])]
+            return template.format(prompt=body, hint=hint) + frame[1]
+        return template.format(prompt=prompt, hint=hint)
+    messages = [dict(m) for m in prompt]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user") if any(
+        m["role"] == "user" for m in messages) else len(messages) - 1
+    messages[last]["content"] = template.format(prompt=messages[last]["content"], hint=hint)
+    return messages
+
+
 def as_messages(prompt: Prompt, tokenizer: PreTrainedTokenizerBase) -> Prompt:
     """A prompt pre-rendered with ``tokenizer``'s chat template as the one user message it renders; any other
     prompt as it is. Lets another model (a teacher) render the question with its own template."""

@@ -12,7 +12,7 @@ import torch
 
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import GuidanceConfig
-from guidedrl.data import Prompt, as_messages, chat_frame, encode_prompts
+from guidedrl.data import as_messages, chat_frame, encode_prompts, with_hint
 from guidedrl.guidance.base import GuidanceContext, prompt_tokens, rewards_of
 from guidedrl.guidance.trigger import guidance_demand
 from guidedrl.registry import GUIDANCE
@@ -20,22 +20,6 @@ from guidedrl.rollout.engine import Rollouts, SamplingParams
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.pool import TeacherPool
 from guidedrl.teachers.server import HintWriter, server_client
-
-
-def with_hint(prompt: Prompt, hint: str, template: str, frame: tuple[str, str] | None = None) -> Prompt:
-    """The prompt with the hint added to the user's turn by the template: into the last user message of a
-    conversation, or, for a prompt pre-rendered with the chat template ``frame``, before the template's
-    end-of-turn and generation prompt (never inside the assistant's turn)."""
-    if isinstance(prompt, str):
-        if frame is not None and frame[1] and prompt.endswith(frame[1]):
-            body = prompt[:len(prompt) - len(frame[1])]
-            return template.format(prompt=body, hint=hint) + frame[1]
-        return template.format(prompt=prompt, hint=hint)
-    messages = [dict(m) for m in prompt]
-    last = max(i for i, m in enumerate(messages) if m["role"] == "user") if any(
-        m["role"] == "user" for m in messages) else len(messages) - 1
-    messages[last]["content"] = template.format(prompt=messages[last]["content"], hint=hint)
-    return messages
 
 
 @GUIDANCE.register("hint")

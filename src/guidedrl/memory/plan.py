@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from guidedrl.config import TrainConfig
+from guidedrl.config import TEACHER_FIELDS, TrainConfig
 from guidedrl.memory.estimate import GIB, MemoryEstimate, ModelShape, estimate_memory
 from guidedrl.yaml_config import ConfigError
 
@@ -88,23 +88,27 @@ def check_context(cfg: TrainConfig, key: str, config: Any) -> None:
             "max_position_embeddings: 16384}, as LUFFY's authors did for Qwen2.5-Math, or a rope_scaling)")
 
 
-def plan(cfg: TrainConfig, model: Path, teacher: Path | None = None, processes: int | None = None,
+def plan(cfg: TrainConfig, model: Path, teachers: dict[str, Path] | None = None, processes: int | None = None,
          gpu_memory_gib: float | None = None) -> MemoryEstimate:
-    """The estimate for ``cfg`` from the config.json of its policy (``model``), teacher and online teachers,
-    after checking every length against their contexts."""
+    """The estimate for ``cfg`` from the config.json of its policy (``model``), its scoring teachers (local ones
+    by name) and online teachers, after checking every length against their contexts."""
     policy_config = model_config(model, cfg.model_overrides)
     check_context(cfg, "model", policy_config)
     policy = ModelShape.of(policy_config)
     frozen: list[ModelShape] = []
-    if teacher is not None:
-        teacher_config = model_config(teacher, cfg.teacher_signal.model_overrides)
-        check_context(cfg, "teacher_signal.path", teacher_config)
+    specs = cfg.teacher_signal.scoring_teachers()
+    for name, path in (teachers or {}).items():
+        teacher_config = model_config(path, specs[name].model_overrides)
+        check_context(cfg, "teacher_signal.path" if name == "teacher" else f"teacher_signal.teachers.{name}",
+                      teacher_config)
         frozen.append(ModelShape.of(teacher_config))
     for i, source in enumerate(cfg.guidance.teachers):
         if source.kind == "online" and source.path:
             frozen.append(ModelShape.of(model_config(source.path)))
     needs = cfg.needs()
-    if "ref_logp" in needs and cfg.lora is None:
+    t = cfg.teacher_signal
+    self_initial = needs & TEACHER_FIELDS and t.source != "model" and t.self_policy == "initial"
+    if ("ref_logp" in needs or self_initial) and cfg.lora is None:  # one frozen copy of the initial policy
         frozen.append(policy)
     trainable = (None if cfg.lora is None else
                  lora_parameters(policy_config, cfg.lora.r, cfg.lora.target_modules))

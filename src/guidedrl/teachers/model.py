@@ -7,12 +7,13 @@ position, the teacher's log-prob of the token the student sampled and the teache
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.memory.plan import pretrained_kwargs
@@ -47,21 +48,29 @@ class TeacherPredictions:
 
 
 class FrozenTeacher:
-    """A frozen local HF causal LM that predicts on student rollouts, forward by forward within the token budget."""
+    """A frozen causal LM that predicts on student rollouts, forward by forward within the token budget; with
+    ``adapters_off`` it is a LoRA policy with its adapters switched off (the run's initial policy, no copy)."""
 
-    def __init__(self, path: str, student_tokenizer: PreTrainedTokenizerBase, label: str = "argmax",
-                 temperature: float = 1.0, top_k: int = 0, precision: Precision | None = None,
-                 budget: ForwardBudget | None = None, overrides: dict | None = None) -> None:
-        check_shared_vocab(student_tokenizer, AutoTokenizer.from_pretrained(path), path)
-        self.name = Path(path).name
+    def __init__(self, model: PreTrainedModel, name: str, label: str = "argmax", temperature: float = 1.0,
+                 top_k: int = 0, precision: Precision | None = None, budget: ForwardBudget | None = None,
+                 adapters_off: bool = False) -> None:
+        self.model, self.name, self.adapters_off = model, name, adapters_off
         self.precision = precision or Precision()
         self.budget = budget or ForwardBudget()
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.precision.frozen_dtype,
-                                                          **pretrained_kwargs(path, overrides or {})).eval()
-        self.model.to(self.precision.device)
+        self.label, self.temperature, self.top_k = label, temperature, top_k
+
+    @classmethod
+    def load(cls, path: str, student_tokenizer: PreTrainedTokenizerBase, label: str = "argmax",
+             temperature: float = 1.0, top_k: int = 0, precision: Precision | None = None,
+             budget: ForwardBudget | None = None, overrides: dict | None = None) -> FrozenTeacher:
+        """A local teacher model from ``path``, refused when its vocabulary is not the student's."""
+        check_shared_vocab(student_tokenizer, AutoTokenizer.from_pretrained(path), path)
         if top_k > len(student_tokenizer):
             raise ValueError(f"top_k {top_k} exceeds the student's vocabulary ({len(student_tokenizer)} tokens)")
-        self.label, self.temperature, self.top_k = label, temperature, top_k
+        precision = precision or Precision()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.frozen_dtype,
+                                                     **pretrained_kwargs(path, overrides or {})).eval()
+        return cls(model.to(precision.device), Path(path).name, label, temperature, top_k, precision, budget)
 
     def predict(self, rollouts: Rollouts, generator: torch.Generator | None = None) -> TeacherPredictions:
         """Teacher predictions on the student's prefixes (on the CPU); zero/pad outside the response mask. Only
@@ -73,7 +82,8 @@ class FrozenTeacher:
                                             self.budget.logits_chunk)
             return tuple(t for t in pred if t is not None)
 
-        logp, label, *topk = self.budget.per_token(rollouts, score)
+        with self.model.disable_adapter() if self.adapters_off else nullcontext():
+            logp, label, *topk = self.budget.per_token(rollouts, score)
         mask = rollouts.response_mask.bool()
         signal = TeacherPredictions(logp.float().masked_fill(~mask, 0.0), label.masked_fill(~mask, 0))
         if topk:

@@ -36,6 +36,7 @@ from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.rollout.engine import RolloutEngine, SamplingParams, release, with_pad_token
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import TokenizerMismatchError
+from guidedrl.teachers.signal import check_routes
 from guidedrl.trainer.checkpoint import checkpoints, load_state, save_checkpoint
 from guidedrl.trainer.logger import MetricsLogger, PhaseTimer, check_report_to
 from guidedrl.trainer.optim import build_optimizer
@@ -83,7 +84,7 @@ class Trainer:
                               "use DDP or DeepSpeed ZeRO-2 (configs/accelerate/)")
         if self.ranks.world > 1 and "values" in cfg.needs():
             raise ConfigError("algorithm.advantage: gae (PPO's critic) runs in one process only for now")
-        self.memory = plan(cfg, self.paths.model, self.paths.teacher, self.ranks.world,
+        self.memory = plan(cfg, self.paths.model, self.paths.teachers, self.ranks.world,
                            device_memory_gib(precision, cfg.memory.gpu_memory_gib))
         require_fit(self.memory)  # lengths within every model's context, the estimate within the device
         weights = last if last is not None and cfg.lora is None else self.paths.model
@@ -101,6 +102,7 @@ class Trainer:
         limit = cfg.rollout.max_prompt_length or self._context_limit()
         self.rows, self.prompt_ids = self._load(self.paths.dataset, cfg.dataset_split, limit)
         check_guidance_sources(cfg.guidance, self.rows, str(self.paths.dataset))
+        check_routes(cfg.teacher_signal, self.rows, str(self.paths.dataset))
         self.eval_sets = {name: self._load(path, None, limit)[0][:cfg.eval.max_problems]
                           for name, path in self.paths.eval_sets.items()}
         if not self.eval_sets:
@@ -116,8 +118,8 @@ class Trainer:
             context_length=getattr(self.policy.config, "max_position_embeddings", None), precision=precision,
             cache_dir=self.out / "teacher_cache", budget=ForwardBudget.of(cfg)))
         try:
-            self.signals = StepSignals(cfg, self.paths.model, self.paths.teacher, self.tokenizer, precision,
-                                       self.policy if cfg.lora is not None else None, self.out / "teacher_cache")
+            self.signals = StepSignals(cfg, self.paths.model, self.paths.teachers, self.tokenizer, precision,
+                                       self.policy, self.out / "teacher_cache")
         except TokenizerMismatchError as err:
             raise ConfigError(f"teacher_signal.path: {err}") from None
         except ValueError as err:
@@ -203,7 +205,7 @@ class Trainer:
             with timer("signals"):
                 signals: dict[str, float] = {}
                 if batch is not None:
-                    batch, signals = self.signals(batch, self.policy, index)
+                    batch, signals = self.signals(batch, self.policy, index, rows)
                     batch = replace(batch, advantages=estimate_advantages(
                         batch.advantage_inputs(cfg.critic.gamma, cfg.critic.lam), cfg.algorithm, index + 1))
             with timer("update"):

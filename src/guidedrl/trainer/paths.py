@@ -3,7 +3,7 @@ a local model folder with errors that name the config key and the path."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ class RunPaths:
     model: Path
     dataset: Path
     eval_sets: dict[str, Path]
-    teacher: Path | None = None  # the teacher_signal model
+    teachers: dict[str, Path] = field(default_factory=dict)  # teacher_signal's local teachers, by name
 
     @classmethod
     def resolve(cls, cfg: TrainConfig) -> RunPaths:
@@ -47,21 +47,22 @@ class RunPaths:
             evals = {s: take(f"eval_datasets.{s}", None, world / "data" / f"{s}.jsonl") for s in ("test_id", "test_ood")}
         else:
             evals = {}
-        teacher = world_model(cfg.teacher_signal.path, world) if cfg.teacher_signal.path else None
-        if teacher is not None:
-            given["teacher_signal.path"] = teacher
+        teachers = {name: world_model(spec.path, world) for name, spec in cfg.teacher_signal.scoring_teachers().items()
+                    if spec.path is not None}
+        for name, path in teachers.items():
+            given["teacher_signal.path" if cfg.teacher_signal.path else f"teacher_signal.teachers.{name}.path"] = path
         for key, path in given.items():
             if not path.exists():
                 hint = f" (build the world with `guidedrl world build --out {world}`)" if key in from_world else ""
                 raise ConfigError(f"{key}: path {path} does not exist{hint}")
-        return cls(model, dataset, evals, teacher)
+        return cls(model, dataset, evals, teachers)
 
 
 def check_output_dir(cfg: TrainConfig, paths: RunPaths) -> None:
     """``output_dir`` may not be, hold or sit inside anything the run reads (the model, the data, a teacher, the
     world it takes them from): ``--overwrite`` would move that aside, and a run would write into it."""
     inputs = {"model": paths.model, "dataset": paths.dataset, **{f"eval_datasets.{k}": v for k, v in
-              paths.eval_sets.items()}, "teacher_signal.path": paths.teacher,
+              paths.eval_sets.items()}, **{f"teacher_signal.teachers.{k}": v for k, v in paths.teachers.items()},
               **{f"guidance.teachers[{i}].path": Path(t.path) for i, t in enumerate(cfg.guidance.teachers)
                  if t.kind == "online" and t.path}}
     world = Path(cfg.world).resolve()

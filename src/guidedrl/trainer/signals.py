@@ -25,31 +25,36 @@ from guidedrl.trainer.critic import Critic
 class StepSignals:
     """Teacher signal, reference policy and critic of a run, each only if a configured piece needs it."""
 
-    def __init__(self, cfg: TrainConfig, initial_model: Path, teacher: Path | None,
-                 tokenizer: PreTrainedTokenizerBase, precision: Precision, adapted: PreTrainedModel | None = None,
+    def __init__(self, cfg: TrainConfig, initial_model: Path, teachers: dict[str, Path],
+                 tokenizer: PreTrainedTokenizerBase, precision: Precision, policy: PreTrainedModel | None = None,
                  cache_dir: Path | None = None) -> None:
-        needs = cfg.needs()
+        needs, t = cfg.needs(), cfg.teacher_signal
         self.temperature, self.budget = cfg.rollout.temperature, ForwardBudget.of(cfg)
         self.precision = precision
-        self.teacher = (TeacherSignal(None if teacher is None else str(teacher), tokenizer, cfg.teacher_signal, needs,
-                                      cfg.rollout.temperature, cfg.seed, precision, self.budget, cache_dir,
-                                      longest_row(cfg))
-                        if needs & TEACHER_FIELDS else None)
-        # the k3 KL's reference is the run's *initial* policy, also after a resume; with LoRA it is the policy
-        # with its adapters switched off (``adapted``), not a second copy
-        self.adapted = adapted
+        # the run's *initial* policy (the k3 KL's reference, a self-teacher's by default), also after a resume:
+        # with LoRA the policy with its adapters switched off (``adapted``), else one frozen copy
+        self.adapted = policy if cfg.lora is not None else None
+        self_initial = needs & TEACHER_FIELDS and t.source != "model" and t.self_policy == "initial"
         self.reference = (AutoModelForCausalLM.from_pretrained(
             initial_model, dtype=precision.frozen_dtype, **pretrained_kwargs(initial_model, cfg.model_overrides))
                           .eval().to(precision.device)
-                          if "ref_logp" in needs and adapted is None else None)
+                          if ("ref_logp" in needs or self_initial) and self.adapted is None else None)
+        self_model = (policy if t.self_policy == "current" else self.reference or self.adapted)
+        self.teacher = (TeacherSignal({k: Path(v) for k, v in teachers.items()}, tokenizer, t, needs,
+                                      cfg.rollout.temperature, cfg.seed, precision, self.budget, cache_dir,
+                                      longest_row(cfg), self_model,
+                                      self_adapters_off=t.self_policy == "initial" and self.adapted is not None)
+                        if needs & TEACHER_FIELDS else None)
         self.needs_reference = "ref_logp" in needs
         self.critic = (Critic(str(initial_model), cfg.critic, precision, self.budget, cfg.model_overrides)
                        if "values" in needs else None)
 
-    def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, index: int) -> tuple[RolloutBatch, dict[str, float]]:
+    def __call__(self, batch: RolloutBatch, policy: PreTrainedModel, index: int, rows: list[dict]
+                 ) -> tuple[RolloutBatch, dict[str, float]]:
+        """The batch with every field the pieces read; ``rows`` are the data rows of its groups."""
         metrics: dict[str, float] = {}
         if self.teacher is not None:
-            batch, metrics = self.teacher(batch, policy, index)
+            batch, metrics = self.teacher(batch, policy, index, rows)
         if self.needs_reference:
             batch = replace(batch, ref_logp=self.reference_logprobs(batch))
         if self.critic is not None:
