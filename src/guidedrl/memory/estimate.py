@@ -5,7 +5,8 @@ models (a local teacher, the k3 KL's reference, online teachers) and PPO's criti
 and the larger of two phases — the update (activations of one forward at the token budget, with or without
 gradient checkpointing, plus the logits of one chunk) and generation (the built-in engine's KV cache at its
 budget). Activations are counted per token and layer for a Llama/Qwen decoder (RMSNorm, rotary attention with
-SDPA — no T×T scores — and a gated MLP); the figure is an estimate, checked against a measured peak on the CPU
+SDPA — no T×T scores — and a gated MLP). vLLM's share counts in the generation phase when it sleeps during the
+update (its sleep mode, on by default on a GPU), else always. The figure is an estimate, checked against a measured peak on the CPU
 (tests/test_memory.py) and meant to say which setting to change before a GPU runs out.
 """
 
@@ -131,6 +132,8 @@ def estimate_memory(cfg: TrainConfig, policy: ModelShape, frozen: tuple[ModelSha
     per_token = activation_bytes_per_token(policy, act_bytes, cfg.gradient_checkpointing)
     other = activation_bytes_per_token(policy, act_bytes, not cfg.gradient_checkpointing)
     limit = gpu_memory_gib if gpu_memory_gib is not None else m.gpu_memory_gib
+    # vLLM's sleep mode (by default on a GPU, i.e. when a device's memory is what the estimate is against)
+    vllm_sleeps = r.vllm.sleep_mode if r.vllm.sleep_mode is not None else limit is not None
     parts = [
         Part("policy weights", policy.params * weight_bytes / shard_weights, "precision, memory.sharding"),
         Part("AdamW state (2 moments, fp32)", trained * 8 / shard_state, "memory.sharding, lora"),
@@ -139,7 +142,8 @@ def estimate_memory(cfg: TrainConfig, policy: ModelShape, frozen: tuple[ModelSha
         Part("critic (weights, gradients, AdamW)", 0 if critic is None else critic.params * (2 * weight_bytes + 8),
              "algorithm.advantage"),
         Part("vLLM (weights + KV cache)", (limit or 0) * GIB * r.vllm.gpu_memory_utilization if r.engine == "vllm"
-             else 0, "rollout.vllm.gpu_memory_utilization"),
+             else 0, "rollout.vllm.gpu_memory_utilization",
+             "generation" if vllm_sleeps else "static"),  # asleep during the update: its memory is freed
         Part("gradients", trained * weight_bytes / shard_state, "memory.sharding, lora", "update"),
         Part("activations at the token budget", per_token * tokens,
              f"{tokens} tokens: memory.tokens_per_forward, gradient_checkpointing", "update"),
