@@ -1,10 +1,10 @@
-"""pass@k against hand-computed values and its edge cases; distinct solution paths."""
+"""pass@k and avg@k against hand-computed values and their edge cases; distinct solution paths."""
 
 from math import comb
 
 import pytest
 
-from guidedrl.eval.metrics import distinct_correct_paths, mean_pass_at_k, pass_at_k
+from guidedrl.eval.metrics import avg_at_k, distinct_correct_paths, ks_up_to, mean_pass_at_k, pass_at_k
 
 
 def test_pass_at_k_hand_computed() -> None:
@@ -27,6 +27,27 @@ def test_pass_at_k_edges() -> None:
 
 def test_mean_pass_at_k() -> None:
     assert mean_pass_at_k([(4, 0), (4, 4), (4, 2)], 1) == pytest.approx((0 + 1 + 0.5) / 3)
+
+
+def test_avg_at_k_is_the_mean_share_of_correct_samples() -> None:
+    # AIME-style: 3 problems x 32 samples with 8, 0 and 32 correct -> (0.25 + 0 + 1) / 3
+    assert avg_at_k([(32, 8), (32, 0), (32, 32)]) == pytest.approx(1.25 / 3)
+    # equal to the mean unbiased pass@1 at the same counts, also when problems drew different numbers
+    counts = [(4, 1), (2, 1), (1, 0)]
+    assert avg_at_k(counts) == pytest.approx((0.25 + 0.5 + 0) / 3) == pytest.approx(mean_pass_at_k(counts, 1))
+    with pytest.raises(ValueError):
+        avg_at_k([])
+
+
+def test_pass_at_k_curve_up_to_the_samples_drawn() -> None:
+    assert ks_up_to(1) == [1]
+    assert ks_up_to(32) == [1, 2, 4, 8, 16, 32]
+    assert ks_up_to(12) == [1, 2, 4, 8, 12]
+    # pass@k at k = n: 1 - C(n-c, n)/C(n, n) is 1 whenever one sample is right; pass@4 of 12 with 3 right by hand
+    assert pass_at_k(12, 1, 12) == 1.0
+    assert pass_at_k(12, 3, 4) == pytest.approx(1 - comb(9, 4) / comb(12, 4)) == pytest.approx(1 - 126 / 495)
+    with pytest.raises(ValueError):
+        ks_up_to(0)
 
 
 def test_distinct_correct_paths_ignores_spacing_and_wrong_ones() -> None:

@@ -155,4 +155,8 @@ TEACHER_POOLS: Registry = Registry("teacher pool", "guidedrl.teachers.pool", "gu
 # rollout engines: (policy, tokenizer, RolloutConfig, Precision) -> RolloutEngine
 ENGINES: Registry = Registry("rollout engine", "guidedrl.rollout.hf_engine", "guidedrl.rollout.vllm_engine")
 # reward functions in TRL's keyword convention: f(prompts=, completions=, **columns) -> list[float | None]
-REWARDS: Registry = Registry("reward", "guidedrl.rewards")
+REWARDS: Registry = Registry("reward", "guidedrl.rewards", "guidedrl.choices")
+# prompt templates: question text -> prompt (a string, or chat messages the model's chat template renders)
+TEMPLATES: Registry = Registry("prompt template", "guidedrl.templates")
+# evaluation benchmarks: guidedrl.eval.benchmarks.Benchmark specs (where the data is, how it is asked and graded)
+BENCHMARKS: Registry = Registry("benchmark", "guidedrl.eval.benchmarks")

@@ -1,8 +1,8 @@
 """Held-out evaluation: greedy accuracy, sampled pass@k, response length and solution-path diversity.
 
-A sample is correct when the verifier's answer check passes (:func:`guidedrl.rewards.math_answer_reward`),
-whatever the training reward of the run mixes in (format bonuses, a user's own terms): every method is
-scored under the same definition.
+A sample is correct when the verifier's answer check passes (:func:`guidedrl.rewards.math_answer_reward`; a
+benchmark of multiple-choice questions passes its own), whatever the training reward of the run mixes in (format
+bonuses, a user's own terms): every method is scored under the same definition.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from guidedrl.data import encode_prompts
 from guidedrl.eval.metrics import distinct_correct_paths, mean_pass_at_k
 from guidedrl.files import write_json
-from guidedrl.rewards import call_reward, math_answer_reward
+from guidedrl.rewards import RewardFn, call_reward, math_answer_reward
 from guidedrl.rollout.engine import RolloutEngine, SamplingParams
 from guidedrl.seeding import derive_seed
 
@@ -30,7 +30,7 @@ class ProblemScore:
     answer: str
     n: int
     correct: int
-    greedy_correct: bool
+    greedy_correct: bool | None  # None: not decoded greedily
     distinct_paths: int
     mean_length: float
 
@@ -40,7 +40,7 @@ class EvalReport:
     """Aggregate figures over a split, with the per-problem scores they come from."""
 
     split: str
-    greedy_accuracy: float
+    greedy_accuracy: float | None  # None: not decoded greedily
     pass_at_k: dict[int, float]
     mean_length: float
     mean_distinct_paths: float
@@ -60,7 +60,7 @@ def _chunks(items: Sequence, size: int) -> list[Sequence]:
 
 
 def _sample_and_check(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], n: int,
-                      sampling: SamplingParams, rows_per_batch: int
+                      sampling: SamplingParams, rows_per_batch: int, verifier: RewardFn = math_answer_reward
                       ) -> tuple[list[list[str]], list[list[bool]], list[list[int]]]:
     """Texts, answer-check verdicts and token lengths of ``n`` responses per row, generated in batches; a
     sampled problem draws from a seed of its own (from ``sampling.seed`` and its position), so its samples do
@@ -75,7 +75,7 @@ def _sample_and_check(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase,
                                                      for i in range(len(part))))
         rollouts = engine.generate(encode_prompts(tokenizer, [r["prompt"] for r in part]), n, sampling)
         outs = rollouts.response_texts(tokenizer)
-        verdicts = call_reward(math_answer_reward, [r for r in part for _ in range(n)], outs)
+        verdicts = call_reward(verifier, [r for r in part for _ in range(n)], outs)
         lens = rollouts.response_lengths.tolist()
         for i in range(len(part)):
             sl = slice(i * n, (i + 1) * n)
@@ -87,15 +87,18 @@ def _sample_and_check(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase,
 
 def evaluate(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], *, split: str,
              ks: Sequence[int] = (1, 8), n_samples: int | None = None, temperature: float = 1.0,
-             max_new_tokens: int = 128, seed: int = 0, rows_per_batch: int = 512) -> EvalReport:
-    """Greedy decoding once and ``n_samples`` (default ``max(ks)``) sampled responses per problem."""
+             max_new_tokens: int = 128, seed: int = 0, rows_per_batch: int = 512,
+             verifier: RewardFn = math_answer_reward, with_greedy: bool = True) -> EvalReport:
+    """Greedy decoding once (unless ``with_greedy`` is False) and ``n_samples`` (default ``max(ks)``) sampled
+    responses per problem, each checked by ``verifier`` (a reward in TRL's convention: 1.0 is correct)."""
     n = n_samples or max(ks)
     if max(ks) > n:
         raise ValueError(f"pass@{max(ks)} needs at least {max(ks)} samples per problem, got {n}")
     greedy = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, behaviour_logp=False)
-    _, greedy_ok, _ = _sample_and_check(engine, tokenizer, rows, 1, greedy, rows_per_batch)
+    greedy_ok = (_sample_and_check(engine, tokenizer, rows, 1, greedy, rows_per_batch, verifier)[1] if with_greedy
+                 else [[None]] * len(rows))
     sampled = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, behaviour_logp=False)
-    texts, correct, lengths = _sample_and_check(engine, tokenizer, rows, n, sampled, rows_per_batch)
+    texts, correct, lengths = _sample_and_check(engine, tokenizer, rows, n, sampled, rows_per_batch, verifier)
     problems = [ProblemScore(prompt=r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
                              answer=str(r["answer"]), n=n, correct=sum(c), greedy_correct=g[0],
                              distinct_paths=distinct_correct_paths(t, c), mean_length=sum(ln) / n)
@@ -104,7 +107,7 @@ def evaluate(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Se
     solved = [p for p in problems if p.correct]
     return EvalReport(
         split=split,
-        greedy_accuracy=sum(p.greedy_correct for p in problems) / len(problems),
+        greedy_accuracy=sum(p.greedy_correct for p in problems) / len(problems) if with_greedy else None,
         pass_at_k={k: mean_pass_at_k(counts, k) for k in ks},
         mean_length=sum(p.mean_length for p in problems) / len(problems),
         mean_distinct_paths=sum(p.distinct_paths for p in solved) / len(solved) if solved else 0.0,

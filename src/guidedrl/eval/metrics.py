@@ -1,4 +1,4 @@
-"""Evaluation statistics: the unbiased pass@k estimator and the diversity of correct solutions."""
+"""Evaluation statistics: the unbiased pass@k estimator, avg@k, and the diversity of correct solutions."""
 
 from __future__ import annotations
 
@@ -27,6 +27,21 @@ def mean_pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> float:
     if not counts:
         raise ValueError("mean_pass_at_k: no problems")
     return sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)
+
+
+def avg_at_k(counts: Sequence[tuple[int, int]]) -> float:
+    """avg@k as the papers report it for AIME and AMC: each problem's share of correct samples, averaged over
+    problems (with k samples per problem it equals the mean unbiased pass@1)."""
+    if not counts:
+        raise ValueError("avg_at_k: no problems")
+    return sum(c / n for n, c in counts) / len(counts)
+
+
+def ks_up_to(n: int) -> list[int]:
+    """The k of a pass@k curve over ``n`` samples: every power of two below ``n``, and ``n``."""
+    if n < 1:
+        raise ValueError(f"ks_up_to: need n >= 1, got {n}")
+    return sorted({1 << i for i in range(n.bit_length()) if 1 << i < n} | {n})
 
 
 def normalize_solution(text: str) -> str:

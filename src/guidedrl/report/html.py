@@ -170,7 +170,7 @@ def _splits(runs: Sequence[Run]) -> list[str]:
 
 
 def render(runs: Sequence[Run]) -> str:
-    """The whole page: a table of the runs, the figures, the config differences."""
+    """The whole page: a table of the runs, their benchmark results, the figures, the config differences."""
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(r.name)}</td><td>{esc(r.method)}</td><td>{esc(r.status)}</td><td>{r.last_step}</td>"
@@ -189,10 +189,34 @@ figcaption{{font-size:12px;text-align:center}}</style></head><body>
 <h1>guidedrl report: {len(runs)} run(s)</h1>
 <table><tr><th>run</th><th>method</th><th>status</th><th>last step</th><th>last reward</th>
 <th>ID pass@1</th><th>OOD pass@1</th></tr>{rows}</table>
+{benchmark_table(runs)}
 {figs}
 <h2>config differences</h2>
 {'<table><tr><th>key</th>' + head + '</tr>' + diff_rows + '</table>' if diff else '<p>none</p>'}
 </body></html>"""
+
+
+def benchmark_table(runs: Sequence[Run]) -> str:
+    """The ``eval --benchmarks`` results the runs hold: a row per benchmark and per group mean, a column per run
+    and tag (score in %, with its metric); empty when no run holds one."""
+    esc = html.escape
+    columns = [(run, tag, result) for run in runs for tag, result in sorted(run.benchmarks.items())]
+    if not columns:
+        return ""
+    names = list(dict.fromkeys(name for _, _, result in columns for name in result["benchmarks"]))
+    groups = list(dict.fromkeys(group for _, _, result in columns for group in result.get("groups", {})))
+
+    def cell(found: dict | None) -> str:
+        if found is None:
+            return "<td>–</td>"
+        return f"<td>{100 * found['score']:.1f} ({esc(found.get('metric', 'mean'))})</td>"
+
+    head = "".join(f"<th>{esc(run.name)} ({esc(tag)})</th>" for run, tag, _ in columns)
+    rows = "".join(f"<tr><td>{esc(name)}</td>" + "".join(cell(r["benchmarks"].get(name)) for _, _, r in columns)
+                   + "</tr>" for name in names)
+    rows += "".join(f"<tr><th>{esc(group)} average</th>" + "".join(cell(r.get("groups", {}).get(group))
+                                                              for _, _, r in columns) + "</tr>" for group in groups)
+    return f"<h2>benchmarks</h2>\n<table data-table=\"benchmarks\"><tr><th>benchmark</th>{head}</tr>{rows}</table>"
 
 
 def _fmt(value: float | None, scale: float = 1.0) -> str:

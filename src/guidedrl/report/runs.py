@@ -1,9 +1,10 @@
-"""What a run folder holds, read without touching it: config, metrics, evaluations, status.
+"""What a run folder holds, read without touching it: config, metrics, evaluations (and the results of
+``eval --benchmarks`` written into it), status.
 
 A folder is a run when it holds ``metrics.jsonl`` or ``config.yaml``; its status is ``running`` (its lock is
 held by a live process), ``finished`` (``summary.json`` written) or ``crashed`` (neither: stopped at its last
-logged step). A damaged file (config, summary, an evaluation report) does not stop the reading: the run says
-which (``damaged``), and a torn metrics line is left out. Used by ``guidedrl runs`` and ``guidedrl report``.
+logged step). A damaged file (config, summary, an evaluation report or result) does not stop the reading: the
+run says which (``damaged``), and a torn metrics line is left out. Used by ``guidedrl runs`` and ``guidedrl report``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 
 from guidedrl.errors import GuidedError
 from guidedrl.eval.capability import read_report
+from guidedrl.eval.suite import read_results
 from guidedrl.files import DamagedFile, read_json, read_text
 from guidedrl.trainer.logger import read_metrics
 from guidedrl.trainer.run_dir import LOCK
@@ -37,6 +39,7 @@ class Run:
     status: str
     summary: dict | None = None
     evals: dict[str, dict[str, dict]] = field(default_factory=dict)  # tag (before/after) -> split -> report
+    benchmarks: dict[str, dict] = field(default_factory=dict)  # tag -> the result of eval --benchmarks
     name: str = ""  # how tables and legends call the run (see ``label_runs``)
     damaged: list[str] = field(default_factory=list)  # one line per file of the run that could not be read
 
@@ -134,7 +137,14 @@ def read_run(path: Path) -> Run:
             evals.setdefault(tag, {})[split] = read_report(report)
         except DamagedFile as err:
             damaged.append(str(err))
-    return Run(path, config, read_metrics(path / "metrics.jsonl"), status, summary, evals, damaged=damaged)
+    benchmarks: dict[str, dict] = {}
+    for result in sorted(path.glob("benchmarks_*.json")):
+        try:
+            benchmarks[result.stem.removeprefix("benchmarks_")] = read_results(result)
+        except DamagedFile as err:
+            damaged.append(str(err))
+    return Run(path, config, read_metrics(path / "metrics.jsonl"), status, summary, evals, benchmarks=benchmarks,
+               damaged=damaged)
 
 
 def find_runs(root: Path) -> list[Run]:
