@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from guidedrl.algorithms.advantages import (
-    HINTED, POLICY, TEACHER, AdvantageInputs, broadcast, estimate_advantages, gae, group_stats)
+    AdvantageInputs, broadcast, estimate_advantages, gae, group_stats)
 from guidedrl.algorithms.filters import flat_groups
 from guidedrl.config import AlgorithmConfig, Scheduled
 from guidedrl.registry import ADVANTAGE_ADDONS, ADVANTAGES
+from guidedrl.rows import RowKind
+
+POLICY, TEACHER, HINTED = RowKind.POLICY, RowKind.TEACHER, RowKind.HINTED
 
 ADV = ADVANTAGES.get
 

@@ -22,6 +22,7 @@ from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.teachers.pool import OfflinePool
+from guidedrl.rows import RowKind
 from scripted import build_tiny_world
 
 
@@ -100,7 +101,7 @@ def test_teacher_guidance_replaces_failed_rows_with_verified_solutions_only(stud
     batch = _batch(tok, engine, [False] * 4 + [True, False, False, False])
     guided, metrics = TeacherGuidance(GuidanceConfig(ladder=["teacher"]), ctx, [OfflinePool()])(batch, ROWS, 0)
     assert guided.size == batch.size and metrics["guidance/teacher/rate"] == 0.5
-    teacher_rows = guided.off_policy.nonzero().flatten().tolist()
+    teacher_rows = guided.rows_of(RowKind.TEACHER).nonzero().flatten().tolist()
     assert len(teacher_rows) == 2 and set(guided.group_index[teacher_rows].tolist()) == {0}
     texts = guided.rollouts.select(teacher_rows).response_texts(tok)
     assert sorted(texts) == sorted([ROWS[0]["teacher_solutions"][0]["text"], ROWS[0]["teacher_solutions"][2]["text"]])
@@ -121,7 +122,7 @@ def test_selection_prefers_the_solution_the_student_comprehends(student) -> None
     assert all(0.0 < s < 1.0 for s in scores)
     batch = _batch(tok, engine, [False] * 8)
     guided, metrics = strategy(batch, ROWS, 0)
-    picked = guided.rollouts.select(guided.off_policy.nonzero().flatten()).response_texts(tok)
+    picked = guided.rollouts.select(guided.rows_of(RowKind.TEACHER).nonzero().flatten()).response_texts(tok)
     best_correct = max([0, 2], key=lambda i: scores[i])
     assert texts[best_correct] in picked
     # the one rejected candidate is the worse verified solution of the first problem (the second has one only)
@@ -134,7 +135,7 @@ def test_an_empty_or_all_wrong_pool_leaves_the_group_on_policy_with_a_warning(st
     batch = _batch(tok, engine, [False] * 8)
     with caplog.at_level(logging.WARNING):
         guided, metrics = TeacherGuidance(GuidanceConfig(ladder=["teacher"]), ctx, [OfflinePool()])(batch, rows, 3)
-    assert not guided.off_policy.any() and guided.size == batch.size
+    assert not guided.rows_of(RowKind.TEACHER).any() and guided.size == batch.size
     assert metrics["guidance/teacher/empty_pool"] == 1.0
     assert "no verified teacher solution" in caplog.text
 
@@ -144,7 +145,7 @@ def test_hinted_rows_are_trained_without_the_hint_and_keep_hinted_behaviour_logp
     cfg = GuidanceConfig(ladder=["hint"])
     batch = _batch(tok, engine, [False] * 4 + [True] * 4)
     guided, metrics = HintGuidance(cfg, ctx, [])(batch, ROWS, 0)
-    hinted = guided.hinted.nonzero().flatten()
+    hinted = guided.rows_of(RowKind.HINTED).nonzero().flatten()
     assert len(hinted) == 4 and metrics["guidance/hint/rate"] == 0.5
     assert not (guided.group_index[hinted] - 0).any()
     assert guided.size == 8  # the failed group was replaced, not extended

@@ -14,8 +14,9 @@ from guidedrl.algorithms.regularizers import k2_kl, k3_kl
 from guidedrl.algorithms.surrogates import SurrogateParams, quantile_gamma, ratio_of, shape
 from guidedrl.config import AGG_MODES, AlgorithmConfig
 from guidedrl.registry import SURROGATES
+from guidedrl.rows import RowKind
 
-POLICY, TEACHER, HINTED = 0, 1, 2
+POLICY, TEACHER, HINTED = RowKind.POLICY, RowKind.TEACHER, RowKind.HINTED
 clipped_surrogate = SURROGATES.get("clip")
 MASK1 = torch.ones(1, 1, dtype=torch.bool)  # the clip surrogate is per token: its mask only broadcasts
 

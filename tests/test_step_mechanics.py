@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from guidedrl.config import TrainConfig
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import load_config
+from guidedrl.rows import RowKind
 from scripted import ScriptedEngine, build_tiny_world, response_ids, row_logits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -93,7 +94,7 @@ def test_grpo_step_rows_advantages_and_clipped_loss(world: Path, tmp_path: Path)
     trainer = _trainer(world, tmp_path / "run", "grpo.yaml", MIXED, logp_offset=-0.5)
     m = trainer.train_step()
     b, rows = trainer.last_batch, _rows_by_prompt(trainer)
-    assert b.size == 2 * G and not b.off_policy.any() and not b.hinted.any()
+    assert b.size == 2 * G and not b.rows_of(RowKind.TEACHER).any() and not b.rows_of(RowKind.HINTED).any()
     assert _texts(trainer, rows["2+3\n"]) == MIXED["2+3\n"]
     assert b.rewards[rows["2+3\n"]].tolist() == [1.0, 0.0, 1.0, 0.0]
     a = 0.5 / (math.sqrt(1 / 3) + EPS)  # mean 0.5, unbiased std sqrt(1/3)
@@ -117,11 +118,11 @@ def test_ampo_step_inserts_verified_teacher_rows_and_shapes_them(world: Path, tm
     b, rows = trainer.last_batch, _rows_by_prompt(trainer)
     group = rows["2+3\n"]
     assert len(group) == G and m["guidance/teacher/rate"] == 0.5 and m["guidance/teacher/inserted"] == 2.0
-    teacher = [r for r in group if b.off_policy[r]]
+    teacher = [r for r in group if b.rows_of(RowKind.TEACHER)[r]]
     right = [ROWS[0]["teacher_solutions"][0]["text"], ROWS[0]["teacher_solutions"][2]["text"]]
     assert sorted(_texts(trainer, teacher)) == sorted(right)  # both verified ones, never the wrong one
     assert sorted(b.source[r] for r in teacher) == ["teacher_a", "teacher_b"]
-    kept = [r for r in group if not b.off_policy[r]]
+    kept = [r for r in group if not b.rows_of(RowKind.TEACHER)[r]]
     assert set(_texts(trainer, kept)) <= set(ALL_WRONG["2+3\n"]) and len(kept) == 2
     assert b.rollouts.behaviour_logp[teacher].abs().sum() == 0
     # rewards: 0.9·answer + 0.1·format; the wrong rows kept have one box each or none
@@ -140,7 +141,7 @@ def test_ampo_step_inserts_verified_teacher_rows_and_shapes_them(world: Path, tm
     for r in group + rows["4*2\n"]:
         text = _texts(trainer, [r])[0]
         adv = float(b.advantages[r][0])
-        if b.off_policy[r]:
+        if b.rows_of(RowKind.TEACHER)[r]:
             logits = row_logits(policy, tok, "2+3\n", text)
             p = torch.log_softmax(logits, -1).gather(-1, response_ids(tok, text)[:, None]).squeeze(-1).exp()
             num += float((-adv * p / (p + 0.1)).sum()) / 32
@@ -162,7 +163,7 @@ def test_guide_step_rebuilds_hinted_rows_without_the_hint(world: Path, tmp_path:
     assert engine_prompts[1] == [hinted]  # one re-roll, of the failed group only, with the hint in its context
     group = rows["2+3\n"]  # the training context holds no hint
     assert "hint: first 2+3=5\n" not in rows and len(group) == G and b.size == 2 * G
-    assert all(b.hinted[group]) and not b.hinted[rows["4*2\n"]].any()
+    assert all(b.rows_of(RowKind.HINTED)[group]) and not b.rows_of(RowKind.HINTED)[rows["4*2\n"]].any()
     assert _texts(trainer, group) == script[hinted]  # the hinted group replaced the failed one
     assert m["guidance/hint/rate"] == 0.5 and m["guidance/hint/accuracy"] == pytest.approx(3 / 4) and m["guidance/hint/rescued"] == 1.0
     assert b.rewards[group].tolist() == [1.0, 0.0, 1.0, 1.0]  # mean 0.75, unbiased std 0.5
@@ -248,8 +249,8 @@ def test_luffy_step_adds_one_teacher_trace_to_every_group_of_g_minus_one_samples
     for prompt, solution in (("2+3\n", ROWS[0]["teacher_solutions"][0]["text"]),
                              ("4*2\n", ROWS[1]["teacher_solutions"][0]["text"])):
         group = rows[prompt]
-        assert len(group) == G and [_texts(trainer, [r])[0] for r in group if b.off_policy[r]] == [solution]
-        assert sorted(_texts(trainer, [r])[0] for r in group if not b.off_policy[r]) == sorted(MIXED[prompt][:G - 1])
+        assert len(group) == G and [_texts(trainer, [r])[0] for r in group if b.rows_of(RowKind.TEACHER)[r]] == [solution]
+        assert sorted(_texts(trainer, [r])[0] for r in group if not b.rows_of(RowKind.TEACHER)[r]) == sorted(MIXED[prompt][:G - 1])
     # dr_grpo over the mixed group: 2+3 has rewards 1, 0, 1 sampled + 1 teacher → mean 0.75
     assert sorted(float(b.advantages[r][0]) for r in rows["2+3\n"]) == pytest.approx([-0.75, 0.25, 0.25, 0.25])
 
@@ -332,7 +333,7 @@ def test_selection_first_keeps_pool_order_and_random_is_seeded(selection: str, w
                            f"guidance.selection={selection}", "guidance.num_guidance=1", f"seed={seed}")
         trainer.train_step()
         b = trainer.last_batch
-        picked.append(_texts(trainer, [r for r in range(b.size) if b.off_policy[r]]))
+        picked.append(_texts(trainer, [r for r in range(b.size) if b.rows_of(RowKind.TEACHER)[r]]))
     verified = [ROWS[0]["teacher_solutions"][0]["text"], ROWS[0]["teacher_solutions"][2]["text"]]
     if selection == "first":
         assert picked == [[verified[0]]] * 3  # pool order, whatever the seed

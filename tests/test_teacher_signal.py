@@ -28,6 +28,7 @@ from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.teachers.model import FrozenTeacher, TokenizerMismatchError
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import ConfigError, load_config
+from guidedrl.rows import RowKind
 from scripted import ScriptedEngine, build_tiny_world, response_ids, row_logits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -234,8 +235,8 @@ def test_hints_teacher_solutions_and_teacher_signal_compose_in_one_step(world: P
     texts = b.rollouts.response_texts(tok)
     assert m["guidance/hint/rate"] == 1.0 and m["guidance/hint/rescued"] == 0.5
     assert m["guidance/teacher/rate"] == 0.5 and m["guidance/teacher/inserted"] == 1.0
-    assert sorted(t for t, h in zip(texts, b.hinted.tolist()) if h) == sorted(["\\boxed{5}", "x", "x", "x", "x", "x", "x"])
-    assert [t for t, o in zip(texts, b.off_policy.tolist()) if o] == ["4*2=8\n\\boxed{8}"]
+    assert sorted(t for t, h in zip(texts, b.rows_of(RowKind.HINTED).tolist()) if h) == sorted(["\\boxed{5}", "x", "x", "x", "x", "x", "x"])
+    assert [t for t, o in zip(texts, b.rows_of(RowKind.TEACHER).tolist()) if o] == ["4*2=8\n\\boxed{8}"]
     assert b.size == 8 and "reg/label_ce" in m and "teacher_signal/mismatch_ratio" in m
 
 

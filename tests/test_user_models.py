@@ -19,6 +19,7 @@ from guidedrl.rollout.engine import SamplingParams, stop_token_ids
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import ConfigError, load_config
+from guidedrl.rows import RowKind
 from scripted import ScriptedEngine
 from tiny_chat_model import build, chat_rows
 
@@ -117,7 +118,7 @@ def test_recomputed_behaviour_logprobs_are_the_bf16_training_forwards(models_dir
     prompts = [trainer.prompt_ids[0], trainer.prompt_ids[1]]
     rollouts = trainer.engine.generate(prompts, 2, SamplingParams(max_new_tokens=12))  # fp32 behaviour log-probs
     batch = RolloutBatch.on_policy(rollouts, torch.zeros(4), torch.zeros(4, dtype=torch.bool))
-    batch.off_policy[3] = True
+    batch.kind[3] = RowKind.TEACHER
     batch.rollouts.behaviour_logp[3] = 0.0
     recomputed = trainer.update.recomputed_behaviour(batch)[0].rollouts.behaviour_logp
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -1,8 +1,9 @@
 """``RolloutBatch``: the one structure every method fills a field or two of.
 
 The rollouts hold the *training* context (prompt without any hint, then the response) and the
-behaviour log-probs of whoever produced each response; the flags say which rows came from a
-teacher or from a hinted re-roll, so the loss gives their tokens their own surrogate. Later stages
+behaviour log-probs of whoever produced each response; each row's :class:`~guidedrl.rows.RowKind` says
+whether it is the student's own, a teacher's or a hinted re-roll, so the loss gives its tokens their own
+surrogate. Later stages
 add per-token fields: the teacher's predictions, the reference policy's log-probs, the critic's
 values, and the advantages.
 """
@@ -16,11 +17,13 @@ from torch import Tensor
 
 from transformers import PreTrainedTokenizerBase
 
-from guidedrl.algorithms.advantages import HINTED, POLICY, TEACHER, AdvantageInputs
+from guidedrl.algorithms.advantages import AdvantageInputs
 from guidedrl.registry import BATCH_FILTERS
 from guidedrl.rewards import Reward, RewardState
 from guidedrl.rollout.engine import Rollouts
+from guidedrl.rows import Groups, RowKind, kinds_of
 
+ROW_FIELDS = ("rewards", "correct", "group_index", "kind")  # the per-row tensors, in constructor order
 PER_TOKEN = ("teacher_logp", "teacher_label", "teacher_topk_ids", "teacher_topk_logp", "old_label_logp",
              "teacher_tokens", "ref_logp", "values", "advantages")
 
@@ -33,8 +36,7 @@ class RolloutBatch:
     rewards: Tensor  # B float
     correct: Tensor  # B bool: reward above the correctness threshold
     group_index: Tensor  # B long: rows of one prompt share an index
-    off_policy: Tensor  # B bool: a teacher's solution (behaviour log-probs are 0, i.e. ratio = π_θ)
-    hinted: Tensor  # B bool: sampled with a hint, trained without it
+    kind: Tensor  # B long: each row's RowKind
     source: list[str]  # "policy", "hint", or the teacher's name
     teacher_logp: Tensor | None = None  # B×R: a scoring teacher's log-probs of the response tokens (TGPO, RKL)
     teacher_label: Tensor | None = None  # B×R long: the teacher's prediction at each response position
@@ -50,22 +52,20 @@ class RolloutBatch:
     def on_policy(cls, rollouts: Rollouts, rewards: Tensor, correct: Tensor) -> RolloutBatch:
         """A batch straight from the rollout engine: groups are the prompts it sampled."""
         b = rollouts.size
-        return cls(rollouts, rewards, correct, rollouts.prompt_index.clone(), torch.zeros(b, dtype=torch.bool),
-                   torch.zeros(b, dtype=torch.bool), ["policy"] * b)
+        return cls(rollouts, rewards, correct, rollouts.prompt_index.clone(), kinds_of(b, RowKind.POLICY),
+                   ["policy"] * b)
 
     @property
     def size(self) -> int:
         return self.rollouts.size
 
-    @property
-    def kind(self) -> Tensor:
-        """B long: POLICY, TEACHER or HINTED per row."""
-        kind = torch.full_like(self.group_index, POLICY)
-        return kind.masked_fill(self.off_policy, TEACHER).masked_fill(self.hinted, HINTED)
+    def rows_of(self, kind: RowKind) -> Tensor:
+        """B bool: the rows of one kind."""
+        return self.kind == kind
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         """The same batch with every tensor on ``device``."""
-        tensors = {f: getattr(self, f).to(device) for f in ("rewards", "correct", "group_index", "off_policy", "hinted")}
+        tensors = {f: getattr(self, f).to(device) for f in ROW_FIELDS}
         per_token = {f: None if getattr(self, f) is None else getattr(self, f).to(device) for f in PER_TOKEN}
         return replace(self, rollouts=self.rollouts.to(device), **tensors, **per_token)
 
@@ -79,8 +79,8 @@ class RolloutBatch:
         rollouts = self.rollouts.select(rows).trimmed()
         width = rollouts.response_ids.shape[1]
         per_token = {f: None if getattr(self, f) is None else getattr(self, f)[rows, :width] for f in PER_TOKEN}
-        return RolloutBatch(rollouts, self.rewards[rows], self.correct[rows], self.group_index[rows],
-                            self.off_policy[rows], self.hinted[rows], [self.source[i] for i in idx], **per_token)
+        return RolloutBatch(rollouts, *(getattr(self, f)[rows] for f in ROW_FIELDS), [self.source[i] for i in idx],
+                            **per_token)
 
     @classmethod
     def concat(cls, parts: list[RolloutBatch], pad_id: int) -> RolloutBatch:
@@ -89,8 +89,7 @@ class RolloutBatch:
         if any(getattr(p, f) is not None for p in parts for f in PER_TOKEN):
             raise ValueError("concat of batches that already carry per-token fields")
         return cls(Rollouts.concat([p.rollouts for p in parts], pad_id),
-                   *(torch.cat([getattr(p, f) for p in parts]) for f in
-                     ("rewards", "correct", "group_index", "off_policy", "hinted")),
+                   *(torch.cat([getattr(p, f) for p in parts]) for f in ROW_FIELDS),
                    [s for p in parts for s in p.source])
 
     def advantage_inputs(self, gamma: float = 1.0, lam: float = 1.0) -> AdvantageInputs:
@@ -103,11 +102,9 @@ class RolloutBatch:
 
     def group_outcomes(self) -> tuple[float, float]:
         """Shares of groups whose rows are all wrong and all right (no learning signal in either)."""
-        groups = torch.unique(self.group_index)
-        solved = torch.zeros(int(self.group_index.max()) + 1).index_add_(0, self.group_index, self.correct.float())
-        sizes = torch.zeros_like(solved).index_add_(0, self.group_index, torch.ones_like(self.rewards))
-        solved, sizes = solved[groups], sizes[groups]
-        return (solved == 0).float().mean().item(), (solved == sizes).float().mean().item()
+        groups = Groups.of(self.group_index)
+        solved = groups.count(self.correct)
+        return (solved == 0).float().mean().item(), (solved == groups.sizes).float().mean().item()
 
 
 def reward_rollouts(rollouts: Rollouts, rows: list[dict], reward: Reward, tokenizer: PreTrainedTokenizerBase,

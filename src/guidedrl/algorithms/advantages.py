@@ -14,12 +14,10 @@ import torch
 from torch import Tensor
 
 from guidedrl.registry import ADVANTAGE_ADDONS, ADVANTAGES
+from guidedrl.rows import Groups, RowKind
 
 if TYPE_CHECKING:
     from guidedrl.config import AlgorithmConfig
-
-POLICY, TEACHER, HINTED = 0, 1, 2  # row kinds (guidedrl.algorithms.losses.TOKEN_KINDS)
-
 
 @dataclass(frozen=True)
 class AdvantageInputs:
@@ -28,7 +26,7 @@ class AdvantageInputs:
     rewards: Tensor  # B float: the verifiable reward of each row
     response_mask: Tensor  # B×R: 1 on real response tokens
     group_index: Tensor  # B long: rows of the same prompt share an index
-    kind: Tensor | None = None  # B long: POLICY, TEACHER or HINTED (None: every row is the student's own)
+    kind: Tensor | None = None  # B long: each row's RowKind (None: every row is the student's own)
     behaviour_logp: Tensor | None = None  # B×R: log-probs of the sampling policy
     teacher_logp: Tensor | None = None  # B×R: the teacher's log-probs of the sampled tokens
     old_label_logp: Tensor | None = None  # B×R: log π_old of the teacher's label at each position (TGPO-Adv)
@@ -37,10 +35,10 @@ class AdvantageInputs:
     gamma: float = 1.0  # GAE discount
     lam: float = 1.0  # GAE λ
 
-    def rows_of(self, *kinds: int) -> Tensor:
+    def rows_of(self, *kinds: RowKind) -> Tensor:
         """B bool: rows of the given kinds (every row counts as the student's own when ``kind`` is None)."""
         if self.kind is None:
-            return torch.full_like(self.rewards, POLICY in kinds, dtype=torch.bool)
+            return torch.full_like(self.rewards, RowKind.POLICY in kinds, dtype=torch.bool)
         return torch.isin(self.kind, torch.tensor(kinds, device=self.kind.device))
 
 
@@ -56,25 +54,19 @@ class AdvantageAddon(Protocol):
     def __call__(self, advantages: Tensor, x: AdvantageInputs, coef: float) -> Tensor: ...
 
 
-def _group_slots(group_index: Tensor) -> tuple[Tensor, int]:
-    """Each row's group renumbered 0..G−1 (any long ids, in any order), and G."""
-    ids, slot = torch.unique(group_index, return_inverse=True)
-    return slot, ids.numel()
-
-
 def group_stats(values: Tensor, group_index: Tensor, rows_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Per-row mean and unbiased std of the row's group, counting only rows where ``rows_mask`` is set.
 
     Vectorized with ``index_add``; a group with fewer than two counted rows has std 0 (and mean 0 with none).
     """
     values = values.to(torch.promote_types(values.dtype, torch.float32))
-    slot, n_groups = _group_slots(group_index)
+    groups = Groups.of(group_index)
     weight = torch.ones_like(values) if rows_mask is None else rows_mask.to(values.dtype)
-    count = values.new_zeros(n_groups).index_add_(0, slot, weight)
-    mean = values.new_zeros(n_groups).index_add_(0, slot, values * weight) / count.clamp_min(1)
-    squares = values.new_zeros(n_groups).index_add_(0, slot, (values - mean[slot]) ** 2 * weight)
+    count = groups.count(weight)
+    mean = groups.count(values * weight) / count.clamp_min(1)
+    squares = groups.count((values - mean[groups.slot]) ** 2 * weight)
     std = torch.where(count > 1, squares / (count - 1).clamp_min(1), torch.zeros_like(squares)).sqrt()
-    return mean[slot], std[slot]
+    return mean[groups.slot], std[groups.slot]
 
 
 def broadcast(per_row: Tensor, response_mask: Tensor) -> Tensor:
@@ -103,10 +95,10 @@ def grpo_split(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
     As the AMPO authors' estimator: a group with fewer than two on-policy rows gets mean 0 and std 1, and a
     zero std is replaced by 1, so an all-wrong group with teacher rows gives them r − 0 rather than r / eps.
     """
-    on = ~x.rows_of(TEACHER)
+    on = ~x.rows_of(RowKind.TEACHER)
     mean, std = group_stats(x.rewards, x.group_index, on)
-    slot, n_groups = _group_slots(x.group_index)
-    on_rows = torch.zeros(n_groups, device=on.device).index_add_(0, slot, on.float())[slot]
+    groups = Groups.of(x.group_index)
+    on_rows = groups.count(on)[groups.slot]
     mean = torch.where(on_rows >= 2, mean, torch.zeros_like(mean))
     std = torch.where((on_rows >= 2) & (std > 0), std, torch.ones_like(std))
     return broadcast((x.rewards - mean) / (std + eps), x.response_mask)
@@ -125,7 +117,7 @@ def rkl(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
 def reverse_kl(advantages: Tensor, x: AdvantageInputs, coef: float) -> Tensor:
     """RLVR advantages plus w·(teacher_logp − behaviour_logp) on the tokens of the student's sampled rows
     (reverse-KL distillation combined with RLVR); teacher-written rows have no student behaviour log-prob."""
-    rows = ~x.rows_of(TEACHER)
+    rows = ~x.rows_of(RowKind.TEACHER)
     mask = x.response_mask.bool() & rows[:, None]
     return advantages + coef * torch.where(mask, x.teacher_logp - x.behaviour_logp, 0.0)
 
@@ -134,7 +126,7 @@ def reverse_kl(advantages: Tensor, x: AdvantageInputs, coef: float) -> Tensor:
 def label_bonus(advantages: Tensor, x: AdvantageInputs, coef: float) -> Tensor:
     """TGPO-Adv: A_t + λ·π_old(ŷ_t), the student's probability (before the update) of the teacher's label,
     added to the advantage of the token it sampled at that position, on its own rows' label-term tokens."""
-    mask = x.response_mask.bool() & x.rows_of(POLICY)[:, None]
+    mask = x.response_mask.bool() & x.rows_of(RowKind.POLICY)[:, None]
     if x.teacher_tokens is not None:
         mask = mask & x.teacher_tokens.bool()
     return advantages + coef * x.old_label_logp.exp() * mask

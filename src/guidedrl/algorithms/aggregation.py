@@ -12,24 +12,25 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from guidedrl.config import AGG_MODES
+from guidedrl.rows import RowKind
 
 
 @dataclass(frozen=True)
 class Denominators:
-    """Counts of a whole mini-batch: real response tokens, rows with at least one token, and tokens per kind
-    (policy, teacher, hinted) for the per-kind statistics."""
+    """Counts of a whole mini-batch: real response tokens, rows with at least one token, and tokens per kind of
+    row (indexed by :class:`~guidedrl.rows.RowKind`) for the per-kind statistics."""
 
     tokens: float
     rows: float
-    kind_tokens: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    kind_tokens: tuple[float, ...] = (0.0,) * len(RowKind)
 
     @classmethod
     def of(cls, response_mask: Tensor, kind: Tensor | None = None) -> Denominators:
         """The counts of one batch (B×R mask, B kinds)."""
         lengths = response_mask.sum(-1)
-        per_kind = ((0.0, 0.0, 0.0) if kind is None else
-                    tuple(float(lengths[kind == k].sum()) for k in range(3)))
-        return cls(float(lengths.sum()), float((lengths > 0).sum()), per_kind)  # type: ignore[arg-type]
+        per_kind = ((0.0,) * len(RowKind) if kind is None else
+                    tuple(float(lengths[kind == k].sum()) for k in RowKind))
+        return cls(float(lengths.sum()), float((lengths > 0).sum()), per_kind)
 
 
 def aggregate(loss_mat: Tensor, mask: Tensor, mode: str, norm_length: int | None = None,

@@ -2,8 +2,8 @@
 aggregated once, and the configured regularizers are added; plus PPO's value loss. Pure functions.
 
 Layout: per-token tensors are B×R over the response positions, ``response_mask`` marks real tokens and
-``kind`` (B) says whose tokens a row holds: 0 the student's own samples, 1 a teacher's text, 2 a hinted
-re-roll trained without its hint. Every number is divided by the counts of the whole mini-batch
+``kind`` (B) says whose tokens a row holds (:class:`~guidedrl.rows.RowKind`): the student's own samples, a
+teacher's text, or a hinted re-roll trained without its hint. Every number is divided by the counts of the whole mini-batch
 (:class:`Denominators`), so the micro-batch losses of a mini-batch add up to its loss.
 """
 
@@ -18,12 +18,10 @@ from torch import Tensor
 from guidedrl.algorithms.aggregation import Denominators, aggregate
 from guidedrl.algorithms.surrogates import SurrogateParams, ratio_of
 from guidedrl.registry import REGULARIZERS, SURROGATES
+from guidedrl.rows import RowKind
 
 if TYPE_CHECKING:
     from guidedrl.config import AlgorithmConfig
-
-TOKEN_KINDS = ("policy", "teacher", "hinted")  # a row's kind is its index here
-
 
 @dataclass(frozen=True)
 class LossInputs:
@@ -33,7 +31,7 @@ class LossInputs:
     behaviour_logp: Tensor  # log-probs of the sampling policy; 0 on teacher tokens (ratio = π_θ, as LUFFY)
     advantages: Tensor
     response_mask: Tensor
-    kind: Tensor  # B long: index into TOKEN_KINDS
+    kind: Tensor  # B long: each row's RowKind
     gammas: dict[str, Tensor] = field(default_factory=dict)  # shaping γ per kind, when taken from a quantile
     entropy: Tensor | None = None  # per-token entropy of π_θ
     ref_logp: Tensor | None = None  # log π_ref, for the k3 KL
@@ -43,7 +41,7 @@ class LossInputs:
     teacher_topk_logp: Tensor | None = None  # B×R×k: the teacher's log-probs of those tokens
     teacher_tokens: Tensor | None = None  # B×R bool: where the label terms apply (None = every response token)
 
-    def tokens_of(self, kind: int) -> Tensor:
+    def tokens_of(self, kind: RowKind) -> Tensor:
         """B×R bool: the real response tokens of rows of one kind."""
         return self.response_mask.bool() & (self.kind == kind)[:, None]
 
@@ -61,12 +59,12 @@ def policy_loss(x: LossInputs, algo: AlgorithmConfig, step: int, norm_length: in
     adv = x.advantages.detach()
     loss_mat = torch.zeros_like(x.logp)
     clipped = torch.zeros_like(mask)
-    for k, kind in enumerate(TOKEN_KINDS):
-        tokens = x.tokens_of(k)
+    for kind in RowKind:
+        tokens = x.tokens_of(kind)
         if not tokens.any():
             continue
-        spec = getattr(algo.surrogate, kind)
-        params = SurrogateParams(algo.eps_low, algo.eps_high, algo.dual_clip, x.gammas.get(kind, spec.gamma),
+        spec = getattr(algo.surrogate, kind.key)
+        params = SurrogateParams(algo.eps_low, algo.eps_high, algo.dual_clip, x.gammas.get(kind.key, spec.gamma),
                                  spec.tau_pos, spec.tau_neg)
         loss_k, clipped_k = SURROGATES.get(spec.name)(x.logp, x.behaviour_logp, adv, tokens, params)
         loss_mat = torch.where(tokens, loss_k, loss_mat)
@@ -81,8 +79,8 @@ def policy_loss(x: LossInputs, algo: AlgorithmConfig, step: int, norm_length: in
         total = total + spec.at(step) * value
     stats["loss"] = float(total.detach())
     ratio = ratio_of(x.logp, x.behaviour_logp).detach()
-    per_kind = {"clip_frac": (clipped.float(), 0), "ratio_mean": (ratio, 0), "teacher_prob_mean": (ratio, 1),
-                "hint_ratio_mean": (ratio, 2)}
+    per_kind = {"clip_frac": (clipped.float(), RowKind.POLICY), "ratio_mean": (ratio, RowKind.POLICY),
+                "teacher_prob_mean": (ratio, RowKind.TEACHER), "hint_ratio_mean": (ratio, RowKind.HINTED)}
     for key, (values, k) in per_kind.items():
         if d.kind_tokens[k] > 0:
             stats[key] = float((values * x.tokens_of(k)).sum()) / d.kind_tokens[k]

@@ -17,6 +17,7 @@ from guidedrl.guidance.base import GuidanceContext, prompt_tokens, rewards_of
 from guidedrl.guidance.trigger import guidance_demand
 from guidedrl.registry import GUIDANCE
 from guidedrl.rollout.engine import Rollouts, SamplingParams
+from guidedrl.rows import Groups, RowKind, kinds_of
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.pool import TeacherPool
 from guidedrl.teachers.server import HintWriter, server_client
@@ -81,11 +82,11 @@ class HintGuidance:
             tok.pad_token_id, tok.eos_token_id,
             behaviour_logp=[hinted.behaviour_logp[i][mask[i]].tolist() for i in range(n)], prompt_index=owner)
         correct = rewards > ctx.correct_threshold
-        hinted_rows = RolloutBatch(rebuilt, rewards, correct, torch.tensor(owner), torch.zeros(n, dtype=torch.bool),
-                                   torch.ones(n, dtype=torch.bool), ["hint"] * n)
-        solved = torch.zeros(len(demand)).index_add_(0, torch.tensor(owner), correct.float())
+        hinted_rows = RolloutBatch(rebuilt, rewards, correct, torch.tensor(owner), kinds_of(n, RowKind.HINTED),
+                                   ["hint"] * n)
+        solved = Groups.of(torch.tensor(owner)).count(correct)  # per hinted group, in the order of its id
         metrics.update({"guidance/hint/accuracy": correct.float().mean().item(),
-                        "guidance/hint/rescued": float((solved[groups] > 0).float().mean())})
+                        "guidance/hint/rescued": float((solved > 0).float().mean())})
         parts = [hinted_rows]
         if cfg.hint_replace_group:
             keep = ~torch.isin(batch.group_index, torch.tensor(groups))

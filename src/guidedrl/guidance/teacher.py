@@ -23,6 +23,7 @@ from guidedrl.registry import GUIDANCE
 from guidedrl.rewards import count_boxed
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
+from guidedrl.rows import RowKind, kinds_of
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.pool import TeacherPool, TeacherSolution
 
@@ -166,7 +167,6 @@ class TeacherGuidance:
                                              prompt_index=new_groups)
         n = len(new_texts)
         teacher_rows = RolloutBatch(inserted, torch.tensor(new_rewards), torch.ones(n, dtype=torch.bool),
-                                    torch.tensor(new_groups), torch.ones(n, dtype=torch.bool),
-                                    torch.zeros(n, dtype=torch.bool), new_sources)
+                                    torch.tensor(new_groups), kinds_of(n, RowKind.TEACHER), new_sources)
         keep = torch.tensor([i for i in range(batch.size) if i not in set(drop)])
         return RolloutBatch.concat([batch.select(keep), teacher_rows], tok.pad_token_id), metrics

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from guidedrl.rows import Groups
+
 
 def guidance_demand(correct: Tensor, group_index: Tensor, trigger: str, k: int, max_k: int) -> Tensor:
     """Per group id, the number of guided rows wanted (0 = leave the group on-policy).
@@ -13,16 +15,14 @@ def guidance_demand(correct: Tensor, group_index: Tensor, trigger: str, k: int, 
     are correct, min(max_k, size/2 - #correct) (AMPO's newer rule, about one correct per wrong).
     ``always``: k for every group (LUFFY).
     """
-    n_groups = int(group_index.max()) + 1
-    n_correct = torch.zeros(n_groups).index_add_(0, group_index, correct.float())
-    sizes = torch.zeros(n_groups).index_add_(0, group_index, torch.ones_like(correct, dtype=torch.float))
-    present = sizes > 0
+    groups = Groups.of(group_index)
+    n_correct, sizes = groups.count(correct), groups.sizes
     if trigger == "all_wrong":
         demand = torch.where(n_correct == 0, k, 0)
     elif trigger == "adaptive_k":
         demand = torch.where(n_correct < sizes / 2, torch.clamp(sizes // 2 - n_correct, max=max_k), 0)
     elif trigger == "always":
-        demand = torch.full((n_groups,), k)
+        demand = torch.full_like(sizes, k)
     else:
         raise ValueError(f"unknown guidance trigger {trigger!r}; known: all_wrong, adaptive_k, always")
-    return torch.where(present, demand, 0).long()
+    return groups.by_id(demand.long())

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from guidedrl.algorithms.advantages import POLICY
 from guidedrl.algorithms.distill import mean_reverse_kl, mismatch_ratio, teacher_token_mask
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TeacherSignalConfig
@@ -18,6 +17,7 @@ from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
+from guidedrl.rows import RowKind
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import FrozenTeacher, TeacherPredictions
 from guidedrl.teachers.privileged import privileged_text, with_privileged_context
@@ -104,7 +104,7 @@ class TeacherSignal:
             old_label_logp, entropy = self.student_view(batch, policy, pred.label)
         tokens = None if cfg.tokens == "all" else teacher_token_mask(
             cfg.tokens, r.response_mask, r.response_ids, pred.label, entropy, cfg.entropy_share)
-        own = batch.token_mask(batch.kind == POLICY)
+        own = batch.token_mask(batch.rows_of(RowKind.POLICY))
         metrics |= {"teacher_signal/mismatch_ratio": mismatch_ratio(pred.label, r.response_ids, own),
                     "teacher_signal/reverse_kl": mean_reverse_kl(r.behaviour_logp, pred.logp, own)}
         if len(self.teachers) > 1:  # the gap to each teacher, over the rows it scored

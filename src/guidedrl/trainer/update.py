@@ -15,9 +15,8 @@ from dataclasses import replace
 import torch
 from transformers import PreTrainedModel
 
-from guidedrl.algorithms.advantages import POLICY
 from guidedrl.algorithms.aggregation import Denominators
-from guidedrl.algorithms.losses import TOKEN_KINDS, LossInputs, policy_loss
+from guidedrl.algorithms.losses import LossInputs, policy_loss
 from guidedrl.algorithms.surrogates import quantile_gamma, ratio_of
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
@@ -25,6 +24,7 @@ from guidedrl.distributed import Ranks
 from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
 from guidedrl.rollout.forward import response_logprobs
+from guidedrl.rows import RowKind
 from guidedrl.seeding import derive_seed
 
 
@@ -144,7 +144,7 @@ class PolicyUpdate:
         the sampler's differ from the training forward's (bf16, another engine), and the mean absolute gap
         between the two over those tokens. Hinted rows keep the sampler's (their sampling context held the hint,
         which the training context does not) and teacher rows keep 0."""
-        own = (batch.kind == POLICY).nonzero().flatten()
+        own = batch.rows_of(RowKind.POLICY).nonzero().flatten()
         logp = batch.rollouts.behaviour_logp.clone()
         lengths = batch.rollouts.prompt_mask.sum(1) + batch.rollouts.response_mask.sum(1)
         for micro in self.budget.cuts(batch.rollouts, own[lengths[own].argsort(stable=True)]):
@@ -160,8 +160,8 @@ class PolicyUpdate:
         ranks' tokens of that kind, gathered)."""
         gammas: dict[str, torch.Tensor] = {}
         kind = batch.kind[mini] if batch is not None else torch.zeros(0, dtype=torch.long)
-        for k, name in enumerate(TOKEN_KINDS):
-            q = getattr(self.cfg.algorithm.surrogate, name).gamma_quantile
+        for k in RowKind:
+            q = getattr(self.cfg.algorithm.surrogate, k.key).gamma_quantile
             if q is None or not self.ranks.any(bool((kind == k).any())):
                 continue
             ratios = [torch.zeros(0)]
@@ -171,5 +171,5 @@ class PolicyUpdate:
                 mask = mb.rollouts.response_mask.bool()
                 ratios.append(ratio_of(logp, mb.rollouts.behaviour_logp)[mask].float().cpu())
             values = torch.cat(self.ranks.gather(torch.cat(ratios)))
-            gammas[name] = quantile_gamma(values, torch.ones_like(values, dtype=torch.bool), q).to(self.precision.device)
+            gammas[k.key] = quantile_gamma(values, torch.ones_like(values, dtype=torch.bool), q).to(self.precision.device)
         return gammas
