@@ -61,7 +61,7 @@ class Groups:
         return out
 
     def first_rows(self) -> Tensor:
-        """G: the index of each group's first row."""
+        """Each group's first row, indexed by the group's id (as :meth:`by_id`)."""
         rows = torch.arange(self.slot.numel(), device=self.slot.device)
         first = torch.full((self.ids.numel(),), self.slot.numel(), dtype=torch.long, device=self.slot.device)
-        return first.scatter_reduce(0, self.slot, rows, reduce="amin")
+        return self.by_id(first.scatter_reduce(0, self.slot, rows, reduce="amin"))

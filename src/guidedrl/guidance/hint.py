@@ -76,7 +76,8 @@ class HintGuidance:
         owner = [groups[int(i)] for i in hinted.prompt_index]
         rewards = rewards_of(ctx, [rows[g] for g in owner], hinted.response_texts(tok))
         mask = hinted.response_mask.bool()
-        plain_prompt = {g: prompt_tokens(batch, int((batch.group_index == g).nonzero()[0])) for g in groups}
+        first_row = Groups.of(batch.group_index).first_rows().tolist()
+        plain_prompt = {g: prompt_tokens(batch, first_row[g]) for g in groups}
         rebuilt = Rollouts.from_token_lists(
             [plain_prompt[g] for g in owner], [hinted.response_ids[i][mask[i]].tolist() for i in range(n)],
             tok.pad_token_id, tok.eos_token_id,

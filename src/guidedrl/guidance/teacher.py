@@ -23,7 +23,7 @@ from guidedrl.registry import GUIDANCE
 from guidedrl.rewards import count_boxed
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
-from guidedrl.rows import RowKind, kinds_of
+from guidedrl.rows import Groups, RowKind, kinds_of
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.pool import TeacherPool, TeacherSolution
 
@@ -105,7 +105,7 @@ class TeacherGuidance:
         if not groups:
             return batch, metrics
         cands = self.candidates([rows[g] for g in groups])
-        first_row = {g: int((batch.group_index == g).nonzero()[0]) for g in groups}
+        first_row = Groups.of(batch.group_index).first_rows().tolist()
         flat = [(g, sol, reward) for g, cs in zip(groups, cands) for sol, reward in cs
                 if self.fits(len(prompt_tokens(batch, first_row[g])), sol.text)]
         if cfg.selection == "comprehension":
