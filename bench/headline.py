@@ -10,7 +10,7 @@ problem, same evaluation seed) and their 95% intervals come from a crossed boots
 
     python bench/headline.py [--methods grpo ampo luffy] [--seeds 0 1 2 3 4] [--steps 300] [--lrs 2.5e-5 5e-5 1e-4 2e-4]
     python bench/headline.py --methods grpo guide_grpo --prior bench/results/headline.json \
-        --result bench/results/headline_guide.json       # GRPO keeps the sweep it chose its rate in
+        --name headline_guide       # GRPO keeps the sweep it chose its rate in
 
 A method swept in ``--prior`` (earlier result files of the same protocol) keeps that sweep's record; rates of
 ``--lrs`` it did not try are tried on the sweep seed and added, and the rate is chosen again over them all. If the
@@ -19,7 +19,8 @@ its runs at that rate are trained again where their folders are gone (seeded: th
 
     python bench/headline.py --prior OLD.json --lrs 2.5e-5  # OLD's sweep widened by one rate
 
-Writes ``bench/results/headline.json`` (rendered into the README by render_readme.py).
+Writes ``runs/bench/headline.json`` (or ``--result``); ``--update-docs`` also stores it as
+``bench/results/headline.json`` and re-renders the README's tables (bench/publish.py).
 """
 
 from __future__ import annotations
@@ -29,13 +30,11 @@ import json
 import statistics
 from pathlib import Path
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from bench_env import environment
 from compare import run as run_once
 from compare import setup
-from paired import mean_distinct_paths, mean_pass_at_k, paired_diffs
-from protocol import PROTOCOL, add_protocol
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from guidedrl.config import TrainConfig
 from guidedrl.data import load_rows, validate_rows
 from guidedrl.eval.evaluate import evaluate_sets
@@ -44,6 +43,9 @@ from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.trainer.logger import read_metrics
 from guidedrl.trainer.paths import RunPaths, load_pretrained
 from guidedrl.yaml_config import load_config
+from paired import mean_distinct_paths, mean_pass_at_k, paired_diffs
+from protocol import PROTOCOL, add_protocol
+from publish import add_result_options, save_result, settings
 
 SPLITS = ("test_id", "test_ood")
 
@@ -169,7 +171,7 @@ def main() -> None:
     add_protocol(parser, "seeds", "steps", "samples", "problems")
     parser.add_argument("--lrs", type=float, nargs="+", default=[2.5e-5, 5e-5, 1e-4, 2e-4])
     parser.add_argument("--out", type=Path, default=Path("runs/bench/headline"))
-    parser.add_argument("--result", type=Path, default=Path("bench/results/headline.json"))
+    add_result_options(parser, "headline")
     parser.add_argument("--contrasts", nargs="*", default=["ampo-luffy"],
                         help="more paired differences A-B, where both methods ran")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run")
@@ -228,13 +230,12 @@ def main() -> None:
     pairs = [pair.split("-") for pair in args.contrasts]
     contrasts = {f"{a} − {b}": {split: paired_diffs(scores[a][split], scores[b][split], ks) for split in SPLITS}
                  for a, b in pairs if a in scores and b in scores}
-    result = {"environment": environment(), "settings": {**json.loads(json.dumps(vars(args), default=str)), "ks": ks},
+    result = {"environment": environment(), "settings": {**settings(args), "ks": ks},
               "sweep": tried, "chosen_lr": chosen, "swept_before": [m for m in args.methods if m in prior["sweep"]],
               "scores_kept": {m: {"source": found["source"], "seeds": found["seeds"]} for m, found in kept.items()},
               "methods": figures, "contrasts": contrasts,
               "problems": scores}  # (samples, correct, distinct paths) per method, split, seed and problem
-    args.result.parent.mkdir(parents=True, exist_ok=True)
-    args.result.write_text(json.dumps(result, indent=1))
+    save_result(result, args, "headline")
     for method, f in figures.items():
         print(method, "lr", f["lr"], {s: {k: round(100 * v, 1) for k, v in e["pass_at_k"].items()}
                                       for s, e in f["splits"].items()})

@@ -10,6 +10,9 @@ step (Linux ``VmHWM``, reset just before it; one malloc arena, see ``ONE_ARENA``
 to the memory estimate's update phase.
 
     PYTHONPATH=bench python bench/memory_peak.py        # the four methods chunked, then GRPO with full logits
+
+Writes ``runs/bench/memory_peak.json`` (``--update-docs``: also ``bench/results/`` and the README's tables,
+bench/publish.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from publish import add_result_options, save_result
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 151_936
@@ -173,8 +178,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line")
-    parser.add_argument("--result", type=Path, help="also write the results and the environment here "
-                        "(bench/results/memory_peak.json is what the README renders)")
+    add_result_options(parser, "memory_peak")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child.split(","), args.root, args.length)))
@@ -185,8 +189,7 @@ def main() -> None:
         return
     from bench_env import environment
     env = environment()
-    if args.result:
-        args.result.write_text(json.dumps({"environment": env, "steps": results}, indent=1) + "\n")
+    save_result({"environment": env, "steps": results}, args, "memory_peak")
     print(f"{env['date']}, torch {env['torch']}, transformers {env['transformers']}, {env['torch_threads']} "
           f"threads, {env['machine']}")
     mib = 1024 ** 2

@@ -19,6 +19,7 @@ from pathlib import Path
 from paired import DRAWS, SEED, Table, by_label, mean_distinct_paths, mean_pass_at_k, paired_diffs
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 RESULTS = ROOT / "bench" / "results"
 WORLD_TEST_ID = ROOT / "worlds" / "default" / "data" / "test_id.jsonl"
 UNTRAINED = RESULTS / "untrained.json"  # the untrained student under the headline's evaluation
@@ -354,16 +355,19 @@ def render(text: str) -> str:
     return re.sub(r"<!-- bench:(\w+) -->.*?<!-- /bench:\1 -->", fill, text, flags=re.S)
 
 
+def update() -> None:
+    """Rewrite README.md's tables from the result files (a bench's ``--update-docs`` calls this)."""
+    README.write_text(render(README.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = render(text)
     if args.check:
-        sys.exit(0 if new == text else 1)
-    readme.write_text(new)
+        text = README.read_text()
+        sys.exit(0 if render(text) == text else 1)
+    update()
 
 
 if __name__ == "__main__":

@@ -6,19 +6,20 @@ the same shape at a larger λ_0 is λ_0:λ_0/200. The held-out figures use the h
 
     python bench/tgpo_lambda.py [--lr 5e-5] [--schedules 0.01:0.0001 0.05:0.00025 ...]
 
-Writes ``bench/results/tgpo_lambda.json`` (rendered into the README by render_readme.py).
+Writes ``runs/bench/tgpo_lambda.json`` (or ``--result``); ``--update-docs`` also stores it as
+``bench/results/tgpo_lambda.json`` and re-renders the README's tables (bench/publish.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from bench_env import environment
 from compare import setup
 from headline import eval_overrides, over_training, reward_tail, run
 from protocol import add_protocol
+from publish import add_result_options, save_result, settings
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     add_protocol(parser, "steps", "samples", "problems")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/tgpo_lambda"))
-    parser.add_argument("--result", type=Path, default=Path("bench/results/tgpo_lambda.json"))
+    add_result_options(parser, "tgpo_lambda")
     args = parser.parse_args()
     setup()
     common = [*eval_overrides(args.samples, args.problems), f"optim.lr={args.lr}"]
@@ -47,10 +48,9 @@ def main() -> None:
         print(schedule, {k: round(v, 4) if isinstance(v, float) else v for k, v in tried[schedule].items()
                          if k in ("train_reward_tail", "zero_at")})
     chosen = max(tried, key=lambda s: tried[s]["train_reward_tail"])
-    result = {"environment": environment(), "settings": json.loads(json.dumps(vars(args), default=str)),
+    result = {"environment": environment(), "settings": settings(args),
               "tried": tried, "chosen": chosen}
-    args.result.parent.mkdir(parents=True, exist_ok=True)
-    args.result.write_text(json.dumps(result, indent=1))
+    save_result(result, args, "tgpo_lambda")
     print("chosen", chosen)
 
 

@@ -8,19 +8,20 @@ read, not trained again. An ablation is the same with config overrides, named by
     python bench/trace.py --method ampo [--lrs 1.25e-5 2.5e-5 1e-4 2e-4] [--out runs/bench/headline/sweep]
     python bench/trace.py --method ampo --lrs 2.5e-5 --tag plain --set "algorithm.surrogate.teacher={name: plain}"
 
-Writes ``bench/results/trace_<method>[_<tag>].json`` (rendered into the README by render_readme.py).
+Writes ``runs/bench/trace_<method>[_<tag>].json`` (or ``--result``); ``--update-docs`` also stores it as
+``bench/results/trace_<method>[_<tag>].json`` and re-renders the README's tables (bench/publish.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from bench_env import environment
 from compare import setup
 from headline import eval_overrides, over_training, run
 from protocol import add_protocol
+from publish import add_result_options, save_result, settings
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/headline/sweep"))
     parser.add_argument("--set", nargs="*", default=[], help="config overrides (an ablation; name it with --tag)")
     parser.add_argument("--tag", default=None, help="the ablation's name: its runs go to OUT/<tag>/")
-    parser.add_argument("--result", type=Path, default=None, help="default bench/results/trace_<method>[_<tag>].json")
+    add_result_options(parser, "trace_<method>[_<tag>]")
     args = parser.parse_args()
     setup()
     traced = {}
@@ -44,10 +45,8 @@ def main() -> None:
             **over_training(out / args.method / f"seed{args.seed}", 10),
             "after": {k: v for k, v in result["after"].items() if k.endswith(("/pass@1", f"/pass@{args.samples}"))}}
         print(f"lr {lr:g}:", {k: [round(v, 3) for v in c] for k, c in traced[f"{lr:g}"].items() if k != "after"})
-    path = args.result or Path(f"bench/results/trace_{args.method}{f'_{args.tag}' if args.tag else ''}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    settings = json.loads(json.dumps(vars(args), default=str))
-    path.write_text(json.dumps({"environment": environment(), "settings": settings, "traced": traced}, indent=1))
+    save_result({"environment": environment(), "settings": settings(args), "traced": traced}, args,
+                f"trace_{args.method}{f'_{args.tag}' if args.tag else ''}")
 
 
 if __name__ == "__main__":

@@ -6,26 +6,27 @@ Same problems (the first ``--problems`` of each split), samples, temperature, le
 
     python bench/untrained.py [--model worlds/default/models/student] [--seeds 0 1 2 3 4]
 
-Writes ``bench/results/untrained.json``: per-problem (samples, correct, distinct paths) per split and seed, in
+Writes ``runs/bench/untrained.json`` (``--update-docs``: also ``bench/results/``, read by the README's headline
+tables): per-problem (samples, correct, distinct paths) per split and seed, in
 the layout of headline.py's ``problems``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench_env import environment
 from compare import setup
-from protocol import add_protocol
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from guidedrl.data import load_rows, validate_rows
 from guidedrl.eval.evaluate import evaluate
 from guidedrl.rollout.engine import stop_token_ids, with_pad_token
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.trainer.paths import load_pretrained
+from protocol import add_protocol
+from publish import add_result_options, save_result, settings
 
 SPLITS = ("test_id", "test_ood")
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--model", default="student", help="a model of the world's zoo")
     add_protocol(parser, "seeds", "samples", "problems")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="the presets' rollout.max_new_tokens")
-    parser.add_argument("--result", type=Path, default=Path("bench/results/untrained.json"))
+    add_result_options(parser, "untrained")
     args = parser.parse_args()
     setup()
     model_dir = args.world / "models" / args.model
@@ -53,10 +54,8 @@ def main() -> None:
             problems[split].append([(p.n, p.correct, p.distinct_paths) for p in report.problems])
             print(f"seed {seed} {split}: pass@1 {100 * report.pass_at_k[1]:.1f}, "
                   f"pass@{args.samples} {100 * report.pass_at_k[args.samples]:.1f}")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    result = {"environment": environment(), "settings": settings, "problems": {args.model: problems}}
-    args.result.parent.mkdir(parents=True, exist_ok=True)
-    args.result.write_text(json.dumps(result, indent=1))
+    result = {"environment": environment(), "settings": settings(args), "problems": {args.model: problems}}
+    save_result(result, args, "untrained")
 
 
 if __name__ == "__main__":

@@ -4,16 +4,15 @@ holds data), and SFT on verified teacher solutions through TRL's SFTTrainer."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from browser import painted, screenshot
 from guidedrl.cli import app
 from guidedrl.config import RewardSpec
 from guidedrl.report.runs import read_run
@@ -77,13 +76,6 @@ def test_runs_and_report_refuse_what_is_not_a_run(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no metrics logged yet" in result.output
 
 
-def chromium() -> str | None:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None and os.environ.get("GUIDEDRL_REQUIRE_CHROMIUM"):
-        pytest.fail("chromium is required here (make chromium installs Debian's package)")
-    return found
-
-
 def test_the_report_renders_in_headless_chromium_with_data_in_every_figure(runs: tuple[Path, Path],
                                                                             tmp_path: Path) -> None:
     root, _ = runs
@@ -98,18 +90,7 @@ def test_the_report_renders_in_headless_chromium_with_data_in_every_figure(runs:
             "capability test_id"} <= titles
     assert all(int(n) >= 1 for _, n in figures) and "http" not in page.replace("http-equiv", "")  # offline
     assert "<td>algorithm.advantage</td><td>&quot;grpo&quot;</td><td>&quot;dr_grpo&quot;</td>" in page
-    browser = chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (make chromium)")
-    shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1400,2400",
-                    out.as_uri()], check=True, capture_output=True, timeout=120)
-    from PIL import Image
-    image = Image.open(shot).convert("L")
-    histogram = image.histogram()
-    assert max(histogram) < 0.97 * sum(histogram)  # not one flat colour: text and figures were painted
+    assert painted(screenshot(out.as_uri(), tmp_path / "shot.png"))  # text and figures were drawn
 
 
 def test_sft_pairs_are_the_verified_teacher_solutions_only() -> None:
