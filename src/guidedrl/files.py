@@ -34,17 +34,15 @@ def read_text(path: Path) -> str:
         raise DamagedFile(f"{path}: not UTF-8 text (byte {err.start}); the file is damaged") from None
 
 
-def read_json(path: Path, shape: type = dict) -> Any:
-    """The JSON value of a file, which must be a ``shape`` (an object by default); :class:`DamagedFile` naming the
-    file and the place where it is not."""
+def read_json(path: Path) -> dict:
+    """The JSON object of a file; :class:`DamagedFile` naming the file and the place where it is not one."""
     try:
         value = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DamagedFile(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); the file "
                           "is damaged") from None
-    if not isinstance(value, shape):
-        raise DamagedFile(f"{path}: expected a JSON {shape.__name__.replace('dict', 'object')}, got "
-                          f"{type(value).__name__}; the file is damaged")
+    if not isinstance(value, dict):
+        raise DamagedFile(f"{path}: expected a JSON object, got {type(value).__name__}; the file is damaged")
     return value
 
 
