@@ -75,7 +75,7 @@ def student(tiny_world: Path):
     model = AutoModelForCausalLM.from_pretrained(tiny_world / "models" / "student").eval()
     engine = HFEngine(model, tok.pad_token_id, tok.eos_token_id)
     ctx = GuidanceContext(policy=model, tokenizer=tok, engine=engine, reward=Reward([RewardSpec(name="math_answer")]),
-                          correct_threshold=0.6, group_size=4, temperature=1.0, top_p=1.0, max_new_tokens=40, seed=0)
+                          correct_threshold=0.6, group_size=4, sampling=SamplingParams(1.0, 1.0, 40), seed=0)
     return tok, engine, ctx
 
 

@@ -203,3 +203,20 @@ def test_cli_world_build_and_demo_at_small_settings(tmp_path: Path) -> None:
     comparison = json.loads((out / "comparison.json").read_text())
     assert set(comparison) == {"grpo", "ampo"}
     assert all(comparison[m]["before"] == comparison["grpo"]["before"] for m in comparison)  # same student, same eval
+
+
+def test_a_teachers_own_generation_limit_reaches_its_pool(world: Path) -> None:
+    """guidance.teachers[*].max_new_tokens is the teacher's budget; without it the student's rollout budget."""
+    from guidedrl.config import GuidanceConfig, RewardSpec
+    from guidedrl.guidance.base import GuidanceContext
+    from guidedrl.guidance.build import build_guidance
+    from guidedrl.rewards import Reward
+    from guidedrl.rollout.engine import SamplingParams
+
+    for limit, expected in ((7, 7), (None, 12)):
+        cfg = GuidanceConfig(ladder=["teacher"], teachers=[TeacherSource(
+            kind="online", path=str(world / "models" / "teacher"), max_new_tokens=limit)])
+        ctx = GuidanceContext(policy=None, tokenizer=None, engine=None, reward=Reward([RewardSpec(name="math_answer")]),
+                              correct_threshold=0.6, group_size=4, sampling=SamplingParams(1.0, 1.0, 12), seed=0)
+        (pool,) = build_guidance(cfg, ctx).pools
+        assert pool.max_new_tokens == expected

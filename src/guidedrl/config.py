@@ -230,6 +230,8 @@ class TeacherSource(StrictModel):
     name: str | None = Field(None, description="online: the teacher's name in metrics (default: the path's name)")
     samples: int = Field(4, ge=1, description="online: solutions sampled per problem (cached per problem)")
     temperature: float = Field(1.0, gt=0, description="online: sampling temperature")
+    max_new_tokens: int | None = Field(None, ge=1, description="online / server: the teacher's longest solution "
+                                       "(None: the student's rollout.max_new_tokens)")
 
     _kind = field_validator("kind")(lambda v: TEACHER_POOLS.check(v))
 
@@ -277,6 +279,13 @@ class GuidanceConfig(StrictModel):
     hint_writer_max_tokens: int = Field(64, ge=1, description="longest hint the writer may write")
 
     _ladder = field_validator("ladder")(lambda v: [GUIDANCE.check(n) for n in v])
+
+    @property
+    def reserved_rows(self) -> int:
+        """Rows of every group the guidance fills itself, so the engine samples ``group_size`` minus them: LUFFY's
+        composition (teacher rows added to every group) reserves ``num_guidance``; every other setting none."""
+        teacher_always = "teacher" in self.ladder and self.composition == "add" and self.trigger == "always"
+        return self.num_guidance if teacher_always else 0
     _hint_template = field_validator("hint_template")(lambda v: template_fields(v, {"prompt", "hint"}))
     _writer_template = field_validator("hint_writer_template")(lambda v: template_fields(v, {"prompt"}))
 
@@ -497,10 +506,9 @@ class TrainConfig(StrictModel):
         if o.mini_batches > self.rollout.prompts_per_step:  # a mini-batch holds whole groups
             raise ValueError(f"optim.mini_batches ({o.mini_batches}) is more than the groups of a step "
                              f"(rollout.prompts_per_step {self.rollout.prompts_per_step})")
-        if "teacher" in g.ladder and g.composition == "add" and g.trigger == "always" and \
-                self.rollout.group_size - g.num_guidance < 2:
+        if g.reserved_rows and self.rollout.group_size - g.reserved_rows < 2:
             raise ValueError(f"guidance.composition=add with trigger=always samples rollout.group_size − num_guidance "
-                             f"= {self.rollout.group_size - g.num_guidance} rollouts per prompt; at least 2 are needed")
+                             f"= {self.rollout.group_size - g.reserved_rows} rollouts per prompt; at least 2 are needed")
         if a.batch_filters and a.advantage == "rkl":
             raise ValueError("algorithm.batch_filters drop groups by their verifier rewards, which advantage rkl "
                              "does not use")

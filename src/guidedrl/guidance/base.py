@@ -14,7 +14,7 @@ from guidedrl.batch import RolloutBatch
 from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
 from guidedrl.rewards import Reward
-from guidedrl.rollout.engine import RolloutEngine
+from guidedrl.rollout.engine import RolloutEngine, SamplingParams
 
 
 @dataclass
@@ -27,9 +27,7 @@ class GuidanceContext:
     reward: Reward
     correct_threshold: float
     group_size: int
-    temperature: float
-    top_p: float
-    max_new_tokens: int
+    sampling: SamplingParams  # how the run samples (hinted re-rolls take it with seeds of their own)
     seed: int
     max_prompt_length: int | None = None  # a hinted prompt longer than this is not re-rolled
     context_length: int | None = None  # the student's context: a teacher solution that does not fit is unusable
@@ -41,10 +39,8 @@ class GuidanceContext:
 class Guidance(Protocol):
     """Rewrites a scored batch: ``(batch, rows of its groups, step, first_group) -> (new batch, metrics)``;
     ``first_group`` is the global index of the batch's group 0 (a rank holds a share of the step's groups), so
-    a group's random choices are seeded by its global index. ``reserved_rows`` says how many of each group's
-    ``group_size`` rows the strategy fills itself (the engine samples the rest)."""
-
-    reserved_rows: int
+    a group's random choices are seeded by its global index. The rows a strategy fills itself in every group
+    are ``GuidanceConfig.reserved_rows`` (the engine samples the rest)."""
 
     def __call__(self, batch: RolloutBatch, rows: list[dict], step: int, first_group: int = 0
                  ) -> tuple[RolloutBatch, dict[str, float]]: ...
@@ -66,7 +62,6 @@ class Ladder:
 
     def __init__(self, steps: list[Guidance]) -> None:
         self.steps = steps
-        self.reserved_rows = sum(getattr(s, "reserved_rows", 0) for s in steps)
 
     def __call__(self, batch: RolloutBatch, rows: list[dict], step: int, first_group: int = 0
                  ) -> tuple[RolloutBatch, dict[str, float]]:

@@ -12,7 +12,8 @@ def build_guidance(cfg: GuidanceConfig, ctx: GuidanceContext) -> Guidance | None
     """Strategies in ladder order, sharing one teacher pool; None when the ladder is empty (GRPO)."""
     if not cfg.ladder:
         return None
-    pools = [TEACHER_POOLS.get(source.kind)(source, ctx.max_new_tokens, ctx.seed, ctx.precision, ctx.cache_dir)
+    pools = [TEACHER_POOLS.get(source.kind)(source, source.max_new_tokens or ctx.sampling.max_new_tokens, ctx.seed,
+                                            ctx.precision, ctx.cache_dir)
              for source in cfg.teachers]
     steps: list[Guidance] = [GUIDANCE.get(name)(cfg, ctx, pools) for name in cfg.ladder]
     return steps[0] if len(steps) == 1 else Ladder(steps)

@@ -8,6 +8,8 @@ while their training input is the hint-free prompt + the same response tokens. T
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from guidedrl.batch import RolloutBatch
@@ -16,7 +18,7 @@ from guidedrl.data import as_messages, chat_frame, encode_prompts, with_hint
 from guidedrl.guidance.base import GuidanceContext, prompt_tokens, rewards_of
 from guidedrl.guidance.trigger import guidance_demand
 from guidedrl.registry import GUIDANCE
-from guidedrl.rollout.engine import Rollouts, SamplingParams
+from guidedrl.rollout.engine import Rollouts
 from guidedrl.rows import Groups, RowKind, kinds_of
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.pool import TeacherPool
@@ -34,7 +36,6 @@ class HintGuidance:
         if cfg.hint_writer is not None:
             self.writer = HintWriter(server_client(cfg.hint_writer, ctx.cache_dir, "guidance.hint_writer"),
                                      cfg.hint_writer_template, cfg.hint_writer_max_tokens)
-        self.reserved_rows = 0
 
     def hint_for(self, row: dict) -> str | None:
         """The row's ``hint``, else one the hint writer writes, else the first lines of a verified teacher
@@ -69,8 +70,8 @@ class HintGuidance:
         if not groups:
             return batch, metrics
         ids = [hinted_ids[g] for g in groups]
-        sampling = SamplingParams(ctx.temperature, ctx.top_p, ctx.max_new_tokens,
-                                  seeds=tuple(derive_seed(ctx.seed, "hint", step, first_group + g) for g in groups))
+        sampling = replace(ctx.sampling, seeds=tuple(derive_seed(ctx.seed, "hint", step, first_group + g)
+                                                     for g in groups))
         hinted = ctx.engine.generate(ids, ctx.group_size, sampling)
         n = hinted.size
         owner = [groups[int(i)] for i in hinted.prompt_index]

@@ -36,8 +36,6 @@ class TeacherGuidance:
 
     def __init__(self, cfg: GuidanceConfig, ctx: GuidanceContext, pools: list[TeacherPool]) -> None:
         self.cfg, self.pools, self.ctx = cfg, pools, ctx
-        # LUFFY's composition: every group gets k teacher rows added, so k fewer rollouts are sampled
-        self.reserved_rows = cfg.num_guidance if cfg.composition == "add" and cfg.trigger == "always" else 0
         self.verified: dict[str, list[tuple[TeacherSolution, float]]] = {}
         self.warned = False
 

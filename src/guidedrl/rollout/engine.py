@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 from torch.nn import Module
 from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from guidedrl.config import RolloutConfig
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,11 @@ class SamplingParams:
     max_new_tokens: int = 64
     seed: int | None = None
     seeds: tuple[int, ...] | None = None
+
+    @classmethod
+    def of(cls, rollout: RolloutConfig, seeds: tuple[int, ...] | None = None) -> SamplingParams:
+        """How a run samples its rollouts (``rollout`` section), with ``seeds`` per prompt."""
+        return cls(rollout.temperature, rollout.top_p, rollout.max_new_tokens, seeds=seeds)
     behaviour_logp: bool = True
 
 

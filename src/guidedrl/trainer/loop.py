@@ -113,8 +113,7 @@ class Trainer:
         self.guidance = build_guidance(cfg.guidance, GuidanceContext(
             policy=self.policy, tokenizer=self.tokenizer, engine=self.engine, reward=self.reward,
             correct_threshold=cfg.correct_threshold, group_size=cfg.rollout.group_size,
-            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-            max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed, max_prompt_length=limit,
+            sampling=SamplingParams.of(cfg.rollout), seed=cfg.seed, max_prompt_length=limit,
             context_length=getattr(self.policy.config, "max_position_embeddings", None), precision=precision,
             cache_dir=self.out / "teacher_cache", budget=ForwardBudget.of(cfg)))
         try:
@@ -126,7 +125,7 @@ class Trainer:
             raise ConfigError(f"teacher_signal: {err}") from None
         self.critic = self.signals.critic
         # the rows of a group the guidance fills itself (LUFFY's added trace) are not sampled
-        self.samples_per_prompt = cfg.rollout.group_size - (self.guidance.reserved_rows if self.guidance else 0)
+        self.samples_per_prompt = cfg.rollout.group_size - cfg.guidance.reserved_rows
         recompute = cfg.rollout.recompute_behaviour_logp
         if recompute is None:  # the sampler's log-probs are the training forward's exactly only in fp32 with hf
             recompute = cfg.precision != "fp32" or cfg.rollout.engine != "hf"
@@ -241,9 +240,8 @@ class Trainer:
     def sampling(self, index: int, first: int, count: int) -> SamplingParams:
         """How step ``index`` samples its rollouts: each prompt with a seed of its own, from the step and the
         prompt's position in the step's global batch (the same on any number of ranks)."""
-        r = self.cfg.rollout
-        return SamplingParams(r.temperature, r.top_p, r.max_new_tokens, seeds=tuple(
-            derive_seed(self.cfg.seed, "rollout", index, first + i) for i in range(count)))
+        return SamplingParams.of(self.cfg.rollout, tuple(derive_seed(self.cfg.seed, "rollout", index, first + i)
+                                                         for i in range(count)))
 
     def coefficients(self, step: int) -> dict[str, float]:
         """The scheduled coefficients in force at ``step`` (from 1), for the pieces whose weight decays."""
