@@ -9,6 +9,7 @@ from typing import Any
 
 from guidedrl.config import TEACHER_FIELDS, TrainConfig
 from guidedrl.memory.estimate import GIB, MemoryEstimate, ModelShape, estimate_memory
+from guidedrl.teachers.pool import online_teacher_path
 from guidedrl.yaml_config import ConfigError
 
 
@@ -104,7 +105,7 @@ def plan(cfg: TrainConfig, model: Path, teachers: dict[str, Path] | None = None,
         frozen.append(ModelShape.of(teacher_config))
     for i, source in enumerate(cfg.guidance.teachers):
         if source.kind == "online" and source.path:
-            frozen.append(ModelShape.of(model_config(source.path)))
+            frozen.append(ModelShape.of(model_config(online_teacher_path(source))))
     needs = cfg.needs()
     t = cfg.teacher_signal
     self_initial = needs & TEACHER_FIELDS and t.source != "model" and t.self_policy == "initial"

@@ -51,7 +51,7 @@ class OnlinePool:
     do not depend on when the problem is first asked: a resumed run, whose cache starts empty, gets the same.
     """
 
-    def __init__(self, path: str, name: str | None, samples: int, temperature: float, max_new_tokens: int,
+    def __init__(self, path: Path | str, name: str | None, samples: int, temperature: float, max_new_tokens: int,
                  seed: int = 0, precision: Precision | None = None) -> None:
         self.name = name or Path(path).name
         precision = precision or Precision()
@@ -74,6 +74,13 @@ class OnlinePool:
         return [self.cache[k] for k in keys]
 
 
+def online_teacher_path(source: TeacherSource) -> Path:
+    """An online teacher's model folder, refused with the setting's name when it does not exist."""
+    if not Path(source.path).exists():
+        raise ConfigError(f"guidance.teachers: online teacher path {source.path} does not exist")
+    return Path(source.path)
+
+
 @TEACHER_POOLS.register("offline")
 def offline_pool(source: TeacherSource, max_new_tokens: int, seed: int, precision: Precision,
                  cache_dir: Path | None = None) -> OfflinePool:
@@ -85,6 +92,5 @@ def offline_pool(source: TeacherSource, max_new_tokens: int, seed: int, precisio
 def online_pool(source: TeacherSource, max_new_tokens: int, seed: int, precision: Precision,
                 cache_dir: Path | None = None) -> OnlinePool:
     """A local teacher model sampling on demand, on the run's device."""
-    if not Path(source.path).exists():
-        raise ConfigError(f"guidance.teachers: online teacher path {source.path} does not exist")
-    return OnlinePool(source.path, source.name, source.samples, source.temperature, max_new_tokens, seed, precision)
+    return OnlinePool(online_teacher_path(source), source.name, source.samples, source.temperature, max_new_tokens,
+                      seed, precision)
