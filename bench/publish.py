@@ -1,13 +1,13 @@
-"""Where a bench's result file goes: a run folder by default; the committed results and the README's tables only
-when asked, both in one step.
+"""Where a bench's result file goes: a run folder by default; the committed results and the rendered tables (the
+README's and the docs') only when asked, both in one step.
 
 Every bench that records a result takes the same options and saves through :func:`save_result`:
 
     --result PATH     this run's result file (default runs/bench/NAME.json)
-    --name NAME       the result's name: bench/results/NAME.json and the README's ``<!-- bench:NAME -->`` table
-    --update-docs     also store it as bench/results/NAME.json and re-render the tables (render_readme.py)
+    --name NAME       the result's name: bench/results/NAME.json and the ``<!-- bench:NAME -->`` table
+    --update-docs     also store it as bench/results/NAME.json and re-render the tables (render_docs.py)
 
-so running a bench never changes a committed file, and the README never disagrees with bench/results/.
+so running a bench never changes a committed file, and no page disagrees with bench/results/.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-import render_readme
+import render_docs
 
 RUNS = Path("runs") / "bench"
 OPTIONS = ("name", "result", "update_docs")  # where the result goes, not how it was measured
@@ -25,10 +25,10 @@ OPTIONS = ("name", "result", "update_docs")  # where the result goes, not how it
 def add_result_options(parser: argparse.ArgumentParser, name: str) -> None:
     """The result options; ``name`` is the bench's default result name (as its help shows it)."""
     parser.add_argument("--name", help=f"the result's name (default {name}): bench/results/NAME.json and the "
-                        "README table bench:NAME")
+                        "table bench:NAME")
     parser.add_argument("--result", type=Path, help="this run's result file (default runs/bench/NAME.json)")
     parser.add_argument("--update-docs", action="store_true", help="also store the result as "
-                        "bench/results/NAME.json and re-render the README's tables from bench/results/")
+                        "bench/results/NAME.json and re-render the README's and the docs' tables from bench/results/")
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -39,13 +39,14 @@ def settings(args: argparse.Namespace) -> dict:
 
 def save_result(result: dict, args: argparse.Namespace, name: str) -> Path:
     """Write ``result`` to ``--result`` (or runs/bench/NAME.json); with ``--update-docs`` also to the committed
-    results, then re-render the README. NAME is ``--name``, else ``name``. Returns the run's result file."""
+    results, then re-render the README's and the docs' tables. NAME is ``--name``, else ``name``. Returns the run's
+    result file."""
     name = args.name or name
     path = args.result or RUNS / f"{name}.json"
     text = json.dumps(result, indent=1) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     if args.update_docs:
-        (render_readme.RESULTS / f"{name}.json").write_text(text)
-        render_readme.update()
+        (render_docs.RESULTS / f"{name}.json").write_text(text)
+        render_docs.update()
     return path

@@ -1,6 +1,6 @@
 """Each benchmark's loader on a tiny copy in its source's real schema (written by the tests, read through
 ``datasets.load_dataset`` as a local copy or as a hub-shaped folder), the prompt templates, the selection of
-benchmarks and groups, where local copies are found, and the README's table of benchmarks."""
+benchmarks and groups, where local copies are found, and the docs' table of benchmarks."""
 
 from __future__ import annotations
 
@@ -177,5 +177,5 @@ def test_a_tag_cannot_hold_the_separator_of_report_names() -> None:
             check_tag(bad)
 
 
-def test_the_readme_lists_every_built_in_benchmark_as_registered() -> None:
-    assert markdown_table() in (ROOT / "README.md").read_text()
+def test_the_docs_list_every_built_in_benchmark_as_registered() -> None:
+    assert markdown_table() in (ROOT / "docs" / "rewards-and-evaluation.md").read_text()

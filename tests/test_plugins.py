@@ -1,4 +1,4 @@
-"""A new method in one file (the README's worked example, examples/rloo.py): registered by a config's
+"""A new method in one file (the docs' worked example, examples/rloo.py): registered by a config's
 ``plugins``, chosen by name, and trained by the unchanged loop; its advantages checked by hand."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The micro world builds, reloads through from_pretrained, is cached, and an interrupted build resumes.
 
-What the world's models learned is a benchmark figure (``bench/world_build.py``, the README's world table),
+What the world's models learned is a benchmark figure (``bench/world_build.py``, the docs' world table),
 not a test: here only the build's mechanics are asserted.
 """
 

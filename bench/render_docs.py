@@ -1,10 +1,11 @@
-"""Fill the README's measured tables from the benches' result files, so no figure is typed by hand.
+"""Fill the measured tables of the README and the docs from the benches' result files, so no figure is typed.
 
-A table lives between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in README.md and is rendered from
-``bench/results/NAME.json`` by the function registered for NAME below.
+A table lives between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in README.md or any page under docs/
+and is rendered from ``bench/results/NAME.json`` by the function registered for NAME below (a few tables read
+other sources: the world's own files, the recipes' estimates, several results at once).
 
-    python bench/render_readme.py            # rewrite README.md in place
-    python bench/render_readme.py --check    # exit 1 if README.md is not what the results render to
+    python bench/render_docs.py            # rewrite every page that holds a table, in place
+    python bench/render_docs.py --check    # exit 1 (naming them) if a page is not what the results render to
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 from paired import DRAWS, SEED, Table, by_label, mean_distinct_paths, mean_pass_at_k, paired_diffs
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+PAGES = (ROOT / "README.md", ROOT / "docs")  # files, or folders whose *.md pages are searched for tables
+BLOCK = re.compile(r"<!-- bench:(\w+) -->.*?<!-- /bench:\1 -->", re.S)
 RESULTS = ROOT / "bench" / "results"
 WORLD_TEST_ID = ROOT / "worlds" / "default" / "data" / "test_id.jsonl"
 UNTRAINED = RESULTS / "untrained.json"  # the untrained student under the headline's evaluation
@@ -225,6 +227,37 @@ for _name in ("headline", "headline_guide", "headline_tgpo", "headline_guide_ppo
     renders(_name)(headline)
 
 
+SUMMARY = (("ampo", "grpo", "headline"), ("luffy", "grpo", "headline"), ("ampo", "luffy", "headline"),
+           ("guide_grpo", "grpo", "headline_guide"), ("guide_ppo", "ppo", "headline_guide_ppo"),
+           ("tgpo", "rkl_distill", "headline_tgpo"), ("tgpo", "grpo", "headline_tgpo"))
+SOURCES["summary"] = lambda: {name: json.loads((RESULTS / f"{name}.json").read_text())
+                              for name in dict.fromkeys(n for *_, n in SUMMARY) if (RESULTS / f"{name}.json").exists()}
+
+
+@renders("summary")
+def summary(r: dict) -> str:
+    """The README's one table: each comparison's paired differences at pass@1 and pass@max(k), in and out of
+    distribution, from the comparisons' result files."""
+    found = [(a, b, r[n]) for a, b, n in SUMMARY if n in r]
+    if not found:
+        return "(not measured: the comparisons' result files are missing)"
+    top = found[0][2]["settings"]["ks"][-1]
+    rows = [f"| paired difference | ID pass@1 | OOD pass@1 | ID pass@{top} | OOD pass@{top} |", "|---|---|---|---|---|"]
+    for a, b, result in found:
+        diffs = {split: method_diffs(result, a, b, split) for split in ("test_id", "test_ood")}
+        lr = {m: result["methods"][m]["lr"] for m in (a, b)}
+        rows.append(f"| {a} ({lr[a]}) − {b} ({lr[b]}) | " + " | ".join(
+            interval(diffs[split][f"diff_pass@{k}"]) for k in (1, top) for split in ("test_id", "test_ood")) + " |")
+    envs = [result["environment"] for result in r.values()]
+    machines = "; ".join(sorted({e["machine"] for e in envs}))
+    dates = sorted(e["date"] for e in envs)
+    s = found[0][2]["settings"]
+    return "\n".join(rows) + (f"\n\n*Points, 95% paired crossed-bootstrap intervals; the default world, {s['steps']} "
+                              f"steps, seeds {s['seeds']}, each method at the rate it chose on seed {s['seeds'][0]}; "
+                              f"{s['problems']} held-out problems per split × {s['samples']} samples at temperature 1. "
+                              f"{machines}; torch {envs[0]['torch']}; measured {dates[0]} to {dates[-1]}.*")
+
+
 @renders("tgpo_lambda")
 def tgpo_lambda(r: dict) -> str:
     """bench/tgpo_lambda.py: TGPO at each schedule of its label term on the sweep seed, and the chosen one."""
@@ -352,12 +385,34 @@ def render(text: str) -> str:
             body = (RENDERERS[name](json.loads(path.read_text())) if path.exists()
                     else f"(not measured: {path.name} is missing)")
         return f"<!-- bench:{name} -->\n{body}\n<!-- /bench:{name} -->"
-    return re.sub(r"<!-- bench:(\w+) -->.*?<!-- /bench:\1 -->", fill, text, flags=re.S)
+    return BLOCK.sub(fill, text)
 
 
-def update() -> None:
-    """Rewrite README.md's tables from the result files (a bench's ``--update-docs`` calls this)."""
-    README.write_text(render(README.read_text()))
+def pages() -> list[Path]:
+    """Every page that holds a table: README.md and the docs' Markdown pages."""
+    found = []
+    for place in PAGES:
+        for path in sorted(place.rglob("*.md")) if place.is_dir() else [place]:
+            if BLOCK.search(path.read_text()):
+                found.append(path)
+    return found
+
+
+def stale() -> list[Path]:
+    """The pages whose tables are not what the result files render to."""
+    return [path for path in pages() if render(text := path.read_text()) != text]
+
+
+def update() -> list[Path]:
+    """Rewrite every page's tables from the result files (a bench's ``--update-docs`` calls this); returns the
+    pages that changed."""
+    changed = []
+    for path in pages():
+        text = path.read_text()
+        if (new := render(text)) != text:
+            path.write_text(new)
+            changed.append(path)
+    return changed
 
 
 def main() -> None:
@@ -365,9 +420,12 @@ def main() -> None:
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
     if args.check:
-        text = README.read_text()
-        sys.exit(0 if render(text) == text else 1)
-    update()
+        old = stale()
+        for path in old:
+            print(f"stale: {path.relative_to(ROOT)} (run python bench/render_docs.py)", file=sys.stderr)
+        sys.exit(1 if old else 0)
+    for path in update():
+        print(f"rendered {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
