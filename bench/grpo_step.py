@@ -9,7 +9,7 @@ groups are all flat). ``--engine vllm`` samples guidedrl's rollouts with vLLM (r
 runs one guidedrl step after every TRL step, so both see the same machine state. TRL's step is split by
 timing its own methods (generation, rewards, the loss forward; the rest is backward, optimizer and
 bookkeeping); guidedrl's split is its logged ``time/*``. Prints versions, threads and machine, and writes
-``runs/bench/grpo_step.json`` (``--update-docs``: also ``bench/results/`` and the README's tables, bench/publish.py).
+``runs/bench/grpo_step.json`` (``--update-docs``: also ``bench/results/`` and the docs' tables, bench/publish.py).
 
     python bench/grpo_step.py [--world worlds/default] [--steps 20] [--threads 2]
     .venv-vllm/bin/python bench/grpo_step.py --model 50m --engine vllm --prompts 4 --new-tokens 256 --steps 3 \

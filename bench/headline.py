@@ -1,6 +1,6 @@
 """The headline comparison: each method at its best learning rate of one small sweep, several seeds, paired.
 
-Protocol (fixed before any run, written in the README): the world and its splits are the shipped default; the
+Protocol (fixed before any run, written in docs/benchmarks.md): the world and its splits are the shipped default; the
 learning rate of each method is chosen on the sweep seed by its *training* reward (mean over the last fifth of
 the steps: no held-out problem is seen), then every seed is trained at that rate; the held-out evaluation
 samples ``--samples`` answers per problem after training (a finished run evaluated with fewer samples is
@@ -20,7 +20,7 @@ its runs at that rate are trained again where their folders are gone (seeded: th
     python bench/headline.py --prior OLD.json --lrs 2.5e-5  # OLD's sweep widened by one rate
 
 Writes ``runs/bench/headline.json`` (or ``--result``); ``--update-docs`` also stores it as
-``bench/results/headline.json`` and re-renders the README's tables (bench/publish.py).
+``bench/results/headline.json`` and re-renders the docs' tables (bench/publish.py).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ to the memory estimate's update phase.
 
     PYTHONPATH=bench python bench/memory_peak.py        # the four methods chunked, then GRPO with full logits
 
-Writes ``runs/bench/memory_peak.json`` (``--update-docs``: also ``bench/results/`` and the README's tables,
+Writes ``runs/bench/memory_peak.json`` (``--update-docs``: also ``bench/results/`` and the docs' tables,
 bench/publish.py).
 """
 

@@ -1,5 +1,5 @@
 """The headline protocol's settings, defined once: every comparison bench trains and evaluates under them
-unless told otherwise (README: the protocol)."""
+unless told otherwise (docs/benchmarks.md: the protocol)."""
 
 from __future__ import annotations
 

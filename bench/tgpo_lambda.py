@@ -7,7 +7,7 @@ the same shape at a larger λ_0 is λ_0:λ_0/200. The held-out figures use the h
     python bench/tgpo_lambda.py [--lr 5e-5] [--schedules 0.01:0.0001 0.05:0.00025 ...]
 
 Writes ``runs/bench/tgpo_lambda.json`` (or ``--result``); ``--update-docs`` also stores it as
-``bench/results/tgpo_lambda.json`` and re-renders the README's tables (bench/publish.py).
+``bench/results/tgpo_lambda.json`` and re-renders the docs' tables (bench/publish.py).
 """
 
 from __future__ import annotations

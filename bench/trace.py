@@ -9,7 +9,7 @@ read, not trained again. An ablation is the same with config overrides, named by
     python bench/trace.py --method ampo --lrs 2.5e-5 --tag plain --set "algorithm.surrogate.teacher={name: plain}"
 
 Writes ``runs/bench/trace_<method>[_<tag>].json`` (or ``--result``); ``--update-docs`` also stores it as
-``bench/results/trace_<method>[_<tag>].json`` and re-renders the README's tables (bench/publish.py).
+``bench/results/trace_<method>[_<tag>].json`` and re-renders the docs' tables (bench/publish.py).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Same problems (the first ``--problems`` of each split), samples, temperature, le
 
     python bench/untrained.py [--model worlds/default/models/student] [--seeds 0 1 2 3 4]
 
-Writes ``runs/bench/untrained.json`` (``--update-docs``: also ``bench/results/``, read by the README's headline
+Writes ``runs/bench/untrained.json`` (``--update-docs``: also ``bench/results/``, read by the docs' headline
 tables): per-problem (samples, correct, distinct paths) per split and seed, in
 the layout of headline.py's ``problems``.
 """
