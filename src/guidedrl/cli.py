@@ -268,8 +268,9 @@ def train(
         console.print(escape(f"the previous run in {cfg.output_dir} was moved to {trainer.run_dir.moved_to}"),
                       soft_wrap=True)
     summary = trainer.train()
-    console.print(before_after_table(summary, title=escape(f"{config or 'defaults'}: held-out before / after")))
-    console.print(escape(f"run written to {cfg.output_dir}"))
+    if trainer.ranks.main:  # the others hold no evaluation (rank 0 gathers it)
+        console.print(before_after_table(summary, title=escape(f"{config or 'defaults'}: held-out before / after")))
+        console.print(escape(f"run written to {cfg.output_dir}"))
 
 
 @app.command()

@@ -43,7 +43,8 @@ def device_memory_gib(precision: Precision, configured: float | None = None) -> 
 @dataclass(frozen=True)
 class Precision:
     """``fp32``; ``bf16``: bf16 autocast of every forward, weights and optimizer state in fp32 (the default
-    mixed precision); ``bf16-pure``: weights stored in bf16 (half the memory; small updates are lost)."""
+    mixed precision); ``bf16-pure``: weights stored in bf16 (half their memory; the optimizer keeps the
+    small updates, :class:`~guidedrl.trainer.optim.CompensatedAdamW`)."""
 
     mode: str = "fp32"
     device: torch.device = torch.device("cpu")

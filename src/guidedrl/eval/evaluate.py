@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from guidedrl.data import encode_prompts
+from guidedrl.distributed import Ranks
 from guidedrl.eval.metrics import distinct_correct_paths, mean_pass_at_k
 from guidedrl.files import write_json
 from guidedrl.rewards import RewardFn, call_reward, math_answer_reward
@@ -60,18 +61,19 @@ def _chunks(items: Sequence, size: int) -> list[Sequence]:
 
 
 def _sample_and_check(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], n: int,
-                      sampling: SamplingParams, rows_per_batch: int, verifier: RewardFn = math_answer_reward
-                      ) -> tuple[list[list[str]], list[list[bool]], list[list[int]]]:
-    """Texts, answer-check verdicts and token lengths of ``n`` responses per row, generated in batches; a
-    sampled problem draws from a seed of its own (from ``sampling.seed`` and its position), so its samples do
-    not depend on the batching."""
+                      sampling: SamplingParams, rows_per_batch: int | None, verifier: RewardFn = math_answer_reward,
+                      first: int = 0) -> tuple[list[list[str]], list[list[bool]], list[list[int]]]:
+    """Texts, answer-check verdicts and token lengths of ``n`` responses per row, generated ``rows_per_batch``
+    rows at a time (None: in one call, which the engine cuts by its own token budget); a sampled problem draws
+    from a seed of its own (from ``sampling.seed`` and its position, the first row being at ``first``), so its
+    samples depend neither on the batching nor on the rank that evaluates it."""
     texts: list[list[str]] = []
     correct: list[list[bool]] = []
     lengths: list[list[int]] = []
-    size = max(1, rows_per_batch // n)
+    size = max(1, len(rows) if rows_per_batch is None else rows_per_batch // n)
     for start, part in zip(range(0, len(rows), size), _chunks(rows, size)):
         if sampling.temperature > 0 and sampling.seed is not None:
-            sampling = replace(sampling, seeds=tuple(derive_seed(sampling.seed, "eval", start + i)
+            sampling = replace(sampling, seeds=tuple(derive_seed(sampling.seed, "eval", first + start + i)
                                                      for i in range(len(part))))
         rollouts = engine.generate(encode_prompts(tokenizer, [r["prompt"] for r in part]), n, sampling)
         outs = rollouts.response_texts(tokenizer)
@@ -87,22 +89,29 @@ def _sample_and_check(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase,
 
 def evaluate(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], *, split: str,
              ks: Sequence[int] = (1, 8), n_samples: int | None = None, temperature: float = 1.0,
-             max_new_tokens: int = 128, seed: int = 0, rows_per_batch: int = 512,
-             verifier: RewardFn = math_answer_reward, with_greedy: bool = True) -> EvalReport:
+             max_new_tokens: int = 128, seed: int = 0, rows_per_batch: int | None = 512,
+             verifier: RewardFn = math_answer_reward, with_greedy: bool = True,
+             ranks: Ranks | None = None) -> EvalReport | None:
     """Greedy decoding once (unless ``with_greedy`` is False) and ``n_samples`` (default ``max(ks)``) sampled
-    responses per problem, each checked by ``verifier`` (a reward in TRL's convention: 1.0 is correct)."""
+    responses per problem, each checked by ``verifier`` (a reward in TRL's convention: 1.0 is correct). With
+    several ``ranks``, each evaluates its share of the problems and rank 0 gets the report (None on the others)."""
     n = n_samples or max(ks)
     if max(ks) > n:
         raise ValueError(f"pass@{max(ks)} needs at least {max(ks)} samples per problem, got {n}")
+    ranks = ranks or Ranks()
+    share, first = ranks.split(rows)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, behaviour_logp=False)
-    greedy_ok = (_sample_and_check(engine, tokenizer, rows, 1, greedy, rows_per_batch, verifier)[1] if with_greedy
-                 else [[None]] * len(rows))
+    greedy_ok = (_sample_and_check(engine, tokenizer, share, 1, greedy, rows_per_batch, verifier, first)[1]
+                 if with_greedy else [[None]] * len(share))
     sampled = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, behaviour_logp=False)
-    texts, correct, lengths = _sample_and_check(engine, tokenizer, rows, n, sampled, rows_per_batch, verifier)
-    problems = [ProblemScore(prompt=r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
-                             answer=str(r["answer"]), n=n, correct=sum(c), greedy_correct=g[0],
-                             distinct_paths=distinct_correct_paths(t, c), mean_length=sum(ln) / n)
-                for r, t, c, g, ln in zip(rows, texts, correct, greedy_ok, lengths)]
+    texts, correct, lengths = _sample_and_check(engine, tokenizer, share, n, sampled, rows_per_batch, verifier, first)
+    mine = [ProblemScore(prompt=r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
+                         answer=str(r["answer"]), n=n, correct=sum(c), greedy_correct=g[0],
+                         distinct_paths=distinct_correct_paths(t, c), mean_length=sum(ln) / n)
+            for r, t, c, g, ln in zip(share, texts, correct, greedy_ok, lengths)]
+    problems = [p for part in ranks.gather(mine) for p in part]
+    if not ranks.main:
+        return None
     counts = [(p.n, p.correct) for p in problems]
     solved = [p for p in problems if p.correct]
     return EvalReport(
@@ -117,14 +126,19 @@ def evaluate(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, rows: Se
 
 def evaluate_sets(engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, sets: dict[str, Sequence[dict]], *,
                   ks: Sequence[int], samples: int, temperature: float, max_new_tokens: int, seed: int,
-                  report_dir: Path | None = None, tag: str | None = None) -> dict[str, float]:
+                  report_dir: Path | None = None, tag: str | None = None, ranks: Ranks | None = None
+                  ) -> dict[str, float]:
     """pass@k, greedy accuracy, length and distinct correct paths on every held-out set, as flat metrics
     (``eval/<set>/<name>``); with a ``tag`` the per-problem reports are kept as ``<report_dir>/<tag>_<set>.json``
-    (what ``guidedrl analyze`` and ``guidedrl report`` read)."""
+    (what ``guidedrl analyze`` and ``guidedrl report`` read). Each set is decoded in one engine call (the engine
+    cuts it by its token budget); with several ``ranks`` each decodes its share and only rank 0 gets metrics and
+    writes reports."""
     metrics: dict[str, float] = {}
     for name, rows in sets.items():
         report = evaluate(engine, tokenizer, rows, split=name, ks=ks, n_samples=samples, temperature=temperature,
-                          max_new_tokens=max_new_tokens, seed=seed)
+                          max_new_tokens=max_new_tokens, seed=seed, rows_per_batch=None, ranks=ranks)
+        if report is None:
+            continue
         if tag is not None and report_dir is not None:
             report_dir.mkdir(parents=True, exist_ok=True)
             report.write_json(report_dir / f"{tag}_{name}.json")

@@ -136,7 +136,8 @@ def estimate_memory(cfg: TrainConfig, policy: ModelShape, frozen: tuple[ModelSha
     vllm_sleeps = r.vllm.sleep_mode if r.vllm.sleep_mode is not None else limit is not None
     parts = [
         Part("policy weights", policy.params * weight_bytes / shard_weights, "precision, memory.sharding"),
-        Part("AdamW state (2 moments, fp32)", trained * 8 / shard_state, "memory.sharding, lora"),
+        Part("AdamW state (2 moments, fp32)", trained * (8 if weight_bytes == 4 else 10) / shard_state,
+             "memory.sharding, lora"),  # bf16 weights: and each update's bf16 rounding error (CompensatedAdamW)
         Part("frozen models (teacher, reference)", sum(f.params for f in frozen) * (4 if act_bytes == 4 else 2),
              "teacher_signal, regularizers.kl"),
         Part("critic (weights, gradients, AdamW)", 0 if critic is None else critic.params * (2 * weight_bytes + 8),
@@ -149,6 +150,8 @@ def estimate_memory(cfg: TrainConfig, policy: ModelShape, frozen: tuple[ModelSha
              f"{tokens} tokens: memory.tokens_per_forward, gradient_checkpointing", "update"),
         Part("logits of one chunk", chunk * policy.vocab * 4 * LOGIT_COPIES, f"{chunk} positions: memory.logits_chunk",
              "update"),
+        Part("whole weights gathered to generate", 0 if r.engine == "vllm" else  # FSDP's full sharding
+             policy.params * weight_bytes * (1 - 1 / shard_weights), "memory.sharding", "generation"),
         Part("KV cache of the built-in engine", 0 if r.engine == "vllm" else
              (r.kv_cache_tokens or tokens) * 2 * policy.layers * policy.kv_width * act_bytes,
              "rollout.kv_cache_tokens", "generation"),

@@ -7,6 +7,7 @@ no method logic: each line of a step is a call into the module that owns it.
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +38,7 @@ from guidedrl.rollout.engine import RolloutEngine, SamplingParams, release, with
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import TokenizerMismatchError
 from guidedrl.teachers.signal import check_routes
-from guidedrl.trainer.checkpoint import checkpoints, load_state, save_checkpoint
+from guidedrl.trainer.checkpoint import OPTIMIZER_SHARDS, checkpoints, load_state, save_checkpoint
 from guidedrl.trainer.logger import MetricsLogger, PhaseTimer, check_report_to
 from guidedrl.trainer.optim import build_optimizer
 from guidedrl.trainer.paths import RunPaths, check_output_dir, load_pretrained, with_lora
@@ -56,7 +57,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, console: Console | None = None,
                  engine: EngineFactory | None = None, overwrite: bool = False) -> None:
         self.cfg, self.console = cfg, console or Console()
-        self.ranks = Ranks.detect()
+        self.ranks = Ranks.detect(cfg.device)
         self.paths = RunPaths.resolve(cfg)
         self.out = Path(cfg.output_dir)
         check_output_dir(cfg, self.paths)
@@ -79,12 +80,15 @@ class Trainer:
         if self.ranks.world > 1 and cfg.rollout.prompts_per_step % self.ranks.world:
             raise ConfigError(f"rollout.prompts_per_step: {cfg.rollout.prompts_per_step} prompts do not split over "
                               f"{self.ranks.world} processes")
-        if self.ranks.sharded and cfg.rollout.engine == "hf":
-            raise ConfigError("rollout.engine: hf samples from the local module, whose weights FSDP / ZeRO-3 shard; "
-                              "use DDP or DeepSpeed ZeRO-2 (configs/accelerate/)")
+        if self.ranks.fsdp and cfg.rollout.engine != "hf":
+            raise ConfigError(f"rollout.engine: {cfg.rollout.engine} with FSDP-sharded weights is not supported; the "
+                              "built-in engine (hf) samples from them")
+        if self.ranks.fsdp and cfg.lora is not None:
+            raise ConfigError("lora: LoRA under FSDP is not supported; its adapters and their AdamW state are small, "
+                              "so train them unsharded (configs/accelerate/ddp.yaml)")
         if self.ranks.world > 1 and "values" in cfg.needs():
             raise ConfigError("algorithm.advantage: gae (PPO's critic) runs in one process only for now")
-        self.memory = plan(cfg, self.paths.model, self.paths.teachers, self.ranks.world,
+        self.memory = plan(self._memory_config(), self.paths.model, self.paths.teachers, self.ranks.world,
                            device_memory_gib(precision, cfg.memory.gpu_memory_gib))
         require_fit(self.memory)  # lengths within every model's context, the estimate within the device
         weights = last if last is not None and cfg.lora is None else self.paths.model
@@ -153,6 +157,17 @@ class Trainer:
             raise ConfigError(f"--resume: the config differs from the run's ({self.out / 'config.yaml'}) in "
                               f"{', '.join(changed)}; only {', '.join(MAY_CHANGE_ON_RESUME)} may change on resume")
 
+    def _memory_config(self) -> TrainConfig:
+        """The config the memory estimate reads, its ``memory.sharding`` what the launch really shards (FSDP2's
+        reshard_after_forward: full when true, optimizer when false; none under DDP), said when they differ."""
+        launched, configured = self.ranks.sharding, self.cfg.memory.sharding
+        if self.ranks.world == 1 or launched == configured:
+            return self.cfg
+        if self.ranks.main:
+            self.console.print(f"memory.sharding: the config says {configured}, the launch shards {launched}; the "
+                               f"memory estimate uses {launched}", soft_wrap=True)
+        return self.cfg.model_copy(update={"memory": self.cfg.memory.model_copy(update={"sharding": launched})})
+
     def _context_limit(self) -> int | None:
         """The model's context minus the response budget: the longest prompt that fits (None if unknown)."""
         context = getattr(self.policy.config, "max_position_embeddings", None)
@@ -190,23 +205,26 @@ class Trainer:
         cfg, index, timer = self.cfg, self.step, PhaseTimer()
         ids, first = self.ranks.share(self.sampler.next_batch())  # this rank's prompts of the step's batch
         rows = [self.rows[i] for i in ids]
-        with timer("rollout"):
-            rollouts = self.engine.generate([self.prompt_ids[i] for i in ids], self.samples_per_prompt,
-                                            self.sampling(index, first, len(ids)))
-        with timer("reward"):
-            batch, metrics = reward_rollouts(rollouts, rows, self.reward, self.tokenizer, cfg.correct_threshold,
-                                             RewardState(index, cfg.steps))
-        with timer("guidance"):
-            batch, guided = self.guidance(batch, rows, index, first) if self.guidance else (batch, {})
-        batch, filtered = filter_batch(batch, cfg.algorithm.batch_filters)
-        if self.ranks.any(batch is not None):  # a step whose every group is flat makes no update, no schedule step
-            release(self.engine)  # vLLM's sleep mode: its weights and KV cache leave the GPU until the sync
-            with timer("signals"):
-                signals: dict[str, float] = {}
-                if batch is not None:
-                    batch, signals = self.signals(batch, self.policy, index, rows)
-                    batch = replace(batch, advantages=estimate_advantages(
-                        batch.advantage_inputs(cfg.critic.gamma, cfg.critic.lam), cfg.algorithm, index + 1))
+        with self.ranks.full_weights(self.policy):  # FSDP: the whole weights on every rank while it samples, scores
+            with timer("rollout"):
+                rollouts = self.engine.generate([self.prompt_ids[i] for i in ids], self.samples_per_prompt,
+                                                self.sampling(index, first, len(ids)))
+            with timer("reward"):
+                batch, metrics = reward_rollouts(rollouts, rows, self.reward, self.tokenizer, cfg.correct_threshold,
+                                                 RewardState(index, cfg.steps))
+            with timer("guidance"):
+                batch, guided = self.guidance(batch, rows, index, first) if self.guidance else (batch, {})
+            batch, filtered = filter_batch(batch, cfg.algorithm.batch_filters)
+            stepping = self.ranks.any(batch is not None)
+            signals: dict[str, float] = {}
+            if stepping:
+                release(self.engine)  # vLLM's sleep mode: its weights and KV cache leave the GPU until the sync
+                with timer("signals"):
+                    if batch is not None:
+                        batch, signals = self.signals(batch, self.policy, index, rows)
+                        batch = replace(batch, advantages=estimate_advantages(
+                            batch.advantage_inputs(cfg.critic.gamma, cfg.critic.lam), cfg.algorithm, index + 1))
+        if stepping:  # a step whose every group is flat makes no update, no schedule step
             with timer("update"):
                 metrics |= self.update(batch, index, first) | signals
                 metrics |= self.critic.update(batch) if self.critic else {}
@@ -252,27 +270,40 @@ class Trainer:
     # ---- evaluation, checkpoints, the run ------------------------------------------------------
     def evaluate(self, tag: str | None = None) -> dict[str, float]:
         """pass@k, greedy accuracy, length and distinct correct paths on every held-out set; with a ``tag``,
-        the per-problem reports are kept as ``eval/<tag>_<set>.json`` (what ``guidedrl analyze`` reads)."""
+        the per-problem reports are kept as ``eval/<tag>_<set>.json`` (what ``guidedrl analyze`` reads).
+        Each rank evaluates its share of the problems; rank 0 gets the metrics (the others {})."""
         e = self.cfg.eval
-        if not self.ranks.main:
-            return {}
-        return evaluate_sets(self.engine, self.tokenizer, self.eval_sets, ks=e.ks, samples=e.samples,
-                             temperature=e.temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
-                             seed=self.cfg.seed, report_dir=self.out / "eval", tag=tag)
+        with self.ranks.full_weights(self.policy):
+            return evaluate_sets(self.engine, self.tokenizer, self.eval_sets, ks=e.ks, samples=e.samples,
+                                 temperature=e.temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
+                                 seed=self.cfg.seed, report_dir=self.out / "eval", tag=tag, ranks=self.ranks)
 
     def save(self) -> Path:
-        """An atomic checkpoint of everything an exact resume needs."""
+        """An atomic checkpoint of everything an exact resume needs, written by rank 0 (its error raised on every
+        rank). FSDP: the whole weights are gathered on rank 0, and every rank writes its own shard of the
+        optimizer state beside the checkpoints, moved into the checkpoint as it is renamed into place."""
         rng = self.ranks.gather(torch.get_rng_state())  # every rank's (dropout, ...) generator
-        path = self.out / "checkpoints" / f"step_{self.step}"
-        if self.ranks.main:
-            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "sampler": self.sampler.state_dict(), "rank_rng": rng, "updates_applied": self.updates_applied}
+        root = self.out / "checkpoints"
+        weights = self.ranks.full_state_dict(self.policy)
+        shards = root / f".step_{self.step}.shards" if self.ranks.fsdp else None
+        if shards is not None:
+            if self.ranks.main:
+                shutil.rmtree(shards, ignore_errors=True)  # a killed run's
+            self.ranks.barrier()
+            self.ranks.save_optimizer(self.optimizer, self.policy, shards)
+
+        def write() -> Path:
+            state = {"scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(), "rank_rng": rng,
+                     "updates_applied": self.updates_applied}
+            if shards is None:
+                state["optimizer"] = self.optimizer.state_dict()
             if self.critic is not None:
                 state.update(critic=self.critic.state_dict(), critic_optimizer=self.critic.optimizer.state_dict())
-            path = save_checkpoint(self.out / "checkpoints", self.step, self.policy, self.tokenizer, state,
-                                   self.cfg.keep_checkpoints)
-        self.ranks.barrier()
-        return path
+            return save_checkpoint(root, self.step, self.policy, self.tokenizer, state, self.cfg.keep_checkpoints,
+                                   weights, shards)
+
+        on_main(self.ranks, write)
+        return root / f"step_{self.step}"
 
     def restore(self, checkpoint: Path) -> None:
         """Optimizer, schedule, data position, RNG, critic and step of a checkpoint (its weights are loaded);
@@ -280,7 +311,15 @@ class Trainer:
         state = load_state(checkpoint)
         if "rank_rng" in state and len(state["rank_rng"]) == self.ranks.world:
             torch.set_rng_state(state["rank_rng"][self.ranks.rank])
-        self.optimizer.load_state_dict(state["optimizer"])
+        sharded = (checkpoint / OPTIMIZER_SHARDS).exists()
+        if sharded != self.ranks.fsdp:
+            raise RunError(f"--resume: {checkpoint} holds {'each rank' if sharded else 'one'}'s optimizer state, "
+                           f"written by {'an FSDP' if sharded else 'an unsharded'} launch; resume it with such a "
+                           "launch")
+        if sharded:
+            self.ranks.load_optimizer(self.optimizer, self.policy, checkpoint)
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
             self.critic.optimizer.load_state_dict(state["critic_optimizer"])
@@ -303,8 +342,10 @@ class Trainer:
     def _train(self) -> dict[str, dict[str, float]]:
         cfg, main = self.cfg, self.ranks.main
         before_path = self.out / "eval_before.json"
-        if main and cfg.eval.before and not before_path.exists():
-            write_json(before_path, self.evaluate("before"))
+        if cfg.eval.before and not self.ranks.broadcast(before_path.exists()):
+            before = self.evaluate("before")  # every rank evaluates its share
+            if main:
+                write_json(before_path, before)
         before = read_json(before_path) if main and before_path.exists() else {}
         columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("reward {task.fields[reward]:.2f} all-wrong {task.fields[all_wrong]:.2f}"),
@@ -330,21 +371,23 @@ class Trainer:
             self.save()
         after = self.evaluate("after")
         summary = {"before": before, "after": after}
+        weights = self.ranks.full_state_dict(self.policy)  # FSDP: the whole weights, gathered on rank 0
         if main:
             self.logger.log(self.step, after, final=True)
-            self.write_final(summary)
-        self.ranks.barrier()
+        on_main(self.ranks, lambda: self.write_final(summary, weights))
         return summary
 
-    def write_final(self, summary: dict[str, dict[str, float]]) -> None:
+    def write_final(self, summary: dict[str, dict[str, float]], weights: dict[str, torch.Tensor] | None = None
+                    ) -> None:
         """The trained model as ``final/`` (with LoRA: the adapters as ``final_adapter/``, ``final/`` merged) and
-        ``summary.json``, each written atomically: a full disk leaves no half model, and says so in one line."""
+        ``summary.json``, each written atomically: a full disk leaves no half model, and says so in one line.
+        ``weights``: a sharded model's whole weights."""
         advice = "the checkpoints are kept (free space or make the folder writable, then --resume)"
         if self.cfg.lora is not None:  # the adapters, and the merged model every tool can load
             with atomic_dir(self.out / "final_adapter", "the adapters", advice) as tmp:
                 self.policy.save_pretrained(tmp)
             self.policy = self.policy.merge_and_unload()
         with atomic_dir(self.out / "final", "the final model", advice) as tmp:
-            self.policy.save_pretrained(tmp)
+            self.policy.save_pretrained(tmp, state_dict=weights)
             self.tokenizer.save_pretrained(tmp)
         write_json(self.out / "summary.json", summary)

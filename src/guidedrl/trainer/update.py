@@ -10,6 +10,7 @@ epoch the behaviour log-probs come from the sampler (same weights, same temperat
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -21,9 +22,9 @@ from guidedrl.algorithms.surrogates import quantile_gamma, ratio_of
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
 from guidedrl.distributed import Ranks
-from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
-from guidedrl.rollout.forward import response_logprobs
+from guidedrl.rollout.budget import ForwardBudget
+from guidedrl.rollout.forward import chunkable_head, response_logprobs
 from guidedrl.rows import RowKind
 from guidedrl.seeding import derive_seed
 
@@ -47,6 +48,9 @@ class PolicyUpdate:
         self.budget = ForwardBudget.of(cfg)
         self.norm_length = cfg.algorithm.norm_length or cfg.rollout.max_new_tokens
         self.recompute_behaviour = recompute_behaviour
+        if self.ranks.fsdp:  # whether the head can be chunked is probed once, on the whole weights: no collective
+            with self.ranks.full_weights(self.train_model):
+                chunkable_head(self.train_model)
 
     def __call__(self, batch: RolloutBatch | None, index: int, first_group: int = 0) -> dict[str, float]:
         """Optimize on ``batch`` (this rank's rows; None when its groups were all filtered) at step ``index``
@@ -56,8 +60,10 @@ class PolicyUpdate:
         o = self.cfg.optim
         updates = o.epochs * o.mini_batches
         acc: dict[str, float] = {}
-        if batch is not None and self.recompute_behaviour:
-            batch, acc["behaviour_logp_gap"] = self.recomputed_behaviour(batch)
+        if self.recompute_behaviour:
+            with self.ranks.full_weights(self.train_model):
+                if batch is not None:
+                    batch, acc["behaviour_logp_gap"] = self.recomputed_behaviour(batch)
         generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "minibatch", index))
         self.policy.train()
         for _ in range(o.epochs):
@@ -83,7 +89,10 @@ class PolicyUpdate:
 
     def update_once(self, batch: RolloutBatch | None, mini: torch.Tensor, index: int, acc: dict[str, float],
                     updates: int) -> None:
-        """One optimizer step on a mini-batch, accumulated over micro-batches, its gradient all-reduced."""
+        """One optimizer step on a mini-batch, accumulated over micro-batches, its gradient averaged over ranks.
+        Every rank runs as many forwards as the rank with the most micro-batches, so the wrapped model's
+        collectives match: the extra ones (all of them on a rank with no row in the mini-batch) are
+        :meth:`idle_loss`. A non-finite loss on any rank skips the step on every rank."""
         o, ranks = self.cfg.optim, self.ranks
         mask = batch.rollouts.response_mask[mini] if batch is not None else torch.zeros(0, 1)
         kind = batch.kind[mini] if batch is not None else torch.zeros(0, dtype=torch.long)
@@ -94,29 +103,34 @@ class PolicyUpdate:
         self.optimizer.zero_grad(set_to_none=True)
         finite = True
         micros = self.budget.cuts(batch.rollouts, mini) if len(mini) else []
-        for j, micro in enumerate(micros):
-            mb = batch.select(micro).to(self.precision.device)
-            with ranks.no_sync(self.train_model, sync=j == len(micros) - 1):
+        count = max(ranks.max(len(micros)), 1)  # a mini-batch without rows anywhere still steps (zero gradient)
+        for j in range(count):
+            with ranks.no_sync(self.train_model, sync=j == count - 1):
+                if j >= len(micros):
+                    ranks.backward(self.idle_loss())
+                    continue
+                mb = batch.select(micros[j]).to(self.precision.device)
                 loss, stats = policy_loss(self.loss_inputs(mb, gammas), self.cfg.algorithm, index + 1,
                                           self.norm_length, denominators)
                 finite = finite and bool(torch.isfinite(loss))
-                (loss * ranks.world if finite else self.zero_loss()).backward()
+                ranks.backward(loss * ranks.world)
             add_stats(acc, stats, 1.0 / updates)
-        if not micros:  # this rank has no row in this mini-batch: it still joins the gradient all-reduce
-            self.zero_loss().backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), o.grad_clip)
-        add_stats(acc, {"grad_norm": float(norm), **{f"{k}_gamma": float(g) for k, g in gammas.items()}},
-                  1.0 / updates)
-        if not ranks.any(not finite) and torch.isfinite(norm):
+        norm = ranks.clip_grad_norm(self.train_model, o.grad_clip)
+        add_stats(acc, {"grad_norm": norm, **{f"{k}_gamma": float(g) for k, g in gammas.items()}}, 1.0 / updates)
+        if not ranks.any(not finite) and math.isfinite(norm):
             self.optimizer.step()
             add_stats(acc, {"updates": 1.0})
         else:  # a non-finite loss or gradient on any rank is never applied
             self.optimizer.zero_grad(set_to_none=True)
             add_stats(acc, {"updates_skipped": 1.0})
 
-    def zero_loss(self) -> torch.Tensor:
-        """A loss of 0 that touches every trained parameter (so DDP's all-reduce has this rank's zero share)."""
-        return sum(p.sum() * 0.0 for p in self.train_model.parameters() if p.requires_grad)
+    def idle_loss(self) -> torch.Tensor:
+        """A real forward of one token through the wrapped model, weighted 0: this rank's share of the model's
+        collectives (DDP's buffer broadcast and gradient all-reduce, FSDP's all-gathers and reduce-scatters) in a
+        micro-batch it has no rows for."""
+        ids = torch.zeros((1, 1), dtype=torch.long, device=self.precision.device)
+        with self.precision.autocast():
+            return self.train_model(input_ids=ids).logits.float().sum() * 0.0
 
     def forward(self, mb: RolloutBatch, grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                      torch.Tensor | None, torch.Tensor | None]:
@@ -165,11 +179,12 @@ class PolicyUpdate:
             if q is None or not self.ranks.any(bool((kind == k).any())):
                 continue
             ratios = [torch.zeros(0)]
-            for micro in self.budget.cuts(batch.rollouts, mini[kind == k]):
-                mb = batch.select(micro).to(self.precision.device)
-                logp = self.forward(mb, grad=False)[0]
-                mask = mb.rollouts.response_mask.bool()
-                ratios.append(ratio_of(logp, mb.rollouts.behaviour_logp)[mask].float().cpu())
+            with self.ranks.full_weights(self.train_model):
+                for micro in self.budget.cuts(batch.rollouts, mini[kind == k]) if batch is not None else []:
+                    mb = batch.select(micro).to(self.precision.device)
+                    logp = self.forward(mb, grad=False)[0]
+                    mask = mb.rollouts.response_mask.bool()
+                    ratios.append(ratio_of(logp, mb.rollouts.behaviour_logp)[mask].float().cpu())
             values = torch.cat(self.ranks.gather(torch.cat(ratios)))
             gammas[k.key] = quantile_gamma(values, torch.ones_like(values, dtype=torch.bool), q).to(self.precision.device)
         return gammas
