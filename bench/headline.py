@@ -30,18 +30,15 @@ import json
 import statistics
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from bench_env import environment
 from compare import run as run_once
 from compare import setup
 from guidedrl.config import TrainConfig
 from guidedrl.data import load_rows, validate_rows
 from guidedrl.eval.evaluate import evaluate_sets
-from guidedrl.rollout.engine import stop_token_ids, with_pad_token
-from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.rollout.loading import load_for_sampling
 from guidedrl.trainer.logger import read_metrics
-from guidedrl.trainer.paths import RunPaths, load_pretrained
+from guidedrl.trainer.paths import RunPaths
 from guidedrl.yaml_config import load_config
 from paired import mean_distinct_paths, mean_pass_at_k, paired_diffs
 from protocol import PROTOCOL, add_protocol
@@ -73,9 +70,7 @@ def widen(run_dir: Path, samples: int, ks: list[int]) -> None:
     if all(n >= samples for n, _, _ in per_problem(run_dir, SPLITS[0])):
         return
     cfg = load_config(run_dir / "config.yaml", TrainConfig)
-    tokenizer = with_pad_token(load_pretrained(AutoTokenizer, run_dir / "final", "final"))
-    policy = load_pretrained(AutoModelForCausalLM, run_dir / "final", "final").eval()
-    engine = HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer))
+    tokenizer, _, engine = load_for_sampling(run_dir / "final", what="final")
     sets = {name: validate_rows(load_rows(path), str(path))[:cfg.eval.max_problems]
             for name, path in RunPaths.resolve(cfg).eval_sets.items()}
     evaluate_sets(engine, tokenizer, sets, ks=ks, samples=samples, temperature=cfg.eval.temperature,

@@ -16,15 +16,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from bench_env import environment
 from compare import setup
 from guidedrl.data import load_rows, validate_rows
 from guidedrl.eval.evaluate import evaluate
-from guidedrl.rollout.engine import stop_token_ids, with_pad_token
-from guidedrl.rollout.hf_engine import HFEngine
-from guidedrl.trainer.paths import load_pretrained
+from guidedrl.rollout.loading import load_for_sampling
 from protocol import add_protocol
 from publish import add_result_options, save_result, settings
 
@@ -41,9 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     setup()
     model_dir = args.world / "models" / args.model
-    tokenizer = with_pad_token(load_pretrained(AutoTokenizer, model_dir, "model"))
-    policy = load_pretrained(AutoModelForCausalLM, model_dir, "model").eval()
-    engine = HFEngine(policy, tokenizer.pad_token_id, stop_token_ids(policy, tokenizer))
+    tokenizer, _, engine = load_for_sampling(model_dir)
     sets = {split: validate_rows(load_rows(args.world / "data" / f"{split}.jsonl"), split)[:args.problems]
             for split in SPLITS}
     problems: dict[str, list] = {split: [] for split in SPLITS}

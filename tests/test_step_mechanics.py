@@ -15,10 +15,12 @@ import torch
 from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from guidedrl.algorithms.advantages import gae
 from guidedrl.config import TrainConfig
+from guidedrl.rows import RowKind
+from guidedrl.seeding import derive_seed
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import load_config
-from guidedrl.rows import RowKind
 from scripted import ScriptedEngine, build_tiny_world, response_ids, row_logits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -275,6 +277,23 @@ def test_ppo_step_whitens_gae_of_a_fresh_critic(world: Path, tmp_path: Path) -> 
     raw = b.rewards[:, None].expand_as(mask)[mask]
     torch.testing.assert_close(b.advantages[mask], (raw - raw.mean()) / (raw.std() + EPS))
     assert m["critic/value_mean"] == 0.0 and m["critic/return_mean"] == pytest.approx(float(raw.mean()))
+    torch.testing.assert_close(b.returns[mask], raw)  # the critic's stage: GAE returns once, on the batch
+
+
+def test_the_critic_runs_gae_once_and_fits_the_returns_it_put_on_the_batch(world: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The critic owns γ/λ: one GAE per step (in its stage), and its fit regresses on the batch's returns."""
+    import guidedrl.trainer.critic as critic_module
+    trainer = _trainer(world, tmp_path / "run", "ppo.yaml", MIXED, "critic.gamma=0.9", "critic.lam=0.8")
+    calls, fitted = [], []
+    real_gae, real_fit = critic_module.gae, trainer.signals.critic.fit
+    monkeypatch.setattr(critic_module, "gae", lambda *a, **k: calls.append(a[3:]) or real_gae(*a, **k))
+    monkeypatch.setattr(trainer.signals.critic, "fit", lambda r, v, ret: fitted.append(ret) or real_fit(r, v, ret))
+    trainer.train_step()
+    b = trainer.last_batch
+    assert calls == [(0.9, 0.8)]
+    assert fitted[0] is b.returns
+    torch.testing.assert_close(b.returns, gae(b.rewards, b.values, b.rollouts.response_mask, 0.9, 0.8)[1])
 
 
 METHODS = [("grpo.yaml", MIXED, ()), ("ampo.yaml", ALL_WRONG, ()),
@@ -361,3 +380,91 @@ def test_the_flat_group_filter_drops_groups_without_signal(world: Path, tmp_path
     m = flat.train_step()
     assert m["filtered_rows"] == 1.0 and "grad_norm" not in m and flat.step == 1 and flat.last_batch is None
     assert all(torch.equal(a, b) for a, b in zip(before, flat.policy.parameters()))
+
+
+CORRECTION = "algorithm.rollout_correction={{level: {level}, mode: {mode}, threshold: 2.0}}"
+UNCLIPPED = "optim.grad_clip=1.0e9"  # gradients compared unclipped
+
+
+def _step_with_grad(trainer: Trainer) -> tuple[dict[str, float], torch.Tensor]:
+    grads = []
+    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: grads.append(torch.cat(
+        [p.grad.flatten() for group in opt.param_groups for p in group["params"] if p.grad is not None])))
+    return trainer.train_step(), grads[0]
+
+
+def test_rollout_correction_weights_the_students_tokens_by_the_samplers_gap(world: Path, tmp_path: Path) -> None:
+    """A sampler whose log-probs are 0.3 below the training forward's: with one update and no recompute, π_old is
+    the forward's own (the ratio stays 1) and every own token weighs exp(0.3), so the gradient is exp(0.3) times
+    the gradient with an exact sampler; at 1.0 below, exp(1) > 2: truncated to 2, or every token masked."""
+    token = CORRECTION.format(level="token", mode="truncate"), UNCLIPPED
+    m0, g0 = _step_with_grad(_trainer(world, tmp_path / "exact", "grpo.yaml", MIXED, *token))
+    m1, g1 = _step_with_grad(_trainer(world, tmp_path / "gap", "grpo.yaml", MIXED, *token, logp_offset=-0.3))
+    assert m0["rollout_correction/weight_mean"] == pytest.approx(1.0)
+    assert m1["rollout_correction/weight_mean"] == pytest.approx(math.exp(0.3), rel=1e-5)
+    assert m1["ratio_mean"] == pytest.approx(1.0) and m1["rollout_correction/masked_frac"] == 0.0
+    assert "behaviour_logp_gap" not in m1  # no extra forward
+    torch.testing.assert_close(g1, math.exp(0.3) * g0, atol=1e-6 * float(g0.abs().max()), rtol=1e-4)
+    m2, g2 = _step_with_grad(_trainer(world, tmp_path / "far", "grpo.yaml", MIXED, *token, logp_offset=-1.0))
+    assert m2["rollout_correction/weight_mean"] == pytest.approx(2.0, rel=1e-6)
+    torch.testing.assert_close(g2, 2.0 * g0, atol=1e-6 * float(g0.abs().max()), rtol=1e-4)
+    masked = CORRECTION.format(level="token", mode="mask")
+    m3, g3 = _step_with_grad(_trainer(world, tmp_path / "masked", "grpo.yaml", MIXED, masked, logp_offset=-1.0))
+    assert m3["rollout_correction/masked_frac"] == 1.0 and m3["rollout_correction/weight_mean"] == 0.0
+    assert g3.abs().max() == 0
+
+
+def test_sequence_level_correction_weighs_each_row_by_its_summed_gap(world: Path, tmp_path: Path) -> None:
+    trainer = _trainer(world, tmp_path / "run", "grpo.yaml", MIXED, CORRECTION.format(level="sequence",
+                                                                                     mode="truncate"),
+                       logp_offset=-0.3)
+    m = trainer.train_step()
+    lengths = trainer.last_batch.rollouts.response_mask.sum(1)
+    expected = sum(float(n) * min(math.exp(0.3 * float(n)), 2.0) for n in lengths) / float(lengths.sum())
+    assert m["rollout_correction/weight_mean"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_rollout_correction_over_several_updates_takes_pi_old_from_one_no_grad_forward(world: Path,
+                                                                                      tmp_path: Path) -> None:
+    """Two mini-batches: π_old cannot be the live forward's after the first update, so the behaviour log-probs
+    are recomputed once (the gap to the sampler is the offset) and the sampler's kept for the weights."""
+    trainer = _trainer(world, tmp_path / "run", "grpo.yaml", MIXED, CORRECTION.format(level="token",
+                                                                                     mode="truncate"),
+                       "optim.mini_batches=2", logp_offset=-0.3)
+    m = trainer.train_step()
+    assert m["behaviour_logp_gap"] == pytest.approx(0.3, rel=1e-5)
+    assert m["rollout_correction/weight_mean"] == pytest.approx(math.exp(0.3), rel=1e-5)
+
+
+def test_refill_draws_fresh_prompts_until_the_step_has_its_informative_groups(world: Path, tmp_path: Path) -> None:
+    """Two prompts per step, 4*2 always solved (a flat group): round 1 keeps 2+3 only, so a second round draws
+    the next two prompts with seeds of their own; 2+3 is kept again and the step trains on two 2+3 groups."""
+    trainer = _trainer(world, tmp_path / "run", "grpo.yaml", MIXED, "algorithm.batch_filters=[flat_groups]",
+                       "algorithm.refill={max_generation_rounds: 3}")
+    seeds = []
+    generate = trainer.engine.generate
+    trainer.engine.generate = lambda prompts, n, sampling: seeds.append(sampling.seeds) or generate(prompts, n,
+                                                                                                    sampling)
+    m = trainer.train_step()
+    assert m["refill/rounds"] == 2 and m["refill/groups"] == 2
+    assert [sorted(texts) for texts in trainer.engine.calls] == [["2+3\n", "4*2\n"]] * 2
+    assert seeds == [tuple(derive_seed(0, "rollout", 0, i) for i in range(2)),
+                     tuple(derive_seed(0, "rollout", 0, 2 + i) for i in range(2))]
+    b = trainer.last_batch
+    assert b.group_index.tolist() == [0] * G + [1] * G
+    assert set(_rows_by_prompt(trainer)) == {"2+3\n"}
+    assert trainer.sampler.state_dict() == {"epoch": 2, "position": 0}  # both rounds' prompts drawn (resume)
+
+
+def test_refill_stops_after_its_rounds_and_a_step_with_no_group_left_makes_no_update(world: Path,
+                                                                                     tmp_path: Path) -> None:
+    trainer = _trainer(world, tmp_path / "run", "grpo.yaml", {**ALL_WRONG, "2+3\n": ["no"] * G},
+                       "algorithm.batch_filters=[flat_groups]", "algorithm.refill={max_generation_rounds: 2}")
+    m = trainer.train_step()
+    assert m["refill/rounds"] == 2 and m["refill/groups"] == 0
+    assert trainer.last_batch is None and "updates" not in m and len(trainer.engine.calls) == 2
+
+
+def test_refill_without_a_batch_filter_is_refused() -> None:
+    with pytest.raises(ValueError, match="refill: refills the groups a batch filter drops"):
+        TrainConfig.model_validate({"algorithm": {"refill": {"max_generation_rounds": 2}}})

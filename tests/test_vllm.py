@@ -168,13 +168,13 @@ def train_args(out: Path, engine_name: str, *extra: str) -> list[str]:
     return ["train", str(ROOT / "configs" / "grpo.yaml"), *[x for kv in sets for x in ("--set", kv)]]
 
 
-def run_train(out: Path, engine_name: str, processes: int = 1) -> tuple[list[dict], str]:
+def run_train(out: Path, engine_name: str, processes: int = 1, *extra: str) -> tuple[list[dict], str]:
     """A training run's metrics and output. Two processes: torchrun over gloo (``accelerate launch --cpu`` starts
     one process only, without mpirun), each rank with its own vLLM."""
     launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                                           "--master_port", str(free_port())]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, *launcher, "-m", "guidedrl", *train_args(out, engine_name)],
+    done = subprocess.run([sys.executable, *launcher, "-m", "guidedrl", *train_args(out, engine_name, *extra)],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()], done.stdout + done.stderr
@@ -214,6 +214,16 @@ def test_a_grpo_run_with_vllm_matches_one_with_the_built_in_engine(vllm_run: tup
     assert abs(hf[0]["response_length"] - vl[0]["response_length"]) < 6
     assert all(r["behaviour_logp_gap"] < TOLERANCE for r in vl)  # engine vs training forward, recomputed
 
+
+def test_rollout_correction_on_vllm_weighs_the_engines_own_log_probs(tmp_path: Path) -> None:
+    """No recompute, one update per step: π_old is the training forward's own log-prob and the sampler's are
+    vLLM's, so each token's weight is exp of the engine's gap, within the engine tolerance of 1."""
+    metrics, _ = run_train(tmp_path / "corrected", "vllm", 1, "rollout.recompute_behaviour_logp=false",
+                           "algorithm.rollout_correction={level: token, mode: truncate, threshold: 2.0}")
+    steps = [r for r in metrics if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all("behaviour_logp_gap" not in r for r in steps)
+    assert all(abs(r["rollout_correction/weight_mean"] - 1.0) < TOLERANCE for r in steps)
+    assert all(r["rollout_correction/masked_frac"] == 0.0 for r in steps)
 
 
 def test_two_processes_each_with_its_own_vllm_equal_one(vllm_run: tuple, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ behaviour log-probs of whoever produced each response; each row's :class:`~guide
 whether it is the student's own, a teacher's or a hinted re-roll, so the loss gives its tokens their own
 surrogate. Later stages
 add per-token fields: the teacher's predictions, the reference policy's log-probs, the critic's
-values, and the advantages.
+values and returns, and the advantages.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from guidedrl.rows import Groups, RowKind, kinds_of
 
 ROW_FIELDS = ("rewards", "correct", "group_index", "kind")  # the per-row tensors, in constructor order
 PER_TOKEN = ("teacher_logp", "teacher_label", "teacher_topk_ids", "teacher_topk_logp", "old_label_logp",
-             "teacher_tokens", "ref_logp", "values", "advantages")
+             "teacher_tokens", "ref_logp", "values", "returns", "sampler_logp", "advantages")
 
 
 @dataclass
@@ -46,6 +46,9 @@ class RolloutBatch:
     teacher_tokens: Tensor | None = None  # B×R bool: where the label terms apply
     ref_logp: Tensor | None = None  # B×R: the frozen initial policy's log-probs (k3 KL)
     values: Tensor | None = None  # B×R: the critic's values (PPO)
+    returns: Tensor | None = None  # B×R: the critic's GAE returns (PPO)
+    sampler_logp: Tensor | None = None  # B×R: the sampler's log-probs, kept for the rollout correction when the
+    # behaviour log-probs were recomputed by a training forward
     advantages: Tensor | None = None  # B×R: per-token advantages of the update
 
     @classmethod
@@ -92,13 +95,13 @@ class RolloutBatch:
                    *(torch.cat([getattr(p, f) for p in parts]) for f in ROW_FIELDS),
                    [s for p in parts for s in p.source])
 
-    def advantage_inputs(self, gamma: float = 1.0, lam: float = 1.0) -> AdvantageInputs:
+    def advantage_inputs(self) -> AdvantageInputs:
         """What an advantage estimator may read of this batch."""
         r = self.rollouts
         return AdvantageInputs(rewards=self.rewards, response_mask=r.response_mask, group_index=self.group_index,
                                kind=self.kind, behaviour_logp=r.behaviour_logp, teacher_logp=self.teacher_logp,
                                old_label_logp=self.old_label_logp, teacher_tokens=self.teacher_tokens,
-                               values=self.values, gamma=gamma, lam=lam)
+                               values=self.values, returns=self.returns)
 
     def group_outcomes(self) -> tuple[float, float]:
         """Shares of groups whose rows are all wrong and all right (no learning signal in either)."""
@@ -128,3 +131,11 @@ def filter_batch(batch: RolloutBatch, names: list[str]) -> tuple[RolloutBatch | 
     for name in names:
         keep &= BATCH_FILTERS.get(name)(batch.rewards, batch.group_index)
     return (batch.select(keep.nonzero().squeeze(1)) if keep.any() else None), {"filtered_rows": 1.0 - keep.float().mean().item()}
+
+
+def first_groups(batch: RolloutBatch, rows: list[dict], count: int) -> tuple[RolloutBatch, list[dict]]:
+    """The rows of the batch's ``count`` lowest-numbered groups, renumbered 0, 1, … in order, and their data rows
+    (``rows[g]`` is group g's)."""
+    ids = torch.unique(batch.group_index)[:count]
+    kept = batch.select(torch.isin(batch.group_index, ids).nonzero().squeeze(1))
+    return replace(kept, group_index=torch.searchsorted(ids, kept.group_index)), [rows[g] for g in ids.tolist()]

@@ -185,22 +185,14 @@ def _device(spec: str) -> object:
 def _load_for_eval(model: Path, target: object, engine: str, max_new_tokens: int) -> tuple:
     """The tokenizer, the policy on ``target`` and the ``--engine`` sampling from it (the built-in one decodes
     in chunks bounded by rollout.kv_cache_tokens' default)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from guidedrl.config import RolloutConfig
-    from guidedrl.precision import Precision
     from guidedrl.registry import ENGINES
-    from guidedrl.rollout.engine import with_pad_token
-    from guidedrl.trainer.paths import load_pretrained
+    from guidedrl.rollout.loading import load_for_sampling
 
     try:
         ENGINES.check(engine)
     except ValueError as err:
         _fail(f"--engine: {err}")
-    tokenizer = with_pad_token(load_pretrained(AutoTokenizer, model, "--model"))
-    policy = load_pretrained(AutoModelForCausalLM, model, "--model").eval().to(target)
-    rollout = RolloutConfig(engine=engine, max_new_tokens=max_new_tokens)
-    return tokenizer, policy, ENGINES.get(engine)(policy, tokenizer, rollout, Precision(device=target))
+    return load_for_sampling(model, engine, target, max_new_tokens, "--model")
 
 
 def _eval_suite(model: Path, names: str, world: Path, samples: int, pass1_samples: int, temperature: float | None,
@@ -210,8 +202,18 @@ def _eval_suite(model: Path, names: str, world: Path, samples: int, pass1_sample
     """``eval --benchmarks``: every benchmark read and checked first, then evaluated; the table, the result
     (benchmarks_<tag>.json) and the per-problem reports (eval/<tag>_<name>.json) in the output folder."""
     from guidedrl.eval.benchmarks import select
-    from guidedrl.eval.suite import (SuiteSettings, check_lengths, check_tag, load_suite, local_copies,
-                                     output_paths, run_suite, suite_table, summarize, write_suite)
+    from guidedrl.eval.suite import (
+        SuiteSettings,
+        check_lengths,
+        check_tag,
+        load_suite,
+        local_copies,
+        output_paths,
+        run_suite,
+        suite_table,
+        summarize,
+        write_suite,
+    )
     from guidedrl.files import check_output_file
     from guidedrl.registry import TEMPLATES
 

@@ -126,6 +126,27 @@ class Surrogates(StrictModel):
                                   description="rows sampled with a hint, trained without it (Guide)")
 
 
+class RolloutCorrection(StrictModel):
+    """Importance weights π_old / π_sampler on the student's own tokens, for a sampler whose log-probs differ
+    from the training forward's (vLLM, bf16): truncated or masked, per token or per sequence, as TRL's
+    ``vllm_importance_sampling_mode`` defines them; they multiply the policy-gradient token losses (not the
+    regularizers), as verl's rollout importance sampling does."""
+
+    level: Literal["token", "sequence"] = Field("token", description="a weight per token, or per row (exp of the "
+                                                "row's summed log-ratio)")
+    mode: Literal["truncate", "mask"] = Field("truncate", description="truncate: weights above the threshold "
+                                              "become the threshold; mask: weights above it become 0")
+    threshold: float = Field(2.0, gt=1, description="the largest weight kept")
+
+
+class Refill(StrictModel):
+    """DAPO's dynamic sampling: after the batch filters, draw fresh prompts until the step has as many informative
+    groups as ``rollout.prompts_per_step`` (the extra ones dropped, last drawn first), as verl's
+    ``filter_groups`` does; when the rounds run out the step trains on the groups it has (verl stops the run)."""
+
+    max_generation_rounds: int = Field(3, ge=2, description="generation rounds per step at most, the first included")
+
+
 class AlgorithmConfig(StrictModel):
     """The math of a step, each piece chosen by name from a registry of pure functions."""
 
@@ -143,9 +164,22 @@ class AlgorithmConfig(StrictModel):
                                                      "kl (k3 to the initial policy), kdrl, label_ce (TGPO), topk_kl")
     batch_filters: list[str] = Field([], description="applied after guidance, by name: flat_groups (DAPO: drop "
                                      "groups whose rewards are all equal; no update when none is left)")
+    refill: Refill | None = Field(None, description="with batch_filters: sample fresh prompts until the step's "
+                                  "groups are all informative, at most max_generation_rounds rounds (off: null)")
+    rollout_correction: RolloutCorrection | None = Field(None, description=(
+        "importance-weight the student's own tokens by π_old / π_sampler (off: null). π_old is the recomputed "
+        "behaviour log-prob when rollout.recompute_behaviour_logp is on; with it off, the training forward's own "
+        "detached log-prob when the step makes one update (no extra forward), else one no-grad forward before "
+        "the update"))
 
     _advantage = field_validator("advantage")(lambda v: ADVANTAGES.check(v))
     _filters = field_validator("batch_filters")(lambda v: [BATCH_FILTERS.check(n) for n in v])
+
+    @model_validator(mode="after")
+    def _refill_filters(self) -> AlgorithmConfig:
+        if self.refill is not None and not self.batch_filters:
+            raise ValueError("refill: refills the groups a batch filter drops; set batch_filters (e.g. [flat_groups])")
+        return self
 
     @field_validator("advantage_addons")
     @classmethod

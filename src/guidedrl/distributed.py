@@ -33,7 +33,8 @@ from guidedrl.errors import RunError
 
 T = TypeVar("T")
 Sharding = Literal["none", "optimizer", "full"]
-ADDITIVE = ("loss", "pg_loss", "reg/", "entropy", "clip_frac", "ratio_mean", "teacher_prob_mean", "hint_ratio_mean")
+ADDITIVE = ("loss", "pg_loss", "reg/", "entropy", "clip_frac", "ratio_mean", "teacher_prob_mean", "hint_ratio_mean",
+            "rollout_correction/")
 FSDP_ADVICE = "(configs/accelerate/fsdp.yaml shows a launch guidedrl runs)"
 
 

@@ -32,8 +32,7 @@ class AdvantageInputs:
     old_label_logp: Tensor | None = None  # B×R: log π_old of the teacher's label at each position (TGPO-Adv)
     teacher_tokens: Tensor | None = None  # B×R bool: where the label terms apply (None: every response token)
     values: Tensor | None = None  # B×R: a critic's value of the state before each response token (PPO)
-    gamma: float = 1.0  # GAE discount
-    lam: float = 1.0  # GAE λ
+    returns: Tensor | None = None  # B×R: the critic's GAE(γ, λ) returns of those states (PPO)
 
     def rows_of(self, *kinds: RowKind) -> Tensor:
         """B bool: rows of the given kinds (every row counts as the student's own when ``kind`` is None)."""
@@ -159,11 +158,12 @@ def gae(rewards: Tensor, values: Tensor, response_mask: Tensor, gamma: float = 1
 
 @ADVANTAGES.register("gae", needs={"values"})
 def gae_whitened(x: AdvantageInputs, eps: float = 1e-6) -> Tensor:
-    """PPO: GAE(γ, λ) from the critic's values, whitened over all response tokens of the batch."""
-    if x.values is None:
-        raise ValueError("advantage 'gae' needs a critic's values (PPO)")
-    advantages, _ = gae(x.rewards, x.values, x.response_mask, x.gamma, x.lam)
+    """PPO: the critic's GAE(γ, λ) advantages (its returns minus its values), whitened over all response tokens
+    of the batch."""
+    if x.values is None or x.returns is None:
+        raise ValueError("advantage 'gae' needs a critic's values and returns (PPO)")
     mask = x.response_mask.bool()
+    advantages = torch.where(mask, x.returns - x.values, 0.0)
     real = advantages[mask]
     if real.numel() < 2:
         return advantages

@@ -40,6 +40,8 @@ class LossInputs:
     topk_logp: Tensor | None = None  # B×R×k: log π_θ of the teacher's top-k tokens, for the top-k forward KL
     teacher_topk_logp: Tensor | None = None  # B×R×k: the teacher's log-probs of those tokens
     teacher_tokens: Tensor | None = None  # B×R bool: where the label terms apply (None = every response token)
+    rollout_weight: Tensor | None = None  # B×R: rollout correction's weight of each token (1 outside own tokens)
+    rollout_masked: Tensor | None = None  # B×R bool: own tokens its mask mode dropped
 
     def tokens_of(self, kind: RowKind) -> Tensor:
         """B×R bool: the real response tokens of rows of one kind."""
@@ -52,7 +54,9 @@ def policy_loss(x: LossInputs, algo: AlgorithmConfig, step: int, norm_length: in
 
     Statistics are sums divided by mini-batch counts, so summing them over micro-batches gives the
     mini-batch's: ``loss``, ``pg_loss``, ``reg/<name>``, ``entropy``, ``clip_frac`` and ``ratio_mean`` (of
-    the student's own tokens), ``teacher_prob_mean`` (π_θ of teacher tokens), ``hint_ratio_mean``.
+    the student's own tokens), ``teacher_prob_mean`` (π_θ of teacher tokens), ``hint_ratio_mean``, and with a
+    rollout correction (its weights multiply the surrogates' token losses) ``rollout_correction/weight_mean``
+    and ``/masked_frac`` of the student's own tokens.
     """
     d = denominators or Denominators.of(x.response_mask, x.kind)
     mask = x.response_mask.bool()
@@ -69,6 +73,8 @@ def policy_loss(x: LossInputs, algo: AlgorithmConfig, step: int, norm_length: in
         loss_k, clipped_k = SURROGATES.get(spec.name)(x.logp, x.behaviour_logp, adv, tokens, params)
         loss_mat = torch.where(tokens, loss_k, loss_mat)
         clipped |= clipped_k & tokens
+    if x.rollout_weight is not None:
+        loss_mat = loss_mat * x.rollout_weight
     pg_loss = aggregate(loss_mat, mask, algo.agg_mode, norm_length, d)
     total = pg_loss
     stats = {"pg_loss": float(pg_loss.detach())}
@@ -81,6 +87,9 @@ def policy_loss(x: LossInputs, algo: AlgorithmConfig, step: int, norm_length: in
     ratio = ratio_of(x.logp, x.behaviour_logp).detach()
     per_kind = {"clip_frac": (clipped.float(), RowKind.POLICY), "ratio_mean": (ratio, RowKind.POLICY),
                 "teacher_prob_mean": (ratio, RowKind.TEACHER), "hint_ratio_mean": (ratio, RowKind.HINTED)}
+    if x.rollout_weight is not None and x.rollout_masked is not None:
+        per_kind |= {"rollout_correction/weight_mean": (x.rollout_weight, RowKind.POLICY),
+                     "rollout_correction/masked_frac": (x.rollout_masked.float(), RowKind.POLICY)}
     for key, (values, k) in per_kind.items():
         if d.kind_tokens[k] > 0:
             stats[key] = float((values * x.tokens_of(k)).sum()) / d.kind_tokens[k]

@@ -1,5 +1,7 @@
-"""PPO's critic: a separate value model (the policy's body, initialized from its weights, plus a scalar
-head) that scores the *hint-free* training context, fitted to GAE returns with value clipping."""
+"""PPO's critic, a stage of its own: a separate value model (the policy's body, initialized from its weights,
+plus a scalar head) that scores the *hint-free* training context. It owns γ and λ: before the update it adds
+its values and their GAE returns to the batch (GAE once per step; the ``gae`` advantage reads both), after the
+update it fits itself to those returns with value clipping, and it saves and loads its own state."""
 
 from __future__ import annotations
 
@@ -7,13 +9,16 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModel
 
+from dataclasses import replace
+from typing import Any
+
 from guidedrl.algorithms.advantages import gae
 from guidedrl.algorithms.losses import value_loss
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import CriticConfig
-from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.memory.plan import pretrained_kwargs
 from guidedrl.precision import Precision
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import position_ids_from_mask
 
@@ -50,13 +55,18 @@ class Critic(nn.Module):
         self.eval()
         return self.budget.per_token(rollouts, lambda part, rows: self(part))[0] * rollouts.response_mask
 
-    def update(self, batch: RolloutBatch) -> dict[str, float]:
-        """Fit the critic to the returns of a step's batch, whose ``values`` are the critic's before the update."""
-        return self.fit(batch.rollouts, batch.rewards, batch.values)
+    def score(self, batch: RolloutBatch) -> RolloutBatch:
+        """The batch with the critic's current values and their GAE(γ, λ) returns (advantages + values)."""
+        values = self.values(batch.rollouts)
+        _, returns = gae(batch.rewards, values, batch.rollouts.response_mask, self.cfg.gamma, self.cfg.lam)
+        return replace(batch, values=values, returns=returns)
 
-    def fit(self, rollouts: Rollouts, rewards: Tensor, old_values: Tensor) -> dict[str, float]:
-        """One pass of value regression on GAE returns, accumulated over the budget's micro-batches (token-mean)."""
-        _, returns = gae(rewards, old_values, rollouts.response_mask, self.cfg.gamma, self.cfg.lam)
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """Fit the critic to the returns :meth:`score` added to a step's batch."""
+        return self.fit(batch.rollouts, batch.values, batch.returns)
+
+    def fit(self, rollouts: Rollouts, old_values: Tensor, returns: Tensor) -> dict[str, float]:
+        """One pass of value regression on ``returns``, accumulated over the budget's micro-batches (token-mean)."""
         total = float(rollouts.response_mask.sum()) or 1.0
         self.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -77,3 +87,12 @@ class Critic(nn.Module):
         return {"critic/value_loss": loss_sum, "critic/grad_norm": float(norm),
                 "critic/value_mean": float(old_values[mask].mean()) if mask.any() else 0.0,
                 "critic/return_mean": float(returns[mask].mean()) if mask.any() else 0.0}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the critic: its weights and its optimizer."""
+        return {"critic": self.state_dict(), "critic_optimizer": self.optimizer.state_dict()}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`checkpoint_state` kept."""
+        self.load_state_dict(state["critic"])
+        self.optimizer.load_state_dict(state["critic_optimizer"])

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.algorithms.advantages import estimate_advantages
-from guidedrl.batch import RolloutBatch, filter_batch, reward_rollouts
+from guidedrl.batch import RolloutBatch, filter_batch, first_groups, reward_rollouts
 from guidedrl.config import MAY_CHANGE_ON_RESUME, RolloutConfig, TrainConfig, resume_changes
 from guidedrl.data import load_rows, validate_rows
 from guidedrl.distributed import Ranks
@@ -34,7 +34,7 @@ from guidedrl.prompt_length import fit_prompts
 from guidedrl.registry import ENGINES
 from guidedrl.rewards import Reward, RewardState
 from guidedrl.rollout.budget import ForwardBudget
-from guidedrl.rollout.engine import RolloutEngine, SamplingParams, release, with_pad_token
+from guidedrl.rollout.engine import RolloutEngine, Rollouts, SamplingParams, release, with_pad_token
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import TokenizerMismatchError
 from guidedrl.teachers.signal import check_routes
@@ -86,8 +86,6 @@ class Trainer:
         if self.ranks.fsdp and cfg.lora is not None:
             raise ConfigError("lora: LoRA under FSDP is not supported; its adapters and their AdamW state are small, "
                               "so train them unsharded (configs/accelerate/ddp.yaml)")
-        if self.ranks.world > 1 and "values" in cfg.needs():
-            raise ConfigError("algorithm.advantage: gae (PPO's critic) runs in one process only for now")
         self.memory = plan(self._memory_config(), self.paths.model, self.paths.teachers, self.ranks.world,
                            device_memory_gib(precision, cfg.memory.gpu_memory_gib))
         require_fit(self.memory)  # lengths within every model's context, the estimate within the device
@@ -122,13 +120,14 @@ class Trainer:
             cache_dir=self.out / "teacher_cache", budget=ForwardBudget.of(cfg)))
         try:
             self.signals = StepSignals(cfg, self.paths.model, self.paths.teachers, self.tokenizer, precision,
-                                       self.policy, self.out / "teacher_cache")
+                                       self.policy, self.out / "teacher_cache", self.ranks.world)
+        except ConfigError:
+            raise
         except TokenizerMismatchError as err:
             raise ConfigError(f"teacher_signal.path: {err}") from None
         except ValueError as err:
             raise ConfigError(f"teacher_signal: {err}") from None
-        self.critic = self.signals.critic
-        # the rows of a group the guidance fills itself (LUFFY's added trace) are not sampled
+        # the rows of a group the guidance fills itself (an added teacher trace) are not sampled
         self.samples_per_prompt = cfg.rollout.group_size - cfg.guidance.reserved_rows
         recompute = cfg.rollout.recompute_behaviour_logp
         if recompute is None:  # the sampler's log-probs are the training forward's exactly only in fp32 with hf
@@ -203,18 +202,8 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """sample → generate → reward → guidance ladder → batch filters → signals → advantages → update."""
         cfg, index, timer = self.cfg, self.step, PhaseTimer()
-        ids, first = self.ranks.share(self.sampler.next_batch())  # this rank's prompts of the step's batch
-        rows = [self.rows[i] for i in ids]
         with self.ranks.full_weights(self.policy):  # FSDP: the whole weights on every rank while it samples, scores
-            with timer("rollout"):
-                rollouts = self.engine.generate([self.prompt_ids[i] for i in ids], self.samples_per_prompt,
-                                                self.sampling(index, first, len(ids)))
-            with timer("reward"):
-                batch, metrics = reward_rollouts(rollouts, rows, self.reward, self.tokenizer, cfg.correct_threshold,
-                                                 RewardState(index, cfg.steps))
-            with timer("guidance"):
-                batch, guided = self.guidance(batch, rows, index, first) if self.guidance else (batch, {})
-            batch, filtered = filter_batch(batch, cfg.algorithm.batch_filters)
+            batch, rows, first, metrics, generated = self.collect(index, timer)
             stepping = self.ranks.any(batch is not None)
             signals: dict[str, float] = {}
             if stepping:
@@ -223,21 +212,21 @@ class Trainer:
                     if batch is not None:
                         batch, signals = self.signals(batch, self.policy, index, rows)
                         batch = replace(batch, advantages=estimate_advantages(
-                            batch.advantage_inputs(cfg.critic.gamma, cfg.critic.lam), cfg.algorithm, index + 1))
+                            batch.advantage_inputs(), cfg.algorithm, index + 1))
         if stepping:  # a step whose every group is flat makes no update, no schedule step
             with timer("update"):
                 metrics |= self.update(batch, index, first) | signals
-                metrics |= self.critic.update(batch) if self.critic else {}
+                metrics |= self.signals.update(batch) if batch is not None else {}
             self.scheduler.step()
             with timer("sync"):  # an engine holding its own copy (vLLM) samples the new weights
                 self.engine.sync_weights(self.policy)
         self.last_batch = batch
         self.step += 1
         timing = timer.metrics()
-        tokens = float(rollouts.response_mask.sum())
+        tokens = float(generated.response_mask.sum())
         metrics = self.ranks.combine({
-            **metrics, **guided, **filtered, **self.coefficients(index + 1), **timing,
-            "response_length": tokens / rollouts.size, "tokens_per_s": tokens / timing["step_time"],
+            **metrics, **self.coefficients(index + 1), **timing,
+            "response_length": tokens / generated.size, "tokens_per_s": tokens / timing["step_time"],
             "lr": self.scheduler.get_last_lr()[0]})
         self.count_nonfinite(metrics)
         return metrics
@@ -254,6 +243,46 @@ class Trainer:
             raise RunError(f"step {self.step}: the loss or gradient was not finite in {self.nonfinite_steps} steps in a "
                            "row (no such update was applied; the checkpoints are intact): lower optim.lr or check "
                            "the rewards, then --resume")
+
+    def collect(self, index: int, timer: PhaseTimer
+                ) -> tuple[RolloutBatch | None, list[dict], int, dict[str, float], Rollouts]:
+        """This rank's share of step ``index`` sampled, rewarded, guided and filtered: the batch (None when no group
+        is left), its groups' data rows, the global position of its first prompt, the first round's metrics and
+        the student's rollouts of the step. With ``algorithm.refill``, further rounds of fresh prompts (their own
+        seeds) until the share holds as many kept groups as prompts, or the rounds run out; every rank draws every
+        round, so the data order stays the same on all ranks and a resume is exact."""
+        cfg, refill = self.cfg, self.cfg.algorithm.refill
+        parts, rows, sampled, metrics, first = [], [], [], {}, 0
+        for round_ in range(refill.max_generation_rounds if refill else 1):
+            ids, start = self.ranks.share(self.sampler.next_batch())  # this rank's prompts of the step's batch
+            position = start + round_ * cfg.rollout.prompts_per_step  # a refill round's prompts seed apart
+            round_rows = [self.rows[i] for i in ids]
+            with timer("rollout"):
+                rollouts = self.engine.generate([self.prompt_ids[i] for i in ids], self.samples_per_prompt,
+                                                self.sampling(index, position, len(ids)))
+            with timer("reward"):
+                batch, rewarded = reward_rollouts(rollouts, round_rows, self.reward, self.tokenizer,
+                                                  cfg.correct_threshold, RewardState(index, cfg.steps))
+            with timer("guidance"):
+                batch, guided = self.guidance(batch, round_rows, index, position) if self.guidance else (batch, {})
+            batch, filtered = filter_batch(batch, cfg.algorithm.batch_filters)
+            if round_ == 0:
+                metrics, first = rewarded | guided | filtered, start
+            if batch is not None:
+                parts.append(replace(batch, group_index=batch.group_index + len(rows)))
+            rows, sampled = rows + round_rows, sampled + [rollouts]
+            groups = sum(len(p.group_index.unique()) for p in parts)
+            if refill is None or not self.ranks.any(groups < len(ids)):
+                break
+        if refill is None:
+            return (parts[0] if parts else None), rows, first, metrics, rollouts
+        metrics |= {"refill/rounds": float(len(sampled)), "refill/groups": float(groups)}
+        pad = self.tokenizer.pad_token_id
+        generated = Rollouts.concat(sampled, pad)
+        if not parts:
+            return None, [], first, metrics, generated
+        batch, rows = first_groups(RolloutBatch.concat(parts, pad), rows, len(ids))  # this rank's share of groups
+        return batch, rows, first, metrics, generated
 
     def sampling(self, index: int, first: int, count: int) -> SamplingParams:
         """How step ``index`` samples its rollouts: each prompt with a seed of its own, from the step and the
@@ -297,8 +326,7 @@ class Trainer:
                      "updates_applied": self.updates_applied}
             if shards is None:
                 state["optimizer"] = self.optimizer.state_dict()
-            if self.critic is not None:
-                state.update(critic=self.critic.state_dict(), critic_optimizer=self.critic.optimizer.state_dict())
+            state.update(self.signals.checkpoint_state())
             return save_checkpoint(root, self.step, self.policy, self.tokenizer, state, self.cfg.keep_checkpoints,
                                    weights, shards)
 
@@ -306,7 +334,7 @@ class Trainer:
         return root / f"step_{self.step}"
 
     def restore(self, checkpoint: Path) -> None:
-        """Optimizer, schedule, data position, RNG, critic and step of a checkpoint (its weights are loaded);
+        """Optimizer, schedule, data position, RNG, the signals' state (a critic) and step of a checkpoint (its weights are loaded);
         the metrics a killed run wrote after it are dropped when the logger opens."""
         state = load_state(checkpoint)
         if "rank_rng" in state and len(state["rank_rng"]) == self.ranks.world:
@@ -320,9 +348,7 @@ class Trainer:
             self.ranks.load_optimizer(self.optimizer, self.policy, checkpoint)
         else:
             self.optimizer.load_state_dict(state["optimizer"])
-        if self.critic is not None:
-            self.critic.load_state_dict(state["critic"])
-            self.critic.optimizer.load_state_dict(state["critic_optimizer"])
+        self.signals.load_checkpoint_state(state)
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])

@@ -1,20 +1,22 @@
 """The per-token fields the configured pieces read, computed once on a step's final batch without gradients:
-the teacher's predictions (TGPO, RKL, KDRL), the initial policy's log-probs (k3 KL), the critic's values (PPO).
-Which of them a run computes follows from ``TrainConfig.needs()``: nothing is computed that no piece reads."""
+the teacher's predictions (TGPO, RKL, KDRL), the initial policy's log-probs (k3 KL), the critic's values and
+returns (PPO; the critic also updates itself after the policy and keeps its own checkpoint state). Which of them a run computes follows from ``TrainConfig.needs()``: nothing is computed that no piece reads."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TEACHER_FIELDS, TrainConfig
-from guidedrl.rollout.budget import ForwardBudget
+from guidedrl.yaml_config import ConfigError
 from guidedrl.memory.plan import longest_row, pretrained_kwargs
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
@@ -27,7 +29,7 @@ class StepSignals:
 
     def __init__(self, cfg: TrainConfig, initial_model: Path, teachers: dict[str, Path],
                  tokenizer: PreTrainedTokenizerBase, precision: Precision, policy: PreTrainedModel | None = None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, processes: int = 1) -> None:
         needs, t = cfg.needs(), cfg.teacher_signal
         self.temperature, self.budget = cfg.rollout.temperature, ForwardBudget.of(cfg)
         self.precision = precision
@@ -46,6 +48,8 @@ class StepSignals:
                                       self_adapters_off=t.self_policy == "initial" and self.adapted is not None)
                         if needs & TEACHER_FIELDS else None)
         self.needs_reference = "ref_logp" in needs
+        if "values" in needs and processes > 1:
+            raise ConfigError("algorithm.advantage: gae (PPO's critic) runs in one process only for now")
         self.critic = (Critic(str(initial_model), cfg.critic, precision, self.budget, cfg.model_overrides)
                        if "values" in needs else None)
 
@@ -58,8 +62,21 @@ class StepSignals:
         if self.needs_reference:
             batch = replace(batch, ref_logp=self.reference_logprobs(batch))
         if self.critic is not None:
-            batch = replace(batch, values=self.critic.values(batch.rollouts))
+            batch = self.critic.score(batch)
         return batch, metrics
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """After the policy's update: the signals that learn (the critic) fit themselves to ``batch``."""
+        return self.critic.update(batch) if self.critic is not None else {}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the signals that learn."""
+        return self.critic.checkpoint_state() if self.critic is not None else {}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`checkpoint_state` kept."""
+        if self.critic is not None:
+            self.critic.load_checkpoint_state(state)
 
     @torch.no_grad()
     def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 
 from guidedrl.algorithms.aggregation import Denominators
 from guidedrl.algorithms.losses import LossInputs, policy_loss
+from guidedrl.algorithms.rollout_correction import rollout_weights
 from guidedrl.algorithms.surrogates import quantile_gamma, ratio_of
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
@@ -60,10 +61,15 @@ class PolicyUpdate:
         o = self.cfg.optim
         updates = o.epochs * o.mini_batches
         acc: dict[str, float] = {}
-        if self.recompute_behaviour:
+        correction = self.cfg.algorithm.rollout_correction
+        # π_old from a no-grad forward: when asked, or for a rollout correction over several updates
+        if self.recompute_behaviour or (correction is not None and updates > 1):
             with self.ranks.full_weights(self.train_model):
                 if batch is not None:
+                    sampler_logp = batch.rollouts.behaviour_logp
                     batch, acc["behaviour_logp_gap"] = self.recomputed_behaviour(batch)
+                    if correction is not None:
+                        batch = replace(batch, sampler_logp=sampler_logp)
         generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "minibatch", index))
         self.policy.train()
         for _ in range(o.epochs):
@@ -146,12 +152,24 @@ class PolicyUpdate:
         return out.logp, out.entropy, out.label_logp, out.topk_logp
 
     def loss_inputs(self, mb: RolloutBatch, gammas: dict[str, torch.Tensor]) -> LossInputs:
+        """What the loss reads of a micro-batch: its training forward and the batch's fields, with the rollout
+        correction's weights when one is configured (π_old: the recomputed behaviour log-probs, or, without a
+        recompute, this forward's own, detached — the step's single update starts at the sampled weights)."""
         logp, entropy, label_logp, topk_logp = self.forward(mb)
         r = mb.rollouts
-        return LossInputs(logp=logp, behaviour_logp=r.behaviour_logp, advantages=mb.advantages,
+        behaviour, weight, masked = r.behaviour_logp, None, None
+        c = self.cfg.algorithm.rollout_correction
+        if c is not None:
+            own = mb.rows_of(RowKind.POLICY)[:, None] & r.response_mask.bool()
+            sampler = r.behaviour_logp if mb.sampler_logp is None else mb.sampler_logp
+            if mb.sampler_logp is None:
+                behaviour = torch.where(own, logp.detach().to(behaviour.dtype), behaviour)
+            weight, masked = rollout_weights(behaviour, sampler, own, c.level, c.mode, c.threshold)
+        return LossInputs(logp=logp, behaviour_logp=behaviour, advantages=mb.advantages,
                           response_mask=r.response_mask, kind=mb.kind, gammas=gammas, entropy=entropy,
                           ref_logp=mb.ref_logp, teacher_logp=mb.teacher_logp, label_logp=label_logp,
-                          topk_logp=topk_logp, teacher_topk_logp=mb.teacher_topk_logp, teacher_tokens=mb.teacher_tokens)
+                          topk_logp=topk_logp, teacher_topk_logp=mb.teacher_topk_logp, teacher_tokens=mb.teacher_tokens,
+                          rollout_weight=weight, rollout_masked=masked)
 
     def recomputed_behaviour(self, batch: RolloutBatch) -> tuple[RolloutBatch, float]:
         """The batch with its own samples' behaviour log-probs recomputed by a no-grad training forward, for when
