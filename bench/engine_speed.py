@@ -87,7 +87,8 @@ def measure(label: str, path: Path, tokenizer: AutoTokenizer, prompts: list[list
     if args.profile:
         result["profile"] = {name: profile(engine, prompts, args.samples, new_tokens)
                              for name, engine in engines.items()}
-    return result | {"vllm_over_hf": result["vllm"] / result["hf"], "cache_speedup": result["hf"] / result["hf_growing"]}
+    return result | {"vllm_over_hf": result["vllm"] / result["hf"],
+                     "cache_speedup": result["hf"] / result["hf_growing"]}
 
 
 def main() -> None:

@@ -2,12 +2,12 @@
 
 A Qwen2-architecture model with that vocabulary and a tiny body (random weights, built from a config), rows of
 ``--length`` response tokens, one step each of GRPO, AMPO (teacher candidates verified, scored and inserted),
-Guide-GRPO (hinted re-rolls) and TGPO (a local teacher), each a trainer of its own in one fresh process. The sampler is replaced
-by an engine that returns random tokens (decoding 152k-way on a CPU would take minutes and is not what is
-measured): every forward of the step — recompute, training forward and backward, teacher signal, comprehension
-scoring, Guide's γ — is the real one. The figure is the rise of the process's peak resident memory over the
-step (Linux ``VmHWM``, reset just before it; one malloc arena, see ``ONE_ARENA``), next to what materializing the B×R×V fp32 logits would take and
-to the memory estimate's update phase.
+Guide-GRPO (hinted re-rolls) and TGPO (a local teacher), each a trainer of its own in one fresh process. The
+sampler is replaced by an engine that returns random tokens (decoding 152k-way on a CPU would take minutes and is
+not what is measured): every forward of the step — recompute, training forward and backward, teacher signal,
+comprehension scoring, Guide's γ — is the real one. The figure is the rise of the process's peak resident memory
+over the step (Linux ``VmHWM``, reset just before it; one malloc arena, see ``ONE_ARENA``), next to what
+materializing the B×R×V fp32 logits would take and to the memory estimate's update phase.
 
     PYTHONPATH=bench python bench/memory_peak.py        # the four methods chunked, then GRPO with full logits
 
@@ -45,7 +45,8 @@ def settings(method: str, root: Path, length: int, naive: bool) -> list[str]:
     """The config overrides of one measured step."""
     model = root / "model"
     sets = [f"model={model}", f"dataset={root / 'train.jsonl'}", f"eval_datasets.held={root / 'train.jsonl'}",
-            f"output_dir={root / 'runs' / (method + ('-naive' if naive else ''))}", "steps=1", "save_every=0", "device=cpu", "precision=fp32",
+            f"output_dir={root / 'runs' / (method + ('-naive' if naive else ''))}", "steps=1", "save_every=0",
+            "device=cpu", "precision=fp32",
             f"rollout.prompts_per_step={ROWS}", f"rollout.group_size={GROUP}", f"rollout.max_new_tokens={length}",
             "rollout.max_prompt_length=64", "rollout.recompute_behaviour_logp=true", "optim.micro_batch_size=64",
             "optim.mini_batches=1", "guidance.num_guidance=1", "report_to=[]"]

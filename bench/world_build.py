@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from guidedrl.world.settings import world_preset
 from guidedrl.world.build import build_world
+from guidedrl.world.settings import world_preset
 
 
 def main() -> None:

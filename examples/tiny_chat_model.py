@@ -29,7 +29,8 @@ def bpe_tokenizer(eos: str, pad: str | None) -> PreTrainedTokenizerFast:
               for b in range(10)]
     core.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS,
                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=eos, pad_token=pad, clean_up_tokenization_spaces=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=eos, pad_token=pad,
+                                  clean_up_tokenization_spaces=False)
     tok.chat_template = CHATML
     return tok
 

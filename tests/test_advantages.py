@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from guidedrl.algorithms.advantages import (
-    AdvantageInputs, broadcast, estimate_advantages, gae, group_stats)
+from guidedrl.algorithms.advantages import AdvantageInputs, broadcast, estimate_advantages, gae, group_stats
 from guidedrl.algorithms.filters import flat_groups
 from guidedrl.config import AlgorithmConfig, Scheduled
 from guidedrl.registry import ADVANTAGE_ADDONS, ADVANTAGES
@@ -41,7 +40,8 @@ def test_registry_has_the_estimators_and_refuses_duplicates() -> None:
     assert {"grpo", "dr_grpo", "grpo_split", "rkl", "gae"} <= set(ADVANTAGES.names())
     with pytest.raises(ValueError, match="grpo"):
         ADVANTAGES.register("grpo")(lambda x, eps=1e-6: x.rewards)
-    with pytest.raises(ValueError, match=r"unknown advantage estimator 'gpro' \(did you mean 'grpo'\?\); known: dr_grpo"):
+    with pytest.raises(ValueError,
+                       match=r"unknown advantage estimator 'gpro' \(did you mean 'grpo'\?\); known: dr_grpo"):
         ADVANTAGES.get("gpro")
 
 

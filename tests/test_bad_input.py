@@ -155,7 +155,8 @@ CASES: list[tuple[str, Setup, str]] = [
     ("--resume a GRPO run with the PPO config", lambda w, t: (finished_run(w, t / "run"), train(
         w, t / "run", config="ppo.yaml", flags=("--resume",)))[1],
      r"--resume: the config differs .* algorithm.advantage \('grpo' -> 'gae'\)"),
-    ("prompt longer than the context", lambda w, t: train(w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [ROWS[0], {'prompt': '1+' * 150 + '1', 'answer': '151'}])}"),
+    ("prompt longer than the context", lambda w, t: train(
+        w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [ROWS[0], {'prompt': '1+' * 150 + '1', 'answer': '151'}])}"),
      r"d.jsonl: row 1 \(0-based\): field 'prompt': 302 tokens, more than max_prompt_length 250 \(1 such rows\)"),
     ("Guide without hints or teacher solutions", lambda w, t: train(
         w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [{'prompt': '1+1', 'answer': '2'}])}", config="guide_grpo.yaml"),
@@ -164,8 +165,10 @@ CASES: list[tuple[str, Setup, str]] = [
         w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [{'prompt': '1+1', 'answer': '2'}])}", config="ampo.yaml"),
      r"guidance.ladder: teacher needs solutions, but .*d.jsonl has no 'teacher_solutions' column"),
     ("chat prompt without a chat template", lambda w, t: train(
-        w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [ROWS[0], {'prompt': [{'role': 'user', 'content': '1+1'}], 'answer': '2'}])}"),
-     r"d.jsonl: row 1 \(0-based\): field 'prompt': a conversational prompt .* needs a tokenizer with a chat template"),
+        w, t / "run",
+        f"dataset={jsonl(t / 'd.jsonl', [ROWS[0], {'prompt': [{'role': 'user', 'content': '1+1'}], 'answer': '2'}])}"),
+     r"d.jsonl: row 1 \(0-based\): field 'prompt': a conversational prompt .* "
+     r"needs a tokenizer with a chat template"),
     ("missing answer", lambda w, t: train(w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [{'prompt': 'x'}])}"),
      r"d.jsonl: row 0 \(0-based\): field 'answer': missing"),
     ("truncated model weights", lambda w, t: train(w, t / "run", f"model={broken_model(w, t, truncate=True)}"),
@@ -213,7 +216,8 @@ CASES: list[tuple[str, Setup, str]] = [
      r"output_dir: \S+ holds what dataset names \(\S+/d.jsonl\)"),
     ("world build over another world", lambda w, t: ["world", "build", "--out", str(fake_world(t, '{"hash": "x"}')),
                                                      "--size", "micro"],
-     r"--out: \S+/fw holds a world built with other settings \(x, these are \w+\); choose another --out, or pass --force"),
+     r"--out: \S+/fw holds a world built with other settings \(x, these are \w+\); "
+     r"choose another --out, or pass --force"),
     ("demo over another world", lambda w, t: ["demo", "--world", str(fake_world(t, '{"hash": "x"}')), "--size", "micro",
                                               "--configs", str(CONFIGS), "--out", str(t / "demo")],
      r"--world: \S+/fw holds a world built with other settings .*; choose another --world, or pass --force"),
@@ -222,14 +226,15 @@ CASES: list[tuple[str, Setup, str]] = [
      r"--out: \S+/notes holds files but no world.json, so it is not a world; choose another --out, or pass --force"),
     ("world build --out a file", lambda w, t: ["world", "build", "--out", str(raw(t / "f", "x")), "--size", "micro"],
      r"--out: \S+/f is a file, not a folder"),
-    ("world build --out not writable", lambda w, t: ["world", "build", "--out", "/sys/guidedrl_world", "--size", "micro"],
+    ("world build --out not writable", lambda w, t: ["world", "build", "--out", "/sys/guidedrl_world",
+                                                    "--size", "micro"],
      r"--out: cannot write to /sys/guidedrl_world: permission denied"),
     ("world build on a damaged world.json", lambda w, t: ["world", "build", "--out", str(fake_world(t, '{"hash": ')),
                                                           "--size", "micro"],
      r"\S+/fw/world.json: not valid JSON \(line 1, column 10: Expecting value\); the file is damaged; choose another"),
     # tracebacks or raw library messages before
-    ("world build --set an operand count of 1", lambda w, t: ["world", "build", "--out", str(t / "w"), "--size", "micro",
-                                                              "--set", "id_operands=[1]"],
+    ("world build --set an operand count of 1", lambda w, t: ["world", "build", "--out", str(t / "w"),
+                                                              "--size", "micro", "--set", "id_operands=[1]"],
      r"--set id_operands=\[1\]: id_operands\[0\]: Input should be greater than or equal to 2"),
     ("an empty rewards list", lambda w, t: train(w, t / "run", "rewards=[]"),
      r"--set rewards=\[\]: rewards: List should have at least 1 item"),
@@ -241,14 +246,16 @@ CASES: list[tuple[str, Setup, str]] = [
      r"optim.lr: Input should be a finite number"),
     ("LoRA target_modules the model lacks", lambda w, t: train(w, t / "run", "lora.target_modules=[nope]"),
      r"lora.target_modules: Target modules \{'nope'\} not found in the base model"),
-    ("report_to wandb without a login", logged_out_of_wandb, r"report_to: wandb: No API key configured.*WANDB_MODE=offline"),
+    ("report_to wandb without a login", logged_out_of_wandb,
+     r"report_to: wandb: No API key configured.*WANDB_MODE=offline"),
     ("device mps without MPS", lambda w, t: train(w, t / "run", "device=mps"),
      r"device: device 'mps' asked for, but torch sees no MPS device"),
     ("an unknown device", lambda w, t: train(w, t / "run", "device=foo"),
      r"device: unknown device 'foo'; expected auto, cpu, mps, cuda or cuda:N"),
     ("a plugin with a syntax error", lambda w, t: train(w, t / "run", f"plugins=[{raw(t / 'p.py', 'def f(:')}]"),
      r"plugins: cannot import plugin '\S+/p.py': it raised SyntaxError: .* \(\S+/p.py, line 1\)"),
-    ("a plugin that raises on import", lambda w, t: train(w, t / "run", f"plugins=[{raw(t / 'p.py', 'raise OSError(5)')}]"),
+    ("a plugin that raises on import", lambda w, t: train(
+        w, t / "run", f"plugins=[{raw(t / 'p.py', 'raise OSError(5)')}]"),
      r"plugins: cannot import plugin '\S+/p.py': it raised OSError: 5"),
     ("a reward module with a syntax error", lambda w, t: train(w, t / "run", reward(t, "gr_syntax", "def reward(:")),
      r"cannot import reward 'gr_syntax:reward': gr_syntax raised SyntaxError: .* \(\S+/gr_syntax.py, line 1\)"),
@@ -258,20 +265,25 @@ CASES: list[tuple[str, Setup, str]] = [
      r"^reward gr_raises:reward raised ZeroDivisionError: division by zero$"),
     ("a reward of the wrong length", lambda w, t: train(w, t / "run", reward(t, "gr_length", "return [1.0]")),
      r"^reward gr_length:reward returned 1 values for 4 completions$"),
-    ("a reward of strings", lambda w, t: train(w, t / "run", reward(t, "gr_strings", "return ['1'] * len(completions)")),
+    ("a reward of strings", lambda w, t: train(
+        w, t / "run", reward(t, "gr_strings", "return ['1'] * len(completions)")),
      r"^reward gr_strings:reward returned str '1', not a number for completion 0 \(prompt '\d\+\d\\n'\)$"),
-    ("a reward returning a generator", lambda w, t: train(w, t / "run", reward(t, "gr_gen", "return (1.0 for _ in [1])")),
+    ("a reward returning a generator", lambda w, t: train(
+        w, t / "run", reward(t, "gr_gen", "return (1.0 for _ in [1])")),
      r"^reward gr_gen:reward returned generator <generator object .*, not a list of one number \(or None\) per"),
     ("a reward with a positional signature", lambda w, t: train(w, t / "run", reward(
         t, "gr_positional", "def reward(prompts, completions):\n    return [0.0] * len(completions)\n")),
      r"rewards\[0\].name: reward 'gr_positional:reward' has the signature \(prompts, completions\), which cannot be"),
-    ("hint_template with an unknown field", lambda w, t: train(w, t / "run", "guidance.hint_template='{prompt}{question}'"),
+    ("hint_template with an unknown field", lambda w, t: train(
+        w, t / "run", "guidance.hint_template='{prompt}{question}'"),
      r"guidance.hint_template: unknown field \{question\}; the fields are \{hint\}, \{prompt\}"),
-    ("a data row that is not UTF-8", lambda w, t: train(w, t / "run", f"dataset={raw(t / 'd.jsonl', b'{}' + bytes([10, 255]))}"),
+    ("a data row that is not UTF-8", lambda w, t: train(
+        w, t / "run", f"dataset={raw(t / 'd.jsonl', b'{}' + bytes([10, 255]))}"),
      r"d.jsonl: row 1 \(0-based\): line 2: not UTF-8 text \(byte 0\)$"),
     ("a torn data row", lambda w, t: train(w, t / "run", f"dataset={raw(t / 'd.jsonl', '{}' + chr(10) + '{[')}"),
      r"d.jsonl: row 1 \(0-based\): line 2: not valid JSON at column 2 \(Expecting property name"),
-    ("a data row that is not an object", lambda w, t: train(w, t / "run", f"dataset={raw(t / 'd.jsonl', '{}' + chr(10) + '[1]')}"),
+    ("a data row that is not an object", lambda w, t: train(
+        w, t / "run", f"dataset={raw(t / 'd.jsonl', '{}' + chr(10) + '[1]')}"),
      r"d.jsonl: row 1 \(0-based\): line 2: expected a JSON object, got list$"),
     ("a damaged parquet file", lambda w, t: train(w, t / "run", f"dataset={raw(t / 'd.parquet', 'PAR1 torn')}"),
      r"d.parquet: cannot read: .*[Pp]arquet"),
@@ -281,22 +293,26 @@ CASES: list[tuple[str, Setup, str]] = [
      r"c.yaml: invalid YAML: while parsing a flow sequence .* expected ',' or ']'"),
     ("--resume with a damaged run.json", lambda w, t: (raw(finished_run(w, t / "run") / "run.json", "{"), train(
         w, t / "run", "steps=3", flags=("--resume",)))[1],
-     r"--resume: \S+/run/run.json: not valid JSON .*; the file is damaged \(restore it, or start anew with --overwrite\)"),
+     r"--resume: \S+/run/run.json: not valid JSON .*; the file is damaged "
+     r"\(restore it, or start anew with --overwrite\)"),
     ("report on a damaged summary.json", lambda w, t: ["report", str(fake_run(t, **{"summary.json": "{"})), "--out",
                                                        str(t / "r.html")],
      r"\S+/run/summary.json: not valid JSON \(line 1, column 2: .*\); the file is damaged$"),
-    ("analyze a damaged evaluation report", lambda w, t: ["analyze", str(fake_run(t, **{"eval/before_id.json": "[", "eval/after_id.json": "{}"}))],
+    ("analyze a damaged evaluation report", lambda w, t: ["analyze", str(fake_run(
+        t, **{"eval/before_id.json": "[", "eval/after_id.json": "{}"}))],
      r"\S+/run/eval/before_id.json: not valid JSON"),
     ("analyze a report of another shape", lambda w, t: ["analyze", str(fake_run(
         t, **{"eval/before_id.json": '{"problems": [{"n": 0}]}', "eval/after_id.json": "{}"}))],
-     r"\S+/eval/before_id.json: not an evaluation report \(each problem needs prompt, n >= 1 and correct in \[0, n\]\)"),
+     r"\S+/eval/before_id.json: not an evaluation report "
+     r"\(each problem needs prompt, n >= 1 and correct in \[0, n\]\)"),
     ("eval --output a folder", lambda w, t: ["eval", "--model", str(w / "models" / "student"), "--output", str(t)],
      r"--output: \S+ is a folder; give a file path$"),
     ("eval --output not writable", lambda w, t: ["eval", "--model", str(w / "models" / "student"), "--output",
                                                  "/sys/guidedrl.json"],
      r"--output: cannot write /sys/guidedrl.json: permission denied$"),
     ("report --out a folder", lambda w, t: ["report", str(fake_run(t)), "--out", str(t)], r"--out: \S+ is a folder"),
-    ("eval --model missing", lambda w, t: ["eval", "--model", str(t / "nowhere")], r"--model: path \S+/nowhere does not exist$"),
+    ("eval --model missing", lambda w, t: ["eval", "--model", str(t / "nowhere")],
+     r"--model: path \S+/nowhere does not exist$"),
     ("eval --model without a tokenizer", lambda w, t: [
         "eval", "--model", str(student_without(w, t, "tokenizer.json", "tokenizer_config.json")),
         "--dataset", str(w / "data" / "test_id.jsonl")], r"--model: \S+/model holds no tokenizer \(tokenizer.json, "),
@@ -319,21 +335,28 @@ CASES: list[tuple[str, Setup, str]] = [
     ("Rich markup in a message", lambda w, t: train(w, t / "run", f"model={t / '[x]' / 'nowhere'}"),
      r"model: path \S+/\[x\]/nowhere does not exist$"),
     ("an offline teacher the data lacks", lambda w, t: train(w, t / "run", f"dataset={jsonl(t / 'd.jsonl', SOLUTIONS)}",
-                                                             "guidance.teachers=[{teachers: [nobody]}]", config="ampo.yaml"),
+                                                             "guidance.teachers=[{teachers: [nobody]}]",
+                                                             config="ampo.yaml"),
      r"guidance.teachers\[0\].teachers: no teacher 'nobody' in \S+/d.jsonl's teacher_solutions; its teachers: t1$"),
     ("hint_template without {prompt}", lambda w, t: train(w, t / "run", "guidance.hint_template='hint: {hint}'"),
      r"guidance.hint_template: must contain \{prompt\}"),
-    ("num_guidance above the group size", lambda w, t: train(w, t / "run", "guidance.num_guidance=3", config="ampo.yaml"),
+    ("num_guidance above the group size", lambda w, t: train(w, t / "run", "guidance.num_guidance=3",
+                                                             config="ampo.yaml"),
      r"guidance.num_guidance \(3\) is more than rollout.group_size \(2\)"),
-    ("eval with a negative temperature", lambda w, t: ["eval", "--model", str(w / "models" / "student"), "--temperature", "-1"],
+    ("eval with a negative temperature", lambda w, t: ["eval", "--model", str(w / "models" / "student"),
+                                                      "--temperature", "-1"],
      r"Invalid value for '--temperature': .*(greater than or equal to 0|x>=0)"),
-    ("eval with no new tokens", lambda w, t: ["eval", "--model", str(w / "models" / "student"), "--max-new-tokens", "0"],
+    ("eval with no new tokens", lambda w, t: ["eval", "--model", str(w / "models" / "student"),
+                                             "--max-new-tokens", "0"],
      r"Invalid value for '--max-new-tokens': .*(greater than or equal to 1|x>=1)"),
-    ("analyze -k 0", lambda w, t: ["analyze", str(fake_run(t)), "-k", "0"], r"Invalid value for '-k': .*(greater than or equal to 1|x>=1)"),
+    ("analyze -k 0", lambda w, t: ["analyze", str(fake_run(t)), "-k", "0"],
+     r"Invalid value for '-k': .*(greater than or equal to 1|x>=1)"),
     ("analyze --solved-at 2", lambda w, t: ["analyze", str(fake_run(t)), "--solved-at", "2"],
      r"Invalid value for '--solved-at': .*(less than or equal to 1|0<=x<=1)"),
-    ("a prompt far over the length bound", lambda w, t: train(w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [ROWS[0], {'prompt': '1' * 2000, 'answer': '1'}])}"),
-     r"d.jsonl: row 1 \(0-based\): field 'prompt': 2000 characters, so at least 400 tokens, more than max_prompt_length 250"),
+    ("a prompt far over the length bound", lambda w, t: train(
+        w, t / "run", f"dataset={jsonl(t / 'd.jsonl', [ROWS[0], {'prompt': '1' * 2000, 'answer': '1'}])}"),
+     r"d.jsonl: row 1 \(0-based\): field 'prompt': 2000 characters, so at least 400 tokens, "
+     r"more than max_prompt_length 250"),
 ]
 
 
@@ -351,7 +374,8 @@ def test_bad_input_is_a_one_line_error(name: str, setup: Setup, expected: str, w
     assert not changed or name.startswith("--resume"), changed  # nothing already written is touched
 
 
-def test_a_torn_metrics_line_and_a_truncated_newest_checkpoint_do_not_stop_a_resume(world: Path, tmp_path: Path) -> None:
+def test_a_torn_metrics_line_and_a_truncated_newest_checkpoint_do_not_stop_a_resume(
+        world: Path, tmp_path: Path) -> None:
     run = finished_run(world, tmp_path / "run", "steps=3", "keep_checkpoints=3")
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"step": 4, "rew')  # a kill in the middle of a line
@@ -444,7 +468,8 @@ def test_a_read_only_checkpoints_folder_is_one_line(world: Path, tmp_path: Path)
     trainer = Trainer(cfg, console=Console(quiet=True))
     (tmp_path / "run" / "checkpoints").symlink_to("/sys")
     trainer.train_step()
-    with pytest.raises(RunError, match=r"^permission denied while writing checkpoint .*/step_1; the previous checkpoints"):
+    with pytest.raises(RunError,
+                       match=r"^permission denied while writing checkpoint .*/step_1; the previous checkpoints"):
         trainer.save()
     trainer.run_dir.release()
 
@@ -464,7 +489,8 @@ def test_a_full_disk_while_writing_the_final_model_leaves_no_half_model(world: P
 
     monkeypatch.setattr(type(trainer.policy), "save_pretrained", full_at_the_end)
     with pytest.raises(RunError, match=r"^no space left on device while writing the final model .*/run/final; the "
-                                       r"checkpoints are kept \(free space or make the folder writable, then --resume\)"):
+                                       r"checkpoints are kept \(free space or make the folder writable, "
+                                       r"then --resume\)"):
         trainer.train()
     run = tmp_path / "run"
     assert not (run / "final").exists() and not list(run.glob(".final*")) and not (run / "summary.json").exists()

@@ -14,8 +14,7 @@ import pytest
 from benchmark_fixtures import CHOICE, MATH, write_fixtures
 from guidedrl.choices import INSTRUCTION, LETTERS
 from guidedrl.data import DatasetError
-from guidedrl.eval.benchmarks import (BenchmarkError, answer_text, load_source, markdown_table, problem_rows,
-                                      select)
+from guidedrl.eval.benchmarks import BenchmarkError, answer_text, load_source, markdown_table, problem_rows, select
 from guidedrl.eval.suite import SUFFIXES, check_tag, local_copies
 from guidedrl.registry import BENCHMARKS, TEMPLATES
 from guidedrl.templates import QWEN_MATH_SYSTEM

@@ -6,8 +6,15 @@ import time
 
 import pytest
 
-from guidedrl.choices import (INSTRUCTION, LETTERS, extract_choice, multiple_choice_reward, read_letter,
-                              render_choices, shuffle_options)
+from guidedrl.choices import (
+    INSTRUCTION,
+    LETTERS,
+    extract_choice,
+    multiple_choice_reward,
+    read_letter,
+    render_choices,
+    shuffle_options,
+)
 from guidedrl.registry import REWARDS
 from guidedrl.rewards import call_reward
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from guidedrl.data import (
-    DatasetError, encode_prompts, filter_split, load_rows, render_prompt, validate_rows, write_jsonl,
+    DatasetError,
+    encode_prompts,
+    filter_split,
+    load_rows,
+    render_prompt,
+    validate_rows,
+    write_jsonl,
 )
 
 ROWS = [

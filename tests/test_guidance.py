@@ -21,8 +21,8 @@ from guidedrl.rewards import Reward
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.rollout.hf_engine import HFEngine
-from guidedrl.teachers.pool import OfflinePool
 from guidedrl.rows import RowKind
+from guidedrl.teachers.pool import OfflinePool
 from scripted import build_tiny_world
 
 
@@ -108,7 +108,9 @@ def test_teacher_guidance_replaces_failed_rows_with_verified_solutions_only(stud
     assert guided.rewards[teacher_rows].tolist() == [1.0, 1.0]
     assert guided.rollouts.behaviour_logp[teacher_rows].abs().sum() == 0
     # the solved group is left exactly as it was
-    untouched = lambda b: sorted(b.rollouts.select((b.group_index == 1).nonzero().flatten()).response_texts(tok))
+    def untouched(b: RolloutBatch) -> list[str]:
+        return sorted(b.rollouts.select((b.group_index == 1).nonzero().flatten()).response_texts(tok))
+
     assert untouched(guided) == untouched(batch)
     assert metrics["guidance/teacher/selected/a"] + metrics["guidance/teacher/selected/b"] == 2
 

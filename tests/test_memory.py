@@ -26,7 +26,8 @@ def test_a_step_stays_under_its_token_budget_bound_and_full_logits_do_not() -> N
     *chunked, naive = results
     for r in results:
         print(f"{r['method']}{' naive' if r['naive'] else ''}: peak +{r['peak_rise_bytes'] / MIB:.0f} MiB, "
-              f"B×R×V fp32 logits {r['full_logits_bytes'] / MIB:.0f} MiB, estimate {r['estimate_update_bytes'] / MIB:.0f} MiB")
+              f"B×R×V fp32 logits {r['full_logits_bytes'] / MIB:.0f} MiB, "
+              f"estimate {r['estimate_update_bytes'] / MIB:.0f} MiB")
     bound = min(r["full_logits_bytes"] for r in results) / 4
     for r in chunked:
         assert r["peak_rise_bytes"] < bound, r

@@ -55,12 +55,11 @@ def test_a_recipe_builds_on_a_same_architecture_model(recipe: Path, qwen: tuple[
 
 # ---- the memory estimate on the recipes' real shapes (configs/models: Qwen2.5-Math's published config.json) ----
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from recipe_memory import SHAPES, recipe_estimate, summary  # noqa: E402
-
 from guidedrl.config import TrainConfig  # noqa: E402
 from guidedrl.memory.estimate import GIB, ModelShape, activation_bytes_per_token, estimate_memory  # noqa: E402
 from guidedrl.memory.plan import check_context, context_of, model_config  # noqa: E402
 from guidedrl.yaml_config import ConfigError  # noqa: E402
+from recipe_memory import SHAPES, recipe_estimate, summary  # noqa: E402
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])

@@ -32,14 +32,15 @@ SMALL = ["steps=3", "save_every=1", "rollout.prompts_per_step=2", "rollout.group
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two finished runs (GRPO and AMPO on scripted rollouts, so groups are mixed and guided) and a crashed one."""
+    from guidedrl.config import TrainConfig
     from guidedrl.trainer.loop import Trainer
     from guidedrl.yaml_config import load_config
-    from guidedrl.config import TrainConfig
     root = tmp_path_factory.mktemp("report")
     world = build_tiny_world(root / "world", ROWS)
     script = {r["prompt"]: [f"\\boxed{{{r['answer']}}}", "\\boxed{1}", "x", "\\boxed{1}"] for r in ROWS}
     for name, config in (("grpo", "grpo.yaml"), ("ampo", "ampo.yaml")):
-        cfg = load_config(CONFIGS / config, TrainConfig, [f"world={world}", f"output_dir={root / 'runs' / name}", *SMALL])
+        cfg = load_config(CONFIGS / config, TrainConfig,
+                          [f"world={world}", f"output_dir={root / 'runs' / name}", *SMALL])
         ask = {p: ["\\boxed{1}"] * 4 for p in script} if name == "ampo" else script  # AMPO: all wrong, so guided
         Trainer(cfg, console=Console(quiet=True), engine=lambda p, t, *_, s=ask: ScriptedEngine(p, t, s)).train()
     crashed = root / "runs" / "crashed"
@@ -112,7 +113,8 @@ def test_sft_trains_through_trl_and_writes_a_run_the_tools_read(runs: tuple[Path
     assert result.exit_code == 0, result.output
     assert "SFT on 8 verified teacher solutions of 4 problems" in " ".join(result.output.split())
     run = read_run(out)
-    assert run.status == "finished" and run.method == "sft" and [r["step"] for r in run.steps if "loss" in r] == [1, 2, 3]
+    assert run.status == "finished" and run.method == "sft"
+    assert [r["step"] for r in run.steps if "loss" in r] == [1, 2, 3]
     assert (out / "final" / "model.safetensors").exists() and (out / "checkpoints" / "step_3").exists()
     from transformers import AutoModelForCausalLM
     before = AutoModelForCausalLM.from_pretrained(world / "models" / "student")

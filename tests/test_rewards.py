@@ -8,8 +8,17 @@ import types
 import pytest
 
 from guidedrl.config import RewardSpec
-from guidedrl.rewards import (VERIFY_TIMEOUT_S, Reward, _Verifier, call_reward, count_boxed, extract_boxed,
-                              format_reward, last_boxed_span, math_answer_reward)
+from guidedrl.rewards import (
+    VERIFY_TIMEOUT_S,
+    Reward,
+    _Verifier,
+    call_reward,
+    count_boxed,
+    extract_boxed,
+    format_reward,
+    last_boxed_span,
+    math_answer_reward,
+)
 
 
 def reward(text: str, answer: str) -> float:

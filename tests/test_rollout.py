@@ -205,15 +205,17 @@ def test_gumbel_max_sampling_draws_from_the_tempered_distribution():
         tok, logp = _sample(logits, SamplingParams(temperature=temperature), None, noise.draw(rows, alive, 3))
         freq = torch.bincount(tok, minlength=3).float() / 4000
         assert freq.tolist() == pytest.approx(expected, abs=0.03)
-        torch.testing.assert_close(logp, torch.log_softmax(logits / temperature, -1).gather(-1, tok[:, None]).squeeze(1))
+        torch.testing.assert_close(logp,
+                                   torch.log_softmax(logits / temperature, -1).gather(-1, tok[:, None]).squeeze(1))
     # top-p 0.7 keeps the two most likely tokens (0.6 and 0.3): the third is never drawn
     tok, _ = _sample(logits, SamplingParams(temperature=1.0, top_p=0.7), None, noise.draw(rows, alive, 3))
     assert not (tok == 2).any() and (tok == 1).float().mean() == pytest.approx(1 / 3, abs=0.03)
 
 
-@pytest.mark.parametrize("sampling, bias", [(SamplingParams(temperature=0.0, max_new_tokens=20), -10.0),
-                                            (SamplingParams(temperature=1.0, max_new_tokens=20, seeds=(1, 2, 3, 4)), 0.8),
-                                            (SamplingParams(temperature=0.7, top_p=0.8, max_new_tokens=20, seed=5), 0.8)])
+@pytest.mark.parametrize("sampling, bias", [
+    (SamplingParams(temperature=0.0, max_new_tokens=20), -10.0),
+    (SamplingParams(temperature=1.0, max_new_tokens=20, seeds=(1, 2, 3, 4)), 0.8),
+    (SamplingParams(temperature=0.7, top_p=0.8, max_new_tokens=20, seed=5), 0.8)])
 def test_the_preallocated_cache_decodes_what_the_growing_cache_does(model, prompts, tokenizer, sampling, bias):
     """The same tokens, masks and log-probs as transformers' growing DynamicCache, greedy to the full length and
     sampled with rows ending at mixed lengths (finished rows are dropped from both caches mid-call)."""

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("openai")
-from loopback import free_port  # noqa: E402
 from guidedrl.config import ServerSpec, TeacherSource  # noqa: E402
 from guidedrl.errors import RunError  # noqa: E402
 from guidedrl.precision import Precision  # noqa: E402
 from guidedrl.rollout.engine import Rollouts  # noqa: E402
 from guidedrl.teachers.server import DiskCache, ServedTeacher, server_client, server_pool  # noqa: E402
 from guidedrl.yaml_config import ConfigError  # noqa: E402
+from loopback import free_port  # noqa: E402
 
 MODELS = b'{"object": "list", "data": [{"id": "m", "object": "model"}]}'
 

@@ -167,7 +167,8 @@ def test_guide_step_rebuilds_hinted_rows_without_the_hint(world: Path, tmp_path:
     assert "hint: first 2+3=5\n" not in rows and len(group) == G and b.size == 2 * G
     assert all(b.rows_of(RowKind.HINTED)[group]) and not b.rows_of(RowKind.HINTED)[rows["4*2\n"]].any()
     assert _texts(trainer, group) == script[hinted]  # the hinted group replaced the failed one
-    assert m["guidance/hint/rate"] == 0.5 and m["guidance/hint/accuracy"] == pytest.approx(3 / 4) and m["guidance/hint/rescued"] == 1.0
+    assert m["guidance/hint/rate"] == 0.5 and m["guidance/hint/accuracy"] == pytest.approx(3 / 4)
+    assert m["guidance/hint/rescued"] == 1.0
     assert b.rewards[group].tolist() == [1.0, 0.0, 1.0, 1.0]  # mean 0.75, unbiased std 0.5
     for r, reward in zip(group, (1.0, 0.0, 1.0, 1.0)):
         expected = (reward - 0.75) / (0.5 + EPS)
@@ -251,8 +252,10 @@ def test_luffy_step_adds_one_teacher_trace_to_every_group_of_g_minus_one_samples
     for prompt, solution in (("2+3\n", ROWS[0]["teacher_solutions"][0]["text"]),
                              ("4*2\n", ROWS[1]["teacher_solutions"][0]["text"])):
         group = rows[prompt]
-        assert len(group) == G and [_texts(trainer, [r])[0] for r in group if b.rows_of(RowKind.TEACHER)[r]] == [solution]
-        assert sorted(_texts(trainer, [r])[0] for r in group if not b.rows_of(RowKind.TEACHER)[r]) == sorted(MIXED[prompt][:G - 1])
+        assert len(group) == G
+        assert [_texts(trainer, [r])[0] for r in group if b.rows_of(RowKind.TEACHER)[r]] == [solution]
+        assert (sorted(_texts(trainer, [r])[0] for r in group if not b.rows_of(RowKind.TEACHER)[r])
+                == sorted(MIXED[prompt][:G - 1]))
     # dr_grpo over the mixed group: 2+3 has rewards 1, 0, 1 sampled + 1 teacher → mean 0.75
     assert sorted(float(b.advantages[r][0]) for r in rows["2+3\n"]) == pytest.approx([-0.75, 0.25, 0.25, 0.25])
 

@@ -25,10 +25,10 @@ from guidedrl.data import encode_prompts
 from guidedrl.registry import ADVANTAGE_ADDONS, ADVANTAGES
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.rows import RowKind
 from guidedrl.teachers.model import FrozenTeacher, TokenizerMismatchError
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import ConfigError, load_config
-from guidedrl.rows import RowKind
 from scripted import ScriptedEngine, build_tiny_world, response_ids, row_logits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -84,7 +84,8 @@ def test_mismatched_tokenizers_and_oversized_top_k_are_refused(world: Path, tmp_
     shutil.copytree(world / "models" / "teacher", other)
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "x": 4, "+": 5}  # ids mean other tokens
     PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
-                            pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(other)
+                            pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(other)
     student_tok = AutoTokenizer.from_pretrained(world / "models" / "student")
     with pytest.raises(TokenizerMismatchError, match="does not match the student's"):
         FrozenTeacher.load(str(other), student_tok)
@@ -235,7 +236,8 @@ def test_hints_teacher_solutions_and_teacher_signal_compose_in_one_step(world: P
     texts = b.rollouts.response_texts(tok)
     assert m["guidance/hint/rate"] == 1.0 and m["guidance/hint/rescued"] == 0.5
     assert m["guidance/teacher/rate"] == 0.5 and m["guidance/teacher/inserted"] == 1.0
-    assert sorted(t for t, h in zip(texts, b.rows_of(RowKind.HINTED).tolist()) if h) == sorted(["\\boxed{5}", "x", "x", "x", "x", "x", "x"])
+    assert (sorted(t for t, h in zip(texts, b.rows_of(RowKind.HINTED).tolist()) if h)
+            == sorted(["\\boxed{5}", "x", "x", "x", "x", "x", "x"]))
     assert [t for t, o in zip(texts, b.rows_of(RowKind.TEACHER).tolist()) if o] == ["4*2=8\n\\boxed{8}"]
     assert b.size == 8 and "reg/label_ce" in m and "teacher_signal/mismatch_ratio" in m
 

@@ -38,7 +38,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(world: Path, out: Path, config: str = "grpo.yaml", *overrides: str) -> TrainConfig:
-    teacher = [f"teacher_signal.path={world / 'models' / 'teacher'}"] if config in ("tgpo.yaml", "rkl_distill.yaml") else []
+    teacher = ([f"teacher_signal.path={world / 'models' / 'teacher'}"]
+               if config in ("tgpo.yaml", "rkl_distill.yaml") else [])
     return load_config(CONFIGS / config, TrainConfig, [
         f"world={world}", f"output_dir={out}", "seed=0", "steps=4", "save_every=2", "rollout.prompts_per_step=4",
         "rollout.group_size=4", "rollout.max_new_tokens=12", "optim.micro_batch_size=8", "optim.lr=3e-3",

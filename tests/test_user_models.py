@@ -17,9 +17,9 @@ from guidedrl.data import as_messages, chat_frame, encode_prompts, with_hint
 from guidedrl.guidance.selection import answer_slot_tokens
 from guidedrl.rollout.engine import SamplingParams, stop_token_ids
 from guidedrl.rollout.hf_engine import HFEngine
+from guidedrl.rows import RowKind
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import ConfigError, load_config
-from guidedrl.rows import RowKind
 from scripted import ScriptedEngine
 from tiny_chat_model import build, chat_rows
 
@@ -34,7 +34,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {**out, "data": root / "train.jsonl"}
 
 
-def _config(models_dir: dict[str, Path], arch: str, out: Path, *overrides: str, config: str = "grpo.yaml") -> TrainConfig:
+def _config(models_dir: dict[str, Path], arch: str, out: Path, *overrides: str,
+            config: str = "grpo.yaml") -> TrainConfig:
     return load_config(CONFIGS / config, TrainConfig, [
         f"model={models_dir[arch]}", f"dataset={models_dir['data']}", f"output_dir={out}", "steps=2", "save_every=0",
         "rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=12", "optim.micro_batch_size=4",
@@ -77,9 +78,11 @@ def test_dropout_is_off_during_updates_so_the_first_ratio_is_one(models_dir: dic
     """GPT-2 has dropout 0.1: with it on, the first (supposedly on-policy) update sees ratios away from 1."""
     ratios = {}
     for disable in (True, False):
-        cfg = _config(models_dir, "gpt2", tmp_path / f"run{disable}", f"disable_dropout={disable}", "rollout.max_new_tokens=24")
+        cfg = _config(models_dir, "gpt2", tmp_path / f"run{disable}", f"disable_dropout={disable}",
+                      "rollout.max_new_tokens=24")
         trainer = Trainer(cfg, console=Console(quiet=True))
-        assert all(m.p == (0.0 if disable else 0.1) for m in trainer.policy.modules() if isinstance(m, torch.nn.Dropout))
+        assert all(m.p == (0.0 if disable else 0.1)
+                   for m in trainer.policy.modules() if isinstance(m, torch.nn.Dropout))
         ratios[disable] = trainer.train_step()["ratio_mean"]
         trainer.run_dir.release()
     assert ratios[True] == pytest.approx(1.0, abs=1e-5)

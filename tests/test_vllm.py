@@ -28,7 +28,6 @@ if os.environ.get("GUIDEDRL_REQUIRE_VLLM") != "1":
 from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from loopback import free_port  # noqa: E402
 from guidedrl.config import RolloutConfig, ServerSpec, TeacherSource, VLLMSection  # noqa: E402
 from guidedrl.data import encode_prompts, load_rows  # noqa: E402
 from guidedrl.errors import RunError  # noqa: E402
@@ -38,6 +37,7 @@ from guidedrl.rollout.engine import SamplingParams  # noqa: E402
 from guidedrl.rollout.forward import response_logprobs  # noqa: E402
 from guidedrl.teachers.model import FrozenTeacher  # noqa: E402
 from guidedrl.teachers.server import HintWriter, ServedTeacher, ServerClient, server_client, server_pool  # noqa: E402
+from loopback import free_port  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 WORLD = ROOT / "worlds" / "default"

@@ -13,8 +13,15 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from guidedrl.config import RolloutConfig, VLLMSection
-from guidedrl.rollout.vllm_engine import (check_in_process, check_version, import_vllm, model_folder, model_len,
-                                          placement, sleeps)
+from guidedrl.rollout.vllm_engine import (
+    check_in_process,
+    check_version,
+    import_vllm,
+    model_folder,
+    model_len,
+    placement,
+    sleeps,
+)
 from guidedrl.world.tokenizer import build_tokenizer
 from guidedrl.world.zoo import make_model
 from guidedrl.yaml_config import ConfigError

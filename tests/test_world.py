@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from guidedrl.world.settings import world_preset
 from guidedrl.rewards import math_answer_reward
 from guidedrl.world.problems import Expression, evaluate, sample_expression
+from guidedrl.world.settings import world_preset
 from guidedrl.world.splits import make_splits, rows_for
 from guidedrl.world.styles import STYLES, hint_for
 from guidedrl.world.tokenizer import build_tokenizer
@@ -63,7 +63,8 @@ def test_every_reference_solution_of_every_style_verifies(splits: dict[str, list
     answers = [str(evaluate(e)) for e in exprs]
     for style, render in STYLES.items():
         solutions = [render(e) for e in exprs]
-        assert math_answer_reward(prompts=[""] * len(exprs), completions=solutions, answer=answers) == [1.0] * len(exprs), style
+        assert math_answer_reward(prompts=[""] * len(exprs), completions=solutions,
+                                  answer=answers) == [1.0] * len(exprs), style
 
 
 def test_styles_differ_textually(splits: dict[str, list[Expression]]) -> None:
@@ -74,7 +75,8 @@ def test_styles_differ_textually(splits: dict[str, list[Expression]]) -> None:
 def test_rows_have_the_dataset_columns(splits: dict[str, list[Expression]]) -> None:
     row = rows_for(splits["test_id"][:1], "test_id")[0]
     assert {"prompt", "answer", "solution", "hint", "style", "split"} <= set(row)
-    assert row["prompt"].endswith("\n") and row["split"] == "test_id" and row["solution"].endswith(f"{{{row['answer']}}}")
+    assert row["prompt"].endswith("\n") and row["split"] == "test_id"
+    assert row["solution"].endswith(f"{{{row['answer']}}}")
 
 
 def test_intermediate_values_stay_in_range() -> None:
@@ -89,7 +91,8 @@ def test_tokenizer_round_trips_every_problem_and_solution(splits: dict[str, list
     build_tokenizer().save_pretrained(tmp_path)
     tok = AutoTokenizer.from_pretrained(tmp_path)
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
-    texts = [row[c] for row in rows_for(splits["train"] + splits["test_ood"], "x") for c in ("prompt", "solution", "hint")]
+    texts = [row[c] for row in rows_for(splits["train"] + splits["test_ood"], "x")
+             for c in ("prompt", "solution", "hint")]
     texts += [render(e) for e in splits["test_ood"] for render in STYLES.values()]
     ids = tok(texts)["input_ids"]
     assert all(seq[0] == tok.bos_token_id and tok.unk_token_id not in seq for seq in ids)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
-
 from transformers import PreTrainedTokenizerBase
 
 from guidedrl.algorithms.advantages import AdvantageInputs
@@ -130,7 +129,8 @@ def filter_batch(batch: RolloutBatch, names: list[str]) -> tuple[RolloutBatch | 
     keep = torch.ones(batch.size, dtype=torch.bool)
     for name in names:
         keep &= BATCH_FILTERS.get(name)(batch.rewards, batch.group_index)
-    return (batch.select(keep.nonzero().squeeze(1)) if keep.any() else None), {"filtered_rows": 1.0 - keep.float().mean().item()}
+    return ((batch.select(keep.nonzero().squeeze(1)) if keep.any() else None),
+            {"filtered_rows": 1.0 - keep.float().mean().item()})
 
 
 def first_groups(batch: RolloutBatch, rows: list[dict], count: int) -> tuple[RolloutBatch, list[dict]]:

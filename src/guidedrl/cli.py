@@ -403,8 +403,10 @@ def runs(root: Path = typer.Argument(Path("runs"), help="a folder of runs (searc
         status = run.status if run.status != "crashed" else f"crashed at step {run.last_step}"
         status += ", damaged files" if run.damaged else ""
         table.add_row(escape(str(run.path.relative_to(root) if run.path != root else run.path)), run.method, status,
-                      str(run.last_step), f"{run.steps[-1]['reward']:.3f}" if run.steps and "reward" in run.steps[-1] else "-",
-                      f"{100 * ident:.1f}" if ident is not None else "-", f"{100 * ood:.1f}" if ood is not None else "-")
+                      str(run.last_step),
+                      f"{run.steps[-1]['reward']:.3f}" if run.steps and "reward" in run.steps[-1] else "-",
+                      f"{100 * ident:.1f}" if ident is not None else "-",
+                      f"{100 * ood:.1f}" if ood is not None else "-")
     console.print(table)
     for line in (line for run in found for line in run.damaged):
         console.print(f"damaged: {escape(line)}", highlight=False, soft_wrap=True)
@@ -465,7 +467,8 @@ def demo(
     methods: list[str] = typer.Option(["grpo", "ampo"], "--method", help="configs/<method>.yaml to compare"),
     steps: int = typer.Option(60, min=1, help="training steps of every method (same seed, same data order)"),
     configs: Path = typer.Option(Path("configs"), help="directory of the method configs"),
-    out: Path = typer.Option(Path("runs/demo"), help="runs are written to OUT/<method> (a previous one is moved aside)"),
+    out: Path = typer.Option(Path("runs/demo"),
+                             help="runs are written to OUT/<method> (a previous one is moved aside)"),
     set_: list[str] = typer.Option([], "--set", help="override a key of every method's config"),
     force: bool = typer.Option(False, help="a --world folder holding another world is moved aside (renamed, never "
                                "deleted) and the world built anew"),

@@ -14,9 +14,18 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from guidedrl.config_checks import SEED_MAX, device_spec, keyword_reward, template_fields
-
-from guidedrl.registry import (ADVANTAGE_ADDONS, ADVANTAGES, BATCH_FILTERS, ENGINES, GUIDANCE, REGULARIZERS,
-                               REWARDS, SURROGATES, TEACHER_POOLS, load_plugin, raised)
+from guidedrl.registry import (
+    ADVANTAGE_ADDONS,
+    ADVANTAGES,
+    BATCH_FILTERS,
+    ENGINES,
+    GUIDANCE,
+    REGULARIZERS,
+    SURROGATES,
+    TEACHER_POOLS,
+    load_plugin,
+    raised,
+)
 from guidedrl.yaml_config import StrictModel
 
 AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
@@ -542,7 +551,8 @@ class TrainConfig(StrictModel):
                              f"(rollout.prompts_per_step {self.rollout.prompts_per_step})")
         if g.reserved_rows and self.rollout.group_size - g.reserved_rows < 2:
             raise ValueError(f"guidance.composition=add with trigger=always samples rollout.group_size − num_guidance "
-                             f"= {self.rollout.group_size - g.reserved_rows} rollouts per prompt; at least 2 are needed")
+                             f"= {self.rollout.group_size - g.reserved_rows} rollouts per prompt; "
+                             "at least 2 are needed")
         if a.batch_filters and a.advantage == "rkl":
             raise ValueError("algorithm.batch_filters drop groups by their verifier rewards, which advantage rkl "
                              "does not use")

@@ -1,8 +1,9 @@
 """Verifiable rewards in TRL's convention, ``f(prompts=, completions=, **columns) -> list[float | None]``.
 
 Model outputs are untrusted text. The answer is the content of the last ``\\boxed{}``; integers are
-compared directly, anything else goes to math-verify in a separate worker process (:mod:`guidedrl.verify_worker`) that is killed
-when one check runs past its time budget, so a hostile output costs at most that budget and 0 reward.
+compared directly, anything else goes to math-verify in a separate worker process
+(:mod:`guidedrl.verify_worker`) that is killed when one check runs past its time budget, so a hostile output
+costs at most that budget and 0 reward.
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def run_sft(cfg: SFTRunConfig, console: Console | None = None, overwrite: bool =
         before = trainer.evaluate("before")
         write_json(trainer.out / "eval_before.json", before)
         args = SFTConfig(
-            output_dir=str(trainer.out / "sft"), max_steps=cfg.steps, per_device_train_batch_size=cfg.optim.micro_batch_size,
+            output_dir=str(trainer.out / "sft"), max_steps=cfg.steps,
+            per_device_train_batch_size=cfg.optim.micro_batch_size,
             learning_rate=cfg.optim.lr, lr_scheduler_type=cfg.sft.scheduler, warmup_steps=cfg.optim.warmup_steps,
             weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.grad_clip, logging_steps=cfg.log_every,
             save_strategy="no", report_to=[], seed=cfg.seed, completion_only_loss=True, bf16=cfg.precision == "bf16",

@@ -3,8 +3,8 @@ aggregated once, and the configured regularizers are added; plus PPO's value los
 
 Layout: per-token tensors are B×R over the response positions, ``response_mask`` marks real tokens and
 ``kind`` (B) says whose tokens a row holds (:class:`~guidedrl.rows.RowKind`): the student's own samples, a
-teacher's text, or a hinted re-roll trained without its hint. Every number is divided by the counts of the whole mini-batch
-(:class:`Denominators`), so the micro-batch losses of a mini-batch add up to its loss.
+teacher's text, or a hinted re-roll trained without its hint. Every number is divided by the counts of the whole
+mini-batch (:class:`Denominators`), so the micro-batch losses of a mini-batch add up to its loss.
 """
 
 from __future__ import annotations

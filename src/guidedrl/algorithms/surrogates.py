@@ -1,8 +1,9 @@
 """Per-token policy-gradient surrogates, registered by name and chosen per kind of token by the config.
 
 Each maps (log π_θ, behaviour log-prob, advantage, response mask) on B×R response positions to a B×R token
-loss and a B×R bool of where a clip is the active branch (the mask lets a surrogate work per sequence). On teacher rows the behaviour log-prob is 0, so the ratio
-is π_θ itself (LUFFY); on hinted rows it is π_θ(o|q) / π_old(o|q,h) (Guide).
+loss and a B×R bool of where a clip is the active branch (the mask lets a surrogate work per sequence). On teacher
+rows the behaviour log-prob is 0, so the ratio is π_θ itself (LUFFY); on hinted rows it is π_θ(o|q) / π_old(o|q,h)
+(Guide).
 """
 
 from __future__ import annotations

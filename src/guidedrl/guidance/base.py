@@ -11,9 +11,9 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from guidedrl.batch import RolloutBatch
-from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
 from guidedrl.rewards import Reward
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.rollout.engine import RolloutEngine, SamplingParams
 
 

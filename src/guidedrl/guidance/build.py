@@ -24,7 +24,8 @@ def check_guidance_sources(cfg: GuidanceConfig, rows: list[dict], source: str) -
     ``teacher`` needs solutions (a ``teacher_solutions`` column, or an online teacher): else the run would
     silently be GRPO; an offline teacher named in ``guidance.teachers`` must be one the data holds."""
     online = any(t.kind != "offline" for t in cfg.teachers)
-    if "hint" in cfg.ladder and not online and cfg.hint_writer is None and not any(row.get("hint") or row.get("teacher_solutions") for row in rows):
+    if "hint" in cfg.ladder and not online and cfg.hint_writer is None and not any(
+            row.get("hint") or row.get("teacher_solutions") for row in rows):
         raise ConfigError(f"guidance.ladder: hint needs hints, but {source} has no 'hint' column and no "
                           "teacher_solutions to take them from (nor does guidance.teachers name an online teacher)")
     if "teacher" in cfg.ladder and not online and not any(row.get("teacher_solutions") for row in rows):

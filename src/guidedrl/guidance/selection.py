@@ -11,7 +11,8 @@ from transformers import PreTrainedTokenizerBase
 from guidedrl.rewards import last_boxed_span
 
 
-def answer_slot_tokens(tokenizer: PreTrainedTokenizerBase, text: str, answer: str) -> tuple[list[int], list[int]] | None:
+def answer_slot_tokens(tokenizer: PreTrainedTokenizerBase, text: str,
+                       answer: str) -> tuple[list[int], list[int]] | None:
     """The solution with the ground truth written into its last ``\\boxed{}``, tokenized without special
     tokens, and the positions of the tokens that carry the answer; None when it has no answer block.
 

@@ -61,7 +61,8 @@ class TeacherGuidance:
     def fits(self, prompt_length: int, text: str) -> bool:
         """Whether prompt + solution + EOS fit in the student's context (a longer solution is unusable)."""
         limit = self.ctx.context_length
-        return limit is None or prompt_length + len(self.ctx.tokenizer(text, add_special_tokens=False)["input_ids"]) < limit
+        return limit is None or (
+            prompt_length + len(self.ctx.tokenizer(text, add_special_tokens=False)["input_ids"]) < limit)
 
     def comprehension(self, prompts: list[list[int]], texts: list[str], answers: list[str]) -> list[float]:
         """AMPO's score of each candidate from no-grad forwards of the current student, cut by the token budget;

@@ -6,8 +6,8 @@ and the larger of two phases — the update (activations of one forward at the t
 gradient checkpointing, plus the logits of one chunk) and generation (the built-in engine's KV cache at its
 budget). Activations are counted per token and layer for a Llama/Qwen decoder (RMSNorm, rotary attention with
 SDPA — no T×T scores — and a gated MLP). vLLM's share counts in the generation phase when it sleeps during the
-update (its sleep mode, on by default on a GPU), else always. The figure is an estimate, checked against a measured peak on the CPU
-(tests/test_memory.py) and meant to say which setting to change before a GPU runs out.
+update (its sleep mode, on by default on a GPU), else always. The figure is an estimate, checked against a
+measured peak on the CPU (tests/test_memory.py) and meant to say which setting to change before a GPU runs out.
 """
 
 from __future__ import annotations

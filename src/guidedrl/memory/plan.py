@@ -12,7 +12,6 @@ from guidedrl.memory.estimate import GIB, MemoryEstimate, ModelShape, estimate_m
 from guidedrl.teachers.pool import online_teacher_path
 from guidedrl.yaml_config import ConfigError
 
-
 ROPE_KEYS = ("rope_theta", "rope_scaling")  # config.json keys that recent transformers keep in rope_parameters
 
 

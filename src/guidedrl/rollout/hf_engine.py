@@ -2,8 +2,9 @@
 
 A hand-written decode loop rather than ``model.generate``: for the small models this library trains,
 per-token framework overhead dominates, so the loop does only a forward, a sample and a few writes
-into preallocated tensors per step, the KV cache included (:mod:`guidedrl.rollout.kv_cache`). It also prefills each distinct prompt once (the ``n`` samples of a
-prompt share its KV cache) and drops finished rows from the batch as they accumulate.
+into preallocated tensors per step, the KV cache included (:mod:`guidedrl.rollout.kv_cache`). It also
+prefills each distinct prompt once (the ``n`` samples of a prompt share its KV cache) and drops finished rows
+from the batch as they accumulate.
 
 ``behaviour_logp`` is ``log_softmax(logits / temperature)`` of the sampled token *before* top-p
 truncation, i.e. exactly what ``response_logprobs`` recomputes at the same temperature, so the

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.memory.plan import pretrained_kwargs
 from guidedrl.precision import Precision
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_predictions
 

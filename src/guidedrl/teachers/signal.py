@@ -13,8 +13,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from guidedrl.algorithms.distill import mean_reverse_kl, mismatch_ratio, teacher_token_mask
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TeacherSignalConfig
-from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.rows import RowKind

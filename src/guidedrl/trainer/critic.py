@@ -5,12 +5,12 @@ update it fits itself to those returns with value clipping, and it saves and loa
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from transformers import AutoModel
-
-from dataclasses import replace
-from typing import Any
 
 from guidedrl.algorithms.advantages import gae
 from guidedrl.algorithms.losses import value_loss
@@ -31,7 +31,8 @@ class Critic(nn.Module):
         super().__init__()
         self.cfg, self.precision, self.budget = cfg, precision or Precision(), budget or ForwardBudget()
         dtype = self.precision.weights_dtype
-        self.body = AutoModel.from_pretrained(policy_path, dtype=dtype, **pretrained_kwargs(policy_path, overrides or {}))
+        self.body = AutoModel.from_pretrained(policy_path, dtype=dtype,
+                                              **pretrained_kwargs(policy_path, overrides or {}))
         self.head = nn.Linear(self.body.config.hidden_size, 1, dtype=dtype)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

@@ -240,9 +240,9 @@ class Trainer:
         all_skipped = metrics.get("updates_skipped", 0.0) > 0 and applied == 0
         self.nonfinite_steps = self.nonfinite_steps + 1 if all_skipped else 0
         if self.nonfinite_steps >= self.cfg.max_nonfinite_steps:
-            raise RunError(f"step {self.step}: the loss or gradient was not finite in {self.nonfinite_steps} steps in a "
-                           "row (no such update was applied; the checkpoints are intact): lower optim.lr or check "
-                           "the rewards, then --resume")
+            raise RunError(f"step {self.step}: the loss or gradient was not finite in {self.nonfinite_steps} steps "
+                           "in a row (no such update was applied; the checkpoints are intact): lower optim.lr "
+                           "or check the rewards, then --resume")
 
     def collect(self, index: int, timer: PhaseTimer
                 ) -> tuple[RolloutBatch | None, list[dict], int, dict[str, float], Rollouts]:
@@ -334,8 +334,8 @@ class Trainer:
         return root / f"step_{self.step}"
 
     def restore(self, checkpoint: Path) -> None:
-        """Optimizer, schedule, data position, RNG, the signals' state (a critic) and step of a checkpoint (its weights are loaded);
-        the metrics a killed run wrote after it are dropped when the logger opens."""
+        """Optimizer, schedule, data position, RNG, the signals' state (a critic) and step of a checkpoint (its
+        weights are loaded); the metrics a killed run wrote after it are dropped when the logger opens."""
         state = load_state(checkpoint)
         if "rank_rng" in state and len(state["rank_rng"]) == self.ranks.world:
             torch.set_rng_state(state["rank_rng"][self.ranks.rank])

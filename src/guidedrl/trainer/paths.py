@@ -44,7 +44,8 @@ class RunPaths:
         if cfg.eval_datasets is not None:
             evals = {k: take(f"eval_datasets.{k}", v, Path(v)) for k, v in cfg.eval_datasets.items()}
         elif cfg.dataset is None:  # the world's data: its held-out sets (never for a user's own data)
-            evals = {s: take(f"eval_datasets.{s}", None, world / "data" / f"{s}.jsonl") for s in ("test_id", "test_ood")}
+            evals = {s: take(f"eval_datasets.{s}", None, world / "data" / f"{s}.jsonl")
+                     for s in ("test_id", "test_ood")}
         else:
             evals = {}
         teachers = {name: world_model(spec.path, world) for name, spec in cfg.teacher_signal.scoring_teachers().items()

@@ -1,6 +1,7 @@
 """The per-token fields the configured pieces read, computed once on a step's final batch without gradients:
 the teacher's predictions (TGPO, RKL, KDRL), the initial policy's log-probs (k3 KL), the critic's values and
-returns (PPO; the critic also updates itself after the policy and keeps its own checkpoint state). Which of them a run computes follows from ``TrainConfig.needs()``: nothing is computed that no piece reads."""
+returns (PPO; the critic also updates itself after the policy and keeps its own checkpoint state). Which of them
+a run computes follows from ``TrainConfig.needs()``: nothing is computed that no piece reads."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TEACHER_FIELDS, TrainConfig
-from guidedrl.yaml_config import ConfigError
 from guidedrl.memory.plan import longest_row, pretrained_kwargs
-from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.precision import Precision
+from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.rollout.engine import Rollouts
 from guidedrl.rollout.forward import response_logprobs
 from guidedrl.teachers.signal import TeacherSignal
 from guidedrl.trainer.critic import Critic
+from guidedrl.yaml_config import ConfigError
 
 
 class StepSignals:

@@ -56,8 +56,9 @@ class PolicyUpdate:
     def __call__(self, batch: RolloutBatch | None, index: int, first_group: int = 0) -> dict[str, float]:
         """Optimize on ``batch`` (this rank's rows; None when its groups were all filtered) at step ``index``
         (0-based). Statistics are means over the step's updates, except ``updates``: how many were applied, and
-        ``updates_skipped``: how many had a non-finite loss or gradient and were not. ``first_group`` is the global index of this rank's
-        first group: mini-batches are drawn by groups over the whole step, the same on any number of ranks."""
+        ``updates_skipped``: how many had a non-finite loss or gradient and were not. ``first_group`` is the global
+        index of this rank's first group: mini-batches are drawn by groups over the whole step, the same on any
+        number of ranks."""
         o = self.cfg.optim
         updates = o.epochs * o.mini_batches
         acc: dict[str, float] = {}
@@ -145,7 +146,8 @@ class PolicyUpdate:
         r = mb.rollouts
         with torch.set_grad_enabled(grad), self.precision.autocast():
             out = response_logprobs(
-                self.train_model if grad else self.policy, r.input_ids, r.attention_mask, r.prompt_width, self.cfg.rollout.temperature,
+                self.train_model if grad else self.policy, r.input_ids, r.attention_mask, r.prompt_width,
+                self.cfg.rollout.temperature,
                 labels=mb.teacher_label if "label_logp" in self.needs else None, with_entropy=grad,
                 topk_ids=mb.teacher_topk_ids if "topk_logp" in self.needs else None,
                 logits_chunk=self.budget.logits_chunk, entropy_grad="entropy" in self.needs)
@@ -204,5 +206,6 @@ class PolicyUpdate:
                     mask = mb.rollouts.response_mask.bool()
                     ratios.append(ratio_of(logp, mb.rollouts.behaviour_logp)[mask].float().cpu())
             values = torch.cat(self.ranks.gather(torch.cat(ratios)))
-            gammas[k.key] = quantile_gamma(values, torch.ones_like(values, dtype=torch.bool), q).to(self.precision.device)
+            gammas[k.key] = quantile_gamma(values, torch.ones_like(values, dtype=torch.bool),
+                                           q).to(self.precision.device)
         return gammas

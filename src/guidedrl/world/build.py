@@ -20,17 +20,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from guidedrl.world.settings import WorldConfig
 from guidedrl.config import DEFAULT_HINT_TEMPLATE
 from guidedrl.data import encode_prompts, load_rows, write_jsonl
 from guidedrl.errors import GuidedError, storage_fault
-from guidedrl.files import DamagedFile, atomic_dir, move_aside, read_json, write_json
 from guidedrl.eval.evaluate import evaluate
+from guidedrl.files import DamagedFile, atomic_dir, move_aside, read_json, write_json
 from guidedrl.rewards import math_answer_reward
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.seeding import derive_seed
 from guidedrl.world.problems import Expression
+from guidedrl.world.settings import WorldConfig
 from guidedrl.world.splits import make_splits, prompt_for, rows_for
 from guidedrl.world.styles import STYLES, hint_for, slip_final_answer
 from guidedrl.world.tokenizer import build_tokenizer
@@ -102,7 +102,8 @@ def _sft_pairs(tokenizer: PreTrainedTokenizerBase, exprs: list[Expression], styl
         slipped = rng.random() < slip_share
         if not hinted and not is_wide and plain_operands is not None and len(e.operands) not in plain_operands:
             continue
-        prompts.append(DEFAULT_HINT_TEMPLATE.format(prompt=prompt_for(e), hint=hint_for(e)) if hinted else prompt_for(e))
+        prompts.append(DEFAULT_HINT_TEMPLATE.format(prompt=prompt_for(e), hint=hint_for(e)) if hinted
+                       else prompt_for(e))
         solutions.append(slip_final_answer(STYLES[style](e), rng) if slipped else STYLES[style](e))
     return encode_pairs(tokenizer, prompts, solutions)
 

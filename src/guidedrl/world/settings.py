@@ -14,7 +14,6 @@ from pydantic import Field, field_validator, model_validator
 from guidedrl.world.styles import STYLES
 from guidedrl.yaml_config import ConfigError, StrictModel, load_config
 
-
 Operands = Annotated[int, Field(ge=2)]  # an expression needs an operator
 Positive = Annotated[int, Field(ge=1)]
 
@@ -85,7 +84,8 @@ WORLD_PRESETS: dict[str, dict] = {
     "micro": {"model_size": "micro", "id_operands": [2, 3], "ood_kind": "longer", "ood_operands": [4],
               "student_wide_share": 0.0, "teacher_wide_share": 0.0, "n_train": 512, "n_test_id": 48,
               "n_test_ood": 48, "n_sft": 8000, "teacher_styles": ["steps", "rewrite"], "teacher_steps": 600,
-              "student_steps": 450, "student_operands": None, "teacher_steps_by_style": {}, "student_slip_share": 0.5, "lr": 1e-2,
+              "student_steps": 450, "student_operands": None, "teacher_steps_by_style": {}, "student_slip_share": 0.5,
+              "lr": 1e-2,
               "pool_samples": 2, "max_new_tokens": 48,
               "eval_samples": 4},
 }
