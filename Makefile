@@ -21,9 +21,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
-test: setup
+# the lint runs first: a ruff error fails `make test` before the suite starts
+test: setup lint
 	$(BIN)/pytest
-	$(MAKE) --no-print-directory lint
 
 # ruff's rules and line length are in pyproject.toml ([tool.ruff])
 lint: setup
