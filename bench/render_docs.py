@@ -258,6 +258,36 @@ def summary(r: dict) -> str:
                               f"{machines}; torch {envs[0]['torch']}; measured {dates[0]} to {dates[-1]}.*")
 
 
+@renders("guidance_regime")
+def guidance_regime(r: dict) -> str:
+    """bench/guidance_regime.py: the untrained student, the positive control and each method (mean over its
+    seeds) on the target class and the test sets, with the slip rate on test_id."""
+    s, control = r["settings"], r["control"]
+    keys = ("target/pass@1", "target/greedy", "test_id/pass@1", "test_ood/pass@1")
+    head = ["| model | seeds | target pass@1 | target greedy | test_id pass@1 | test_ood pass@1 | slip (test_id) |",
+            "|---|---|---|---|---|---|---|"]
+
+    def row(name: str, seeds: str, scores: dict, slip: float) -> str:
+        return f"| {name} | {seeds} | " + " | ".join(f"{scores[k]:.1f}" for k in keys) + f" | {100 * slip:.1f} |"
+
+    rows = [row("untrained student", "—", r["untrained"], r["slip"]["untrained"]),
+            row(f"positive control: SFT on {control['examples']} problems' teacher_steps solutions", "0",
+                control["scores"], r["slip"]["control"])]
+    for method, runs in r["methods"].items():
+        mean = {k: sum(run["scores"][k] for run in runs.values()) / len(runs) for k in keys}
+        rows.append(row(method, ", ".join(runs), mean, sum(run["slip"] for run in runs.values()) / len(runs)))
+    verdict = "passed" if control["passed"] else "failed"
+    note = (f"\n\nThe control {verdict}: target pass@1 {control['gain']:+.1f} points (the regime needs "
+            f"{s['control_gain']:+.0f}). {s['target_problems']} held-out target problems and the first "
+            f"{min(200, s['target_problems'])} of each test set × {s['samples']} samples at temperature 1; lr "
+            f"{s['lr']:g}, {s['steps']} steps. ")
+    if not r["methods"]:
+        note += "No method ran: the regime was not accepted. "
+    elif len(s["seeds"]) == 1:
+        note += "One seed: no interval is claimed. "
+    return "\n".join(head + rows) + note + environment_line(r["environment"])
+
+
 @renders("tgpo_lambda")
 def tgpo_lambda(r: dict) -> str:
     """bench/tgpo_lambda.py: TGPO at each schedule of its label term on the sweep seed, and the chosen one."""

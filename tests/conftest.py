@@ -20,6 +20,8 @@ from rich.console import Console
 
 from guidedrl.world.build import build_world
 from guidedrl.world.settings import WorldConfig, world_preset
+from guidedrl.world.tokenizer import build_tokenizer
+from guidedrl.world.zoo import make_model
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import their helpers (scripted.py) by name
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))  # and the examples they check
@@ -36,3 +38,15 @@ def micro_world(tmp_path_factory: pytest.TempPathFactory, micro_settings: WorldC
     out = tmp_path_factory.mktemp("worlds") / "micro"
     build_world(out, micro_settings, Console(quiet=True))
     return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The world's tokenizer (a module's own, for the tests of the engine and the forwards)."""
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    """A micro-sized model of the world's architecture, initialized from seed 0, in eval mode."""
+    return make_model(tokenizer, "micro", seed=0).eval()

@@ -14,18 +14,6 @@ from guidedrl.rollout.budget import ForwardBudget, budget_cuts
 from guidedrl.rollout.engine import Rollouts, SamplingParams
 from guidedrl.rollout.forward import position_ids_from_mask, response_logprobs, response_predictions
 from guidedrl.rollout.hf_engine import HFEngine
-from guidedrl.world.tokenizer import build_tokenizer
-from guidedrl.world.zoo import make_model
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return make_model(tokenizer, "micro", seed=0).eval()
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,8 @@ from guidedrl.algorithms.logprobs import entropy_from_logits, token_logprobs
 from guidedrl.rollout.engine import Rollouts, SamplingParams
 from guidedrl.rollout.forward import position_ids_from_mask, response_logprobs
 from guidedrl.rollout.hf_engine import HFEngine
-from guidedrl.world.tokenizer import build_tokenizer
-from guidedrl.world.zoo import make_model
 
 TEXTS = ["1+1=", "12*(3+4)=", "x^2-5x+6=0;x=", "7"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return make_model(tokenizer, "micro", seed=0).eval()
 
 
 @pytest.fixture(scope="module")

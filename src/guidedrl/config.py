@@ -190,19 +190,8 @@ class AlgorithmConfig(StrictModel):
             raise ValueError("refill: refills the groups a batch filter drops; set batch_filters (e.g. [flat_groups])")
         return self
 
-    @field_validator("advantage_addons")
-    @classmethod
-    def _addons(cls, value: dict[str, Scheduled]) -> dict[str, Scheduled]:
-        for name in value:
-            ADVANTAGE_ADDONS.check(name)
-        return value
-
-    @field_validator("regularizers")
-    @classmethod
-    def _regularizers(cls, value: dict[str, RegularizerSpec]) -> dict[str, RegularizerSpec]:
-        for name in value:
-            REGULARIZERS.check(name)
-        return value
+    _addons = field_validator("advantage_addons")(lambda v: {ADVANTAGE_ADDONS.check(n): s for n, s in v.items()})
+    _regularizers = field_validator("regularizers")(lambda v: {REGULARIZERS.check(n): s for n, s in v.items()})
 
     def active_regularizers(self) -> list[str]:
         """Regularizers with a coefficient that is ever non-zero."""
