@@ -70,7 +70,7 @@ chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 # the result goes to runs/bench/grpo_step.json; `make bench BENCH_ARGS=--update-docs` also stores it in
-# bench/results/ and re-renders the README's tables
+# bench/results/ and re-renders the tables of the README and the docs
 bench: setup
 	$(BIN)/pip install -q -e ".[bench]"
 	PYTHONPATH=bench $(BIN)/python bench/grpo_step.py $(BENCH_ARGS)

@@ -101,8 +101,8 @@ def eval_cmd(
     benchmarks: str | None = typer.Option(None, help="the papers' suite instead of one split: comma-separated "
                                           "benchmarks (aime24, aime25, amc23, math500, minerva, olympiadbench, "
                                           "arc_c, gpqa_diamond, mmlu_pro, world_id, world_ood) or groups (math, "
-                                          "ood, world; all = math + ood); the README's table says where each "
-                                          "one's data comes from"),
+                                          "ood, world; all = math + ood); the table in docs/rewards-and-evaluation.md "
+                                          "says where each one's data comes from"),
     split: str | None = typer.Option(None, help="world split (test_id | test_ood) when --dataset is not given "
                                      "(default test_id)"),
     dataset: Path | None = typer.Option(None, help="JSONL / JSON / parquet / save_to_disk dataset with prompt, answer"),

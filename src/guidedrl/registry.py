@@ -4,7 +4,7 @@ A piece is registered where it is defined (``@ADVANTAGES.register("grpo")`` in
 ``algorithms/advantages.py``), so a reader finds every estimator in the file named after them. Each
 registry knows the one module that defines its built-in entries and imports it the first time it is
 asked for a name, so that validating a config sees the built-ins without importing the whole package;
-a user's own pieces are registered by importing their module first (see the README's worked example).
+a user's own pieces are registered by importing their module first (docs/extending.md: the worked example).
 
 Entries may declare ``needs``: the per-token fields a step must compute for them (e.g. ``teacher_logp``),
 so the trainer computes exactly what the configured pieces read and never asks "which method is this?".

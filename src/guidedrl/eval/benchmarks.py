@@ -258,7 +258,7 @@ def problem_rows(bench: Benchmark, raw: list[dict], source: str, template: str |
 
 
 def markdown_table() -> str:
-    """The README's table of the built-in benchmarks: source, size, metric, template, verifier."""
+    """The docs' table of the built-in benchmarks: source, size, metric, template, verifier."""
     lines = ["| name | benchmark | source (id:config, split) | columns read | problems | metric | template |",
              "|---|---|---|---|---|---|---|"]
     for b in BUILTINS:

