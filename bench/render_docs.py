@@ -288,6 +288,22 @@ def guidance_regime(r: dict) -> str:
     return "\n".join(head + rows) + note + environment_line(r["environment"])
 
 
+@renders("update_share")
+def update_share(r: dict) -> str:
+    """bench/update_share.py: each kind of token's gradient norm (optim.grad_norm_by_kind) for AMPO and LUFFY."""
+    s = r["settings"]
+    rows = ["| method | steps | ‖g‖ student's own tokens | ‖g‖ teacher tokens | teacher share | teacher rows / step |",
+            "|---|---|---|---|---|---|"]
+    for method, parts in r["methods"].items():
+        for span, label in (("all", f"1–{s['steps']}"), ("first", "first tenth"), ("last", "last tenth")):
+            p = parts[span]
+            rows.append(f"| {method} | {label} | {p['policy']:.3f} | {p['teacher']:.3f} | "
+                        f"{100 * p['teacher_share']:.0f}% | {p['teacher_rows']:.1f} |")
+    return ("\n".join(rows) + f"\n\nMeans over the steps of the pre-clip gradient norm of each kind's policy-gradient "
+            f"term; the teacher share is ‖g_teacher‖ / (‖g_teacher‖ + ‖g_own‖). lr {s['lr']:g}, seed {s['seed']}. "
+            + environment_line(r["environment"]))
+
+
 @renders("tgpo_lambda")
 def tgpo_lambda(r: dict) -> str:
     """bench/tgpo_lambda.py: TGPO at each schedule of its label term on the sweep seed, and the chosen one."""

@@ -9,7 +9,7 @@ import torch
 
 from guidedrl.algorithms.aggregation import Denominators, aggregate
 from guidedrl.algorithms.distill import mean_reverse_kl, mismatch_ratio
-from guidedrl.algorithms.losses import LossInputs, policy_loss, value_loss
+from guidedrl.algorithms.losses import LossInputs, pg_loss_by_kind, policy_loss, value_loss
 from guidedrl.algorithms.regularizers import k2_kl, k3_kl
 from guidedrl.algorithms.surrogates import SurrogateParams, quantile_gamma, ratio_of, shape
 from guidedrl.config import AGG_MODES, AlgorithmConfig
@@ -344,3 +344,23 @@ def test_value_loss_clipping() -> None:
     mask = torch.tensor([[1, 1, 1, 0]])
     assert_values(value_loss(values, old, returns, mask, clip=0.2), (0.845 + 2.0 + 0.5) / 3)
     assert_values(value_loss(values, old, returns, mask, clip=None), (0.5 + 2.0 + 0.5) / 3)
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
+                                  "seq-mean-token-sum-norm"])
+def test_the_policy_gradient_term_splits_by_kind_of_token(mode: str) -> None:
+    """grad_norm_by_kind's terms: one per kind present, adding up to pg_loss in every aggregation mode."""
+    logp = torch.tensor([[-0.5, -1.0, -2.0], [-0.1, -0.3, -0.2], [-1.5, -0.7, -0.4]], requires_grad=True)
+    behaviour = torch.tensor([[-0.6, -0.9, -2.0], [0.0, 0.0, 0.0], [-1.0, -1.0, -1.0]])
+    adv = torch.tensor([[1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [-1.0, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    x = inputs(logp, behaviour, adv, mask, kind=[POLICY, TEACHER, HINTED])
+    algo = AlgorithmConfig(agg_mode=mode)
+    parts = pg_loss_by_kind(x, algo, 3)
+    assert set(parts) == {RowKind.POLICY, RowKind.TEACHER, RowKind.HINTED}
+    _, stats = policy_loss(x, algo, 1, 3)
+    assert float(sum(parts.values())) == pytest.approx(stats["pg_loss"], rel=1e-6)
+    alone = pg_loss_by_kind(inputs(logp[:1], behaviour[:1], adv[:1], mask[:1]), algo, 3,
+                            Denominators.of(mask, x.kind))
+    assert set(alone) == {RowKind.POLICY}
+    assert float(alone[RowKind.POLICY]) == pytest.approx(float(parts[RowKind.POLICY]))

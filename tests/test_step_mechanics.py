@@ -471,3 +471,17 @@ def test_refill_stops_after_its_rounds_and_a_step_with_no_group_left_makes_no_up
 def test_refill_without_a_batch_filter_is_refused() -> None:
     with pytest.raises(ValueError, match="refill: refills the groups a batch filter drops"):
         TrainConfig.model_validate({"algorithm": {"refill": {"max_generation_rounds": 2}}})
+
+
+def test_grad_norm_by_kind_measures_each_kinds_share_and_changes_no_update(world: Path, tmp_path: Path) -> None:
+    """GRPO has only the student's own tokens: their term's gradient is the whole gradient (no regularizer).
+    AMPO's teacher rows get a norm of their own, and the diagnostic leaves the update as it was."""
+    m, g = _step_with_grad(_trainer(world, tmp_path / "grpo", "grpo.yaml", MIXED, "optim.grad_norm_by_kind=true",
+                                    UNCLIPPED))
+    assert set(k for k in m if k.startswith("grad_norm/")) == {"grad_norm/policy"}
+    assert m["grad_norm/policy"] == pytest.approx(m["grad_norm"], rel=1e-5)
+    assert m["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-5)
+    on, g_on = _step_with_grad(_trainer(world, tmp_path / "on", "ampo.yaml", ALL_WRONG, "optim.grad_norm_by_kind=true"))
+    off, g_off = _step_with_grad(_trainer(world, tmp_path / "off", "ampo.yaml", ALL_WRONG))
+    assert on["grad_norm/teacher"] > 0 and "grad_norm/teacher" not in off
+    assert torch.equal(g_on, g_off)

@@ -215,6 +215,9 @@ class OptimConfig(StrictModel):
     mini_batches: int = Field(1, ge=1, description="optimizer steps per pass (AMPO: 2)")
     micro_batch_size: int = Field(64, ge=1, description="rows per forward/backward (gradient accumulation; a memory "
                                   "setting: the loss does not depend on it)")
+    grad_norm_by_kind: bool = Field(False, description="diagnostic: log grad_norm/<kind>, the norm of the gradient "
+                                    "of each kind of token's policy-gradient term (policy, teacher, hinted) before "
+                                    "clipping; one extra backward per kind and micro-batch, one process only")
 
 
 class EvalConfig(StrictModel):

@@ -48,21 +48,12 @@ class LossInputs:
         return self.response_mask.bool() & (self.kind == kind)[:, None]
 
 
-def policy_loss(x: LossInputs, algo: AlgorithmConfig, step: int, norm_length: int,
-                denominators: Denominators | None = None) -> tuple[Tensor, dict[str, float]]:
-    """Surrogates per kind of token + Σ λ_k(step)·regularizer, and additive statistics.
-
-    Statistics are sums divided by mini-batch counts, so summing them over micro-batches gives the
-    mini-batch's: ``loss``, ``pg_loss``, ``reg/<name>``, ``entropy``, ``clip_frac`` and ``ratio_mean`` (of
-    the student's own tokens), ``teacher_prob_mean`` (π_θ of teacher tokens), ``hint_ratio_mean``, and with a
-    rollout correction (its weights multiply the surrogates' token losses) ``rollout_correction/weight_mean``
-    and ``/masked_frac`` of the student's own tokens.
-    """
-    d = denominators or Denominators.of(x.response_mask, x.kind)
-    mask = x.response_mask.bool()
+def token_losses(x: LossInputs, algo: AlgorithmConfig) -> tuple[Tensor, Tensor]:
+    """The policy-gradient loss of every response token (B×R), each kind's by its own surrogate and weighted by
+    the rollout correction when there is one, and where a clip is the active branch (B×R bool)."""
     adv = x.advantages.detach()
     loss_mat = torch.zeros_like(x.logp)
-    clipped = torch.zeros_like(mask)
+    clipped = torch.zeros_like(x.response_mask.bool())
     for kind in RowKind:
         tokens = x.tokens_of(kind)
         if not tokens.any():
@@ -75,6 +66,33 @@ def policy_loss(x: LossInputs, algo: AlgorithmConfig, step: int, norm_length: in
         clipped |= clipped_k & tokens
     if x.rollout_weight is not None:
         loss_mat = loss_mat * x.rollout_weight
+    return loss_mat, clipped
+
+
+def pg_loss_by_kind(x: LossInputs, algo: AlgorithmConfig, norm_length: int,
+                    denominators: Denominators | None = None) -> dict[RowKind, Tensor]:
+    """The policy-gradient term of each kind of token present, aggregated with the mini-batch's counts: they add
+    up to ``pg_loss`` (a row holds one kind, so every aggregation mode splits by rows), and the gradient of each
+    says how much of the update that kind's tokens make."""
+    d = denominators or Denominators.of(x.response_mask, x.kind)
+    loss_mat, _ = token_losses(x, algo)
+    return {kind: aggregate(loss_mat, x.tokens_of(kind), algo.agg_mode, norm_length, d)
+            for kind in RowKind if x.tokens_of(kind).any()}
+
+
+def policy_loss(x: LossInputs, algo: AlgorithmConfig, step: int, norm_length: int,
+                denominators: Denominators | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Surrogates per kind of token + Σ λ_k(step)·regularizer, and additive statistics.
+
+    Statistics are sums divided by mini-batch counts, so summing them over micro-batches gives the
+    mini-batch's: ``loss``, ``pg_loss``, ``reg/<name>``, ``entropy``, ``clip_frac`` and ``ratio_mean`` (of
+    the student's own tokens), ``teacher_prob_mean`` (π_θ of teacher tokens), ``hint_ratio_mean``, and with a
+    rollout correction (its weights multiply the surrogates' token losses) ``rollout_correction/weight_mean``
+    and ``/masked_frac`` of the student's own tokens.
+    """
+    d = denominators or Denominators.of(x.response_mask, x.kind)
+    mask = x.response_mask.bool()
+    loss_mat, clipped = token_losses(x, algo)
     pg_loss = aggregate(loss_mat, mask, algo.agg_mode, norm_length, d)
     total = pg_loss
     stats = {"pg_loss": float(pg_loss.detach())}

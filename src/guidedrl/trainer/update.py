@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedModel
 
 from guidedrl.algorithms.aggregation import Denominators
-from guidedrl.algorithms.losses import LossInputs, policy_loss
+from guidedrl.algorithms.losses import LossInputs, pg_loss_by_kind, policy_loss
 from guidedrl.algorithms.rollout_correction import rollout_weights
 from guidedrl.algorithms.surrogates import quantile_gamma, ratio_of
 from guidedrl.batch import RolloutBatch
@@ -28,6 +28,7 @@ from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.rollout.forward import chunkable_head, response_logprobs
 from guidedrl.rows import RowKind
 from guidedrl.seeding import derive_seed
+from guidedrl.yaml_config import ConfigError
 
 
 def add_stats(acc: dict[str, float], stats: dict[str, float], weight: float = 1.0) -> None:
@@ -49,6 +50,8 @@ class PolicyUpdate:
         self.budget = ForwardBudget.of(cfg)
         self.norm_length = cfg.algorithm.norm_length or cfg.rollout.max_new_tokens
         self.recompute_behaviour = recompute_behaviour
+        if cfg.optim.grad_norm_by_kind and self.ranks.world > 1:
+            raise ConfigError("optim.grad_norm_by_kind: the diagnostic runs in one process only")
         if self.ranks.fsdp:  # whether the head can be chunked is probed once, on the whole weights: no collective
             with self.ranks.full_weights(self.train_model):
                 chunkable_head(self.train_model)
@@ -109,6 +112,7 @@ class PolicyUpdate:
         gammas = self.quantile_gammas(batch, mini)
         self.optimizer.zero_grad(set_to_none=True)
         finite = True
+        by_kind: dict[RowKind, list[torch.Tensor]] = {}  # the diagnostic's per-kind gradients
         micros = self.budget.cuts(batch.rollouts, mini) if len(mini) else []
         count = max(ranks.max(len(micros)), 1)  # a mini-batch without rows anywhere still steps (zero gradient)
         for j in range(count):
@@ -117,19 +121,35 @@ class PolicyUpdate:
                     ranks.backward(self.idle_loss())
                     continue
                 mb = batch.select(micros[j]).to(self.precision.device)
-                loss, stats = policy_loss(self.loss_inputs(mb, gammas), self.cfg.algorithm, index + 1,
-                                          self.norm_length, denominators)
+                x = self.loss_inputs(mb, gammas)
+                loss, stats = policy_loss(x, self.cfg.algorithm, index + 1, self.norm_length, denominators)
+                if o.grad_norm_by_kind:
+                    self.add_kind_gradients(by_kind, x, denominators)
                 finite = finite and bool(torch.isfinite(loss))
                 ranks.backward(loss * ranks.world)
             add_stats(acc, stats, 1.0 / updates)
         norm = ranks.clip_grad_norm(self.train_model, o.grad_clip)
         add_stats(acc, {"grad_norm": norm, **{f"{k}_gamma": float(g) for k, g in gammas.items()}}, 1.0 / updates)
+        add_stats(acc, {f"grad_norm/{kind.key}": float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads)))
+                        for kind, grads in by_kind.items()}, 1.0 / updates)
         if not ranks.any(not finite) and math.isfinite(norm):
             self.optimizer.step()
             add_stats(acc, {"updates": 1.0})
         else:  # a non-finite loss or gradient on any rank is never applied
             self.optimizer.zero_grad(set_to_none=True)
             add_stats(acc, {"updates_skipped": 1.0})
+
+    def add_kind_gradients(self, sums: dict[RowKind, list[torch.Tensor]], x: LossInputs,
+                           denominators: Denominators) -> None:
+        """The diagnostic ``optim.grad_norm_by_kind``: add the gradient of each kind of token's policy-gradient term
+        in this micro-batch to ``sums`` (one backward per kind, the graph kept for the update's own)."""
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        for kind, term in pg_loss_by_kind(x, self.cfg.algorithm, self.norm_length, denominators).items():
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            total = sums.setdefault(kind, [torch.zeros_like(p) for p in params])
+            for acc, grad in zip(total, grads):
+                if grad is not None:
+                    acc += grad
 
     def idle_loss(self) -> torch.Tensor:
         """A real forward of one token through the wrapped model, weighted 0: this rank's share of the model's
