@@ -194,7 +194,7 @@ def test_a_quantile_gamma_given_by_the_update_shapes_the_hinted_tokens() -> None
     gamma = quantile_gamma(ratio_of(logp, behaviour)[1:], mask[1:], 0.9)
     assert float(gamma) == pytest.approx(0.4 + 0.9 * (1.0 - 0.4), abs=1e-6)
     x = inputs(logp, behaviour, torch.tensor([[0.5] * 3, [1.0] * 3]), mask, kind=[POLICY, HINTED],
-               gammas={"hinted": gamma})
+               prepared={"hinted": {"gamma": gamma}})
     loss, stats = loss_of(x)
     g = float(gamma)
     assert_values(loss, (-0.5 - 0.5 - 0.4 / (0.4 + g) - 1.0 / (1.0 + g)) / 4)

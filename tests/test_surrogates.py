@@ -10,8 +10,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from guidedrl.algorithms.surrogates import SurrogateParams
-from guidedrl.config import TrainConfig
+from guidedrl.algorithms.surrogates import PREPARES, SurrogateParams, mini_batch_hook, prepares
+from guidedrl.config import SurrogateSpec, TrainConfig
 from guidedrl.registry import SURROGATES
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import load_config
@@ -84,3 +84,21 @@ def test_gspo_in_a_real_step_of_the_unchanged_loop(tmp_path: Path) -> None:
     assert m["pg_loss"] == pytest.approx((-2 * a * (1 + 4e-4) + 2 * a * math.exp(0.01)) / 8, rel=1e-4)
     assert m["clip_frac"] == pytest.approx(sum(len(t) + 1 for t in SCRIPT["2+3\n"][::2]) /
                                            sum(len(t) + 1 for ts in SCRIPT.values() for t in ts))
+
+
+def test_a_surrogate_takes_its_mini_batch_parameters_through_its_hook() -> None:
+    """Guide's quantile γ is the shaped surrogate's hook: asked for only when gamma_quantile is set; a user's
+    surrogate registers its own."""
+    ratios = torch.tensor([0.4, 1.0, 2.0])
+    assert mini_batch_hook(SurrogateSpec(name="shaped")) is None
+    assert mini_batch_hook(SurrogateSpec(name="clip", gamma_quantile=0.9)) is None
+    hook = mini_batch_hook(SurrogateSpec(name="shaped", gamma_quantile=0.5))
+    assert set(hook(ratios)) == {"gamma"} and float(hook(ratios)["gamma"]) == pytest.approx(1.0)
+
+    @prepares("clip")
+    def widening(spec: SurrogateSpec):  # a user's: clip range from the mini-batch's largest ratio
+        return lambda r: {"eps_high": r.max() - 1}
+    try:
+        assert float(mini_batch_hook(SurrogateSpec(name="clip"))(ratios)["eps_high"]) == pytest.approx(1.0)
+    finally:
+        del PREPARES["clip"]

@@ -9,7 +9,7 @@ mini-batch (:class:`Denominators`), so the micro-batch losses of a mini-batch ad
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -32,7 +32,8 @@ class LossInputs:
     advantages: Tensor
     response_mask: Tensor
     kind: Tensor  # B long: each row's RowKind
-    gammas: dict[str, Tensor] = field(default_factory=dict)  # shaping γ per kind, when taken from a quantile
+    prepared: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # per kind: the surrogate parameters
+    # its mini-batch hook took from the mini-batch (Guide's quantile γ)
     entropy: Tensor | None = None  # per-token entropy of π_θ
     ref_logp: Tensor | None = None  # log π_ref, for the k3 KL
     teacher_logp: Tensor | None = None  # log π_T of the sampled tokens, for KDRL's k2
@@ -59,8 +60,8 @@ def token_losses(x: LossInputs, algo: AlgorithmConfig) -> tuple[Tensor, Tensor]:
         if not tokens.any():
             continue
         spec = getattr(algo.surrogate, kind.key)
-        params = SurrogateParams(algo.eps_low, algo.eps_high, algo.dual_clip, x.gammas.get(kind.key, spec.gamma),
-                                 spec.tau_pos, spec.tau_neg)
+        params = replace(SurrogateParams(algo.eps_low, algo.eps_high, algo.dual_clip, spec.gamma, spec.tau_pos,
+                                         spec.tau_neg), **x.prepared.get(kind.key, {}))
         loss_k, clipped_k = SURROGATES.get(spec.name)(x.logp, x.behaviour_logp, adv, tokens, params)
         loss_mat = torch.where(tokens, loss_k, loss_mat)
         clipped |= clipped_k & tokens

@@ -8,7 +8,9 @@ rows the behaviour log-prob is 0, so the ratio is π_θ itself (LUFFY); on hinte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -49,6 +51,27 @@ def quantile_gamma(ratio: Tensor, mask: Tensor, q: float) -> Tensor:
     return torch.quantile(values, q).clamp_min(GAMMA_FLOOR).to(ratio.dtype)
 
 
+MiniBatchHook = Callable[[Tensor], dict[str, Tensor]]  # the ratios of a mini-batch's tokens -> surrogate params
+PREPARES: dict[str, Callable[[Any], MiniBatchHook | None]] = {}
+
+
+def prepares(name: str) -> Callable[[Callable[[Any], MiniBatchHook | None]], Callable[[Any], MiniBatchHook | None]]:
+    """Register, for the surrogate ``name``, what it takes from each mini-batch: a function of its config
+    (:class:`~guidedrl.config.SurrogateSpec`) that returns a hook of the ratios of the mini-batch's tokens of its
+    kind (every rank's, no padding) giving parameters of :class:`SurrogateParams`, or None when the config asks
+    for none (the update then makes no extra forward)."""
+    def add(fn: Callable[[Any], MiniBatchHook | None]) -> Callable[[Any], MiniBatchHook | None]:
+        PREPARES[name] = fn
+        return fn
+    return add
+
+
+def mini_batch_hook(spec: Any) -> MiniBatchHook | None:
+    """The hook a surrogate config asks the update for, if any."""
+    prepare = PREPARES.get(spec.name)
+    return None if prepare is None else prepare(spec)
+
+
 @SURROGATES.register("clip")
 def clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
     """PPO's max(−Aρ, −A·clip(ρ, 1−εl, 1+εh)); with ``dual_clip`` c, min(that, −A·c) where A < 0."""
@@ -75,6 +98,15 @@ def plain(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: Surrogat
 def shaped(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: SurrogateParams) -> tuple[Tensor, Tensor]:
     """−A·f(ρ) with f(ρ) = ρ/(ρ+γ), unclipped (LUFFY/AMPO teacher tokens; Guide's hinted tokens)."""
     return -adv * shape(ratio_of(logp, old_logp), p.gamma), torch.zeros_like(adv, dtype=torch.bool)
+
+
+@prepares("shaped")
+def shaped_quantile(spec: Any) -> MiniBatchHook | None:
+    """Guide: with ``gamma_quantile`` q, γ = the q-quantile of the mini-batch's ratios of the kind."""
+    q = spec.gamma_quantile
+    if q is None:
+        return None
+    return lambda ratios: {"gamma": quantile_gamma(ratios, torch.ones_like(ratios, dtype=torch.bool), q)}
 
 
 def sequence_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:

@@ -3,8 +3,8 @@
 Every micro-batch's loss is normalized by its mini-batch's counts (:class:`Denominators`), so accumulation
 gives the gradient of the whole mini-batch's loss however its rows are cut; rows are sorted by length and cut
 by the token budget (:class:`~guidedrl.rollout.budget.ForwardBudget`) so each micro-batch is padded little and
-holds a bounded number of tokens. A shaping γ taken from a quantile of the ratio (Guide)
-is taken over the whole mini-batch, in one extra no-grad forward of the rows of that kind. With one update
+holds a bounded number of tokens. The parameters a surrogate takes from its mini-batch (its hook, such as Guide's
+quantile γ) are taken over the whole mini-batch, in one extra no-grad forward of the rows of that kind. With one update
 epoch the behaviour log-probs come from the sampler (same weights, same temperature): no "old log-prob" pass.
 """
 
@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from guidedrl.algorithms.aggregation import Denominators
 from guidedrl.algorithms.losses import LossInputs, pg_loss_by_kind, policy_loss
 from guidedrl.algorithms.rollout_correction import rollout_weights
-from guidedrl.algorithms.surrogates import quantile_gamma, ratio_of
+from guidedrl.algorithms.surrogates import mini_batch_hook, ratio_of
 from guidedrl.batch import RolloutBatch
 from guidedrl.config import TrainConfig
 from guidedrl.distributed import Ranks
@@ -109,7 +109,7 @@ class PolicyUpdate:
         local = Denominators.of(mask, kind)
         tokens, rows, *kinds = ranks.sum([local.tokens, local.rows, *local.kind_tokens])
         denominators = Denominators(tokens, rows, tuple(kinds))
-        gammas = self.quantile_gammas(batch, mini)
+        prepared = self.prepared_params(batch, mini)
         self.optimizer.zero_grad(set_to_none=True)
         finite = True
         by_kind: dict[RowKind, list[torch.Tensor]] = {}  # the diagnostic's per-kind gradients
@@ -121,7 +121,7 @@ class PolicyUpdate:
                     ranks.backward(self.idle_loss())
                     continue
                 mb = batch.select(micros[j]).to(self.precision.device)
-                x = self.loss_inputs(mb, gammas)
+                x = self.loss_inputs(mb, prepared)
                 loss, stats = policy_loss(x, self.cfg.algorithm, index + 1, self.norm_length, denominators)
                 if o.grad_norm_by_kind:
                     self.add_kind_gradients(by_kind, x, denominators)
@@ -129,7 +129,8 @@ class PolicyUpdate:
                 ranks.backward(loss * ranks.world)
             add_stats(acc, stats, 1.0 / updates)
         norm = ranks.clip_grad_norm(self.train_model, o.grad_clip)
-        add_stats(acc, {"grad_norm": norm, **{f"{k}_gamma": float(g) for k, g in gammas.items()}}, 1.0 / updates)
+        add_stats(acc, {"grad_norm": norm, **{f"{kind}_{name}": float(value) for kind, params in prepared.items()
+                                              for name, value in params.items()}}, 1.0 / updates)
         add_stats(acc, {f"grad_norm/{kind.key}": float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads)))
                         for kind, grads in by_kind.items()}, 1.0 / updates)
         if not ranks.any(not finite) and math.isfinite(norm):
@@ -173,7 +174,7 @@ class PolicyUpdate:
                 logits_chunk=self.budget.logits_chunk, entropy_grad="entropy" in self.needs)
         return out.logp, out.entropy, out.label_logp, out.topk_logp
 
-    def loss_inputs(self, mb: RolloutBatch, gammas: dict[str, torch.Tensor]) -> LossInputs:
+    def loss_inputs(self, mb: RolloutBatch, prepared: dict[str, dict[str, torch.Tensor]]) -> LossInputs:
         """What the loss reads of a micro-batch: its training forward and the batch's fields, with the rollout
         correction's weights when one is configured (π_old: the recomputed behaviour log-probs, or, without a
         recompute, this forward's own, detached — the step's single update starts at the sampled weights)."""
@@ -188,7 +189,7 @@ class PolicyUpdate:
                 behaviour = torch.where(own, logp.detach().to(behaviour.dtype), behaviour)
             weight, masked = rollout_weights(behaviour, sampler, own, c.level, c.mode, c.threshold)
         return LossInputs(logp=logp, behaviour_logp=behaviour, advantages=mb.advantages,
-                          response_mask=r.response_mask, kind=mb.kind, gammas=gammas, entropy=entropy,
+                          response_mask=r.response_mask, kind=mb.kind, prepared=prepared, entropy=entropy,
                           ref_logp=mb.ref_logp, teacher_logp=mb.teacher_logp, label_logp=label_logp,
                           topk_logp=topk_logp, teacher_topk_logp=mb.teacher_topk_logp, teacher_tokens=mb.teacher_tokens,
                           rollout_weight=weight, rollout_masked=masked)
@@ -209,14 +210,15 @@ class PolicyUpdate:
         gap = float(((logp[own] - batch.rollouts.behaviour_logp[own]).abs() * mask).sum() / mask.sum().clamp_min(1))
         return replace(batch, rollouts=replace(batch.rollouts, behaviour_logp=logp)), gap
 
-    def quantile_gammas(self, batch: RolloutBatch | None, mini: torch.Tensor) -> dict[str, torch.Tensor]:
-        """γ per kind of token whose surrogate takes it from a quantile of the ratio over the mini-batch (all
-        ranks' tokens of that kind, gathered)."""
-        gammas: dict[str, torch.Tensor] = {}
+    def prepared_params(self, batch: RolloutBatch | None, mini: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        """Per kind of token whose surrogate has a mini-batch hook (:func:`~guidedrl.algorithms.surrogates.prepares`:
+        Guide's quantile γ), the parameters it takes from the ratios of the mini-batch's tokens of that kind (all
+        ranks' tokens, gathered), in one extra no-grad forward of those rows."""
+        prepared: dict[str, dict[str, torch.Tensor]] = {}
         kind = batch.kind[mini] if batch is not None else torch.zeros(0, dtype=torch.long)
         for k in RowKind:
-            q = getattr(self.cfg.algorithm.surrogate, k.key).gamma_quantile
-            if q is None or not self.ranks.any(bool((kind == k).any())):
+            hook = mini_batch_hook(getattr(self.cfg.algorithm.surrogate, k.key))
+            if hook is None or not self.ranks.any(bool((kind == k).any())):
                 continue
             ratios = [torch.zeros(0)]
             with self.ranks.full_weights(self.train_model):
@@ -226,6 +228,5 @@ class PolicyUpdate:
                     mask = mb.rollouts.response_mask.bool()
                     ratios.append(ratio_of(logp, mb.rollouts.behaviour_logp)[mask].float().cpu())
             values = torch.cat(self.ranks.gather(torch.cat(ratios)))
-            gammas[k.key] = quantile_gamma(values, torch.ones_like(values, dtype=torch.bool),
-                                           q).to(self.precision.device)
-        return gammas
+            prepared[k.key] = {name: v.to(self.precision.device) for name, v in hook(values).items()}
+        return prepared
