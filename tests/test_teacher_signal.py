@@ -6,6 +6,7 @@ direct forward of the same models.
 
 from __future__ import annotations
 
+import inspect
 import math
 import shutil
 from pathlib import Path
@@ -20,13 +21,16 @@ from guidedrl.algorithms.advantages import AdvantageInputs
 from guidedrl.algorithms.distill import teacher_token_mask
 from guidedrl.algorithms.losses import LossInputs, policy_loss
 from guidedrl.algorithms.regularizers import topk_forward_kl
+from guidedrl.batch import RolloutBatch
 from guidedrl.config import AlgorithmConfig, TrainConfig
 from guidedrl.data import encode_prompts
 from guidedrl.registry import ADVANTAGE_ADDONS, ADVANTAGES
 from guidedrl.rollout.engine import SamplingParams
+from guidedrl.rollout.forward import ResponseLogprobs, response_logprobs
 from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.rows import RowKind
 from guidedrl.teachers.model import FrozenTeacher, TokenizerMismatchError
+from guidedrl.teachers.signal import STUDENT_VIEWS
 from guidedrl.trainer.loop import Trainer
 from guidedrl.yaml_config import ConfigError, load_config
 from scripted import ScriptedEngine, build_tiny_world, response_ids, row_logits
@@ -307,3 +311,13 @@ def test_the_student_with_privileged_context_scores_its_own_hint_free_rollout(so
         torch.testing.assert_close(b.teacher_logp[row][mask], expected, atol=1e-5, rtol=1e-5)
         assert prompt in ROWS[0]["prompt"] + ROWS[1]["prompt"]  # the student's own context holds no hint
     assert m["teacher_signal/no_context"] == 0.0 and "reg/label_ce" in m
+
+
+def test_every_student_view_the_signal_declares_reaches_the_loss() -> None:
+    """STUDENT_VIEWS is the one declaration of what the teacher signal adds to the training forward: each entry
+    names a batch field, an argument of the forward, a field of its output and a loss input, all existing."""
+    params = inspect.signature(response_logprobs).parameters
+    assert STUDENT_VIEWS
+    for need, (field, arg) in STUDENT_VIEWS.items():
+        assert need in LossInputs.__dataclass_fields__ and need in ResponseLogprobs._fields
+        assert field in RolloutBatch.__dataclass_fields__ and arg in params

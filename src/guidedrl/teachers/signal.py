@@ -25,6 +25,11 @@ from guidedrl.teachers.server import ServedTeacher, server_client
 from guidedrl.yaml_config import ConfigError
 
 ENTROPY_SETS = ("high_entropy", "low_entropy")
+# What the teacher signal adds to the training forward: for each loss input a piece may need, the batch field of
+# the teacher's tokens at whose positions the student's log-probs are read, and the forward's argument taking them
+# (TGPO's label: log π_θ(ŷ_t); the top-k KL's: log π_θ of the teacher's k most likely tokens).
+STUDENT_VIEWS: dict[str, tuple[str, str]] = {"label_logp": ("teacher_label", "labels"),
+                                             "topk_logp": ("teacher_topk_ids", "topk_ids")}
 
 
 class TeacherSignal:

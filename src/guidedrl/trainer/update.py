@@ -28,6 +28,7 @@ from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.rollout.forward import chunkable_head, response_logprobs
 from guidedrl.rows import RowKind
 from guidedrl.seeding import derive_seed
+from guidedrl.teachers.signal import STUDENT_VIEWS
 from guidedrl.yaml_config import ConfigError
 
 
@@ -160,25 +161,25 @@ class PolicyUpdate:
         with self.precision.autocast():
             return self.train_model(input_ids=ids).logits.float().sum() * 0.0
 
-    def forward(self, mb: RolloutBatch, grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                                     torch.Tensor | None, torch.Tensor | None]:
-        """log π_θ of the response tokens, their entropy, and π_θ's log-probs of the teacher's label and
-        top-k where the configured pieces read them, from one forward on the training context."""
+    def forward(self, mb: RolloutBatch, grad: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """log π_θ of the response tokens, their entropy, and the student's views of the teacher's tokens that the
+        configured pieces need (:data:`~guidedrl.teachers.signal.STUDENT_VIEWS`, by loss input), from one forward
+        on the training context."""
         r = mb.rollouts
+        views = {need: view for need, view in STUDENT_VIEWS.items() if need in self.needs}
         with torch.set_grad_enabled(grad), self.precision.autocast():
             out = response_logprobs(
                 self.train_model if grad else self.policy, r.input_ids, r.attention_mask, r.prompt_width,
-                self.cfg.rollout.temperature,
-                labels=mb.teacher_label if "label_logp" in self.needs else None, with_entropy=grad,
-                topk_ids=mb.teacher_topk_ids if "topk_logp" in self.needs else None,
-                logits_chunk=self.budget.logits_chunk, entropy_grad="entropy" in self.needs)
-        return out.logp, out.entropy, out.label_logp, out.topk_logp
+                self.cfg.rollout.temperature, with_entropy=grad, logits_chunk=self.budget.logits_chunk,
+                entropy_grad="entropy" in self.needs, **{arg: getattr(mb, field) for field, arg in views.values()})
+        return out.logp, out.entropy, {need: getattr(out, need) for need in views}
 
     def loss_inputs(self, mb: RolloutBatch, prepared: dict[str, dict[str, torch.Tensor]]) -> LossInputs:
         """What the loss reads of a micro-batch: its training forward and the batch's fields, with the rollout
         correction's weights when one is configured (π_old: the recomputed behaviour log-probs, or, without a
         recompute, this forward's own, detached — the step's single update starts at the sampled weights)."""
-        logp, entropy, label_logp, topk_logp = self.forward(mb)
+        logp, entropy, views = self.forward(mb)
         r = mb.rollouts
         behaviour, weight, masked = r.behaviour_logp, None, None
         c = self.cfg.algorithm.rollout_correction
@@ -190,9 +191,8 @@ class PolicyUpdate:
             weight, masked = rollout_weights(behaviour, sampler, own, c.level, c.mode, c.threshold)
         return LossInputs(logp=logp, behaviour_logp=behaviour, advantages=mb.advantages,
                           response_mask=r.response_mask, kind=mb.kind, prepared=prepared, entropy=entropy,
-                          ref_logp=mb.ref_logp, teacher_logp=mb.teacher_logp, label_logp=label_logp,
-                          topk_logp=topk_logp, teacher_topk_logp=mb.teacher_topk_logp, teacher_tokens=mb.teacher_tokens,
-                          rollout_weight=weight, rollout_masked=masked)
+                          ref_logp=mb.ref_logp, teacher_logp=mb.teacher_logp, teacher_topk_logp=mb.teacher_topk_logp,
+                          teacher_tokens=mb.teacher_tokens, rollout_weight=weight, rollout_masked=masked, **views)
 
     def recomputed_behaviour(self, batch: RolloutBatch) -> tuple[RolloutBatch, float]:
         """The batch with its own samples' behaviour log-probs recomputed by a no-grad training forward, for when
