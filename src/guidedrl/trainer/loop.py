@@ -1,7 +1,7 @@
-"""The training loop: every method (GRPO, LUFFY, AMPO, Guide, TGPO, RKL, PPO) runs through
-:meth:`Trainer.train_step`, and a method is a config: a guidance ladder, batch filters, an advantage estimator
-with add-ons, per-kind token surrogates and regularizers, each chosen by name from a registry. The loop holds
-no method logic: each line of a step is a call into the module that owns it.
+"""The training loop: every method runs through :meth:`Trainer.train_step`, and a method is a config: a guidance
+ladder, batch filters, an advantage estimator with add-ons, per-kind token surrogates and regularizers, each chosen
+by name from a registry. The loop holds no method logic: each line of a step is a call into the module that owns
+it.
 """
 
 from __future__ import annotations
