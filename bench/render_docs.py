@@ -223,7 +223,7 @@ def kept_scores(method: str, found: dict, seeds: list[int]) -> str:
             f"unchanged), seeds {new} trained here")
 
 
-for _name in ("headline", "headline_guide", "headline_tgpo", "headline_guide_ppo"):
+for _name in ("headline", "headline_guide", "headline_tgpo", "headline_guide_ppo", "headline_self_distill"):
     renders(_name)(headline)
 
 

@@ -423,7 +423,7 @@ def test_a_non_finite_loss_skips_the_update(groups: int, mini_batches: int, worl
     trainer = Trainer(cfg, console=Console(quiet=True))
     before = [p.detach().clone() for p in trainer.policy.parameters()]
     trainer.update.forward = lambda mb, grad=True: (torch.full_like(mb.rollouts.behaviour_logp, float("nan"),
-                                                                    requires_grad=True), None, None, None)
+                                                                    requires_grad=True), None, {})
     m = trainer.train_step()
     assert m["updates_skipped"] == mini_batches and "updates" not in m
     assert all(torch.equal(a, p) for a, p in zip(before, trainer.policy.parameters()))
