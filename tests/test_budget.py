@@ -123,3 +123,14 @@ def test_generation_in_kv_budget_chunks_samples_the_same_tokens(model, tokenizer
         assert torch.equal(getattr(parts, field), getattr(whole, field)), field
     assert torch.equal(parts.prompt_ids[parts.prompt_mask.bool()], whole.prompt_ids[whole.prompt_mask.bool()])
     torch.testing.assert_close(parts.behaviour_logp, whole.behaviour_logp, atol=1e-5, rtol=0)
+
+
+def test_generation_in_kv_budget_chunks_with_one_call_seed_is_reproducible(model, tokenizer) -> None:
+    """A call seeded as a whole (``seed``, as evaluation passes beside its per-prompt seeds) seeds each chunk from
+    it: the chunked call runs and draws the same tokens again."""
+    prompts = tokenizer(["1+1=", "12*(3+4)=", "7", "x^2-5x+6=0;x=", "9*9="])["input_ids"]
+    chunked = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id, max_tokens=3 * 25)
+    for sampling in (SamplingParams(temperature=1.0, max_new_tokens=10, seed=7),
+                     SamplingParams(temperature=1.0, max_new_tokens=10, seed=7, seeds=(3, 1, 4, 1, 5))):
+        first, again = chunked.generate(prompts, 3, sampling), chunked.generate(prompts, 3, sampling)
+        assert first.size == 15 and torch.equal(first.response_ids, again.response_ids)

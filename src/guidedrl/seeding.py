@@ -9,7 +9,7 @@ import hashlib
 STREAMS = {"data": 1_000_003, "rollout": 1_000_003, "hint": 1_000_033, "minibatch": 7919, "selection": 31,
            "replace": 17, "teacher_label": 1_000_037, "online_teacher": 1_000_039, "holdout": 1_000_081,
            "world_sft": 1_000_099, "world_model": 1_000_117, "world_pool": 1_000_121, "eval": 1_000_133,
-           "choices": 1_000_151}
+           "choices": 1_000_151, "chunk": 1_000_159}
 
 
 def derive_seed(seed: int, stream: str, *index: int) -> int:
