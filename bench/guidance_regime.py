@@ -34,7 +34,7 @@ from rich.console import Console
 from bench_env import environment
 from compare import CONFIGS, setup
 from compare import run as run_once
-from guidedrl.data import encode_prompts, load_rows
+from guidedrl.data import encode_prompts, load_rows, write_jsonl
 from guidedrl.rewards import extract_boxed
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.loading import load_for_sampling
@@ -62,8 +62,9 @@ def target_rows(world: Path, count: int) -> list[dict]:
 
 
 def write_rows(rows: list[dict], path: Path) -> Path:
+    """``rows`` as a JSONL dataset at ``path`` (its folder made), for a run's config to name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl(path, rows)
     return path
 
 

@@ -309,6 +309,14 @@ METHODS = [("grpo.yaml", MIXED, ()), ("ampo.yaml", ALL_WRONG, ()),
                                  "algorithm.regularizers.entropy.agg_mode=token-mean"))]
 
 
+def _step_with_grad(trainer: Trainer) -> tuple[dict[str, float], torch.Tensor]:
+    """One step's metrics and the accumulated gradient the optimizer stepped with (all parameters, flattened)."""
+    grads = []
+    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: grads.append(torch.cat(
+        [p.grad.flatten() for group in opt.param_groups for p in group["params"] if p.grad is not None])))
+    return trainer.train_step(), grads[0]
+
+
 # how a step's forwards are cut: rows per forward, padded tokens per forward, positions per logits chunk
 CUTS = [("optim.micro_batch_size=8", "memory.tokens_per_forward=null", "memory.logits_chunk=null"),
         ("optim.micro_batch_size=1",), ("optim.micro_batch_size=3",),
@@ -324,11 +332,8 @@ def test_the_update_does_not_depend_on_how_forwards_are_cut(config: str, script:
     results = []
     for i, cut in enumerate(CUTS):
         trainer = _trainer(world, tmp_path / f"run{i}", config, script, *cut, *extra, logp_offset=-0.3)
-        grads = []
-        trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: grads.append(torch.cat(
-            [p.grad.flatten() for group in opt.param_groups for p in group["params"] if p.grad is not None])))
-        m = trainer.train_step()
-        results.append((m["loss"], grads[0]))
+        m, grad = _step_with_grad(trainer)
+        results.append((m["loss"], grad))
     scale = float(results[0][1].abs().max())
     for loss, grad in results[1:]:
         assert loss == pytest.approx(results[0][0], rel=1e-5, abs=1e-7)
@@ -387,13 +392,6 @@ def test_the_flat_group_filter_drops_groups_without_signal(world: Path, tmp_path
 
 CORRECTION = "algorithm.rollout_correction={{level: {level}, mode: {mode}, threshold: 2.0}}"
 UNCLIPPED = "optim.grad_clip=1.0e9"  # gradients compared unclipped
-
-
-def _step_with_grad(trainer: Trainer) -> tuple[dict[str, float], torch.Tensor]:
-    grads = []
-    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: grads.append(torch.cat(
-        [p.grad.flatten() for group in opt.param_groups for p in group["params"] if p.grad is not None])))
-    return trainer.train_step(), grads[0]
 
 
 def test_rollout_correction_weights_the_students_tokens_by_the_samplers_gap(world: Path, tmp_path: Path) -> None:
