@@ -10,13 +10,17 @@ The protocol, fixed before any method runs (docs/benchmarks.md, "The guidance re
 - positive control: ``guidedrl sft`` of the student on teacher_steps' verified solutions of the 4-operand training
   problems only, at the RL rate (``--lr``) for the RL budget (``--steps`` × 16 examples); the regime is accepted
   when it lifts target pass@1 by at least ``--control-gain`` points, and the methods run only then;
-- methods at that rate and budget, seeds ``--seeds``: primary endpoint target pass@1 (temperature 1,
-  ``--samples`` samples per problem), then target greedy, test_id and test_ood pass@1; the slip (a sample whose
-  last step reaches the answer and whose box does not) measured on test_id for every model;
+- methods at that rate and budget, seeds ``--seeds`` (seed by seed, every method at a seed before the next
+  seed): primary endpoint target pass@1 (temperature 1, ``--samples`` samples per problem), then target greedy,
+  test_id and test_ood pass@1, and all of them again at the authors' temperature 0.6 from the final weights; the
+  slip (a sample whose last step reaches the answer and whose box does not) measured on test_id for every model;
+- paired differences (AMPO − GRPO, Guide-GRPO − GRPO, AMPO − LUFFY) over the seeds both methods finished, with
+  crossed-bootstrap intervals (bench/paired.py);
 - evaluation draws from the evaluation seed stream, never the rollouts'; every run's ``final/`` is kept under
-  ``--out``.
+  ``--out``; a finished run of the very same config found there is read instead of trained again, and the result
+  is saved after every run, so a stopped comparison goes on where it stopped.
 
-    python bench/guidance_regime.py                       # the control, then grpo, ampo, guide_grpo at seed 0
+    python bench/guidance_regime.py                       # the control, then every method at seed 0
     python bench/guidance_regime.py --seeds 0 1 2 3 4     # the full comparison
 """
 
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import shutil
 from pathlib import Path
@@ -32,33 +35,24 @@ from pathlib import Path
 from rich.console import Console
 
 from bench_env import environment
-from compare import CONFIGS, setup
+from compare import CONFIGS, finished, setup
 from compare import run as run_once
 from guidedrl.data import encode_prompts, load_rows, write_jsonl
+from guidedrl.eval.evaluate import evaluate_sets
 from guidedrl.rewards import extract_boxed
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.loading import load_for_sampling
 from guidedrl.seeding import derive_seed
 from guidedrl.sft import SFTRunConfig, run_sft
-from guidedrl.world.settings import WorldConfig
-from guidedrl.world.splits import rows_for, sample_unique
+from guidedrl.world.target import target_rows
 from guidedrl.yaml_config import load_config
+from paired import paired_diffs
 from publish import add_result_options, save_result, settings
 
-TARGET_OPERANDS = 4
-METHODS = ("grpo", "ampo", "guide_grpo")
+METHODS = ("grpo", "ampo", "guide_grpo", "luffy", "tgpo", "rkl_distill")
+CONTRASTS = (("ampo", "grpo"), ("guide_grpo", "grpo"), ("ampo", "luffy"))
+TEMPERATURES = {"t1": ("after", 1.0), "t0.6": ("cold", 0.6)}  # name: (report tag, temperature)
 STEP_RESULT = re.compile(r"=(-?\d+)")
-
-
-def target_rows(world: Path, count: int) -> list[dict]:
-    """``count`` held-out problems of the target class, none of them one of the world's training or test problems
-    (the world's generator, from a seed of their own)."""
-    cfg = WorldConfig.model_validate(json.loads((world / "world.json").read_text())["config"])
-    taken = {row["prompt"].strip() for split in ("train", "test_id", "test_ood")
-             for row in load_rows(world / "data" / f"{split}.jsonl")}
-    rng = random.Random(f"guidance regime target set, world seed {cfg.seed}")  # a str seed: stable everywhere
-    exprs = sample_unique(rng, count, [TARGET_OPERANDS], cfg.operand_max, cfg.operators, cfg.max_value, taken)
-    return rows_for(exprs, "target")
 
 
 def write_rows(rows: list[dict], path: Path) -> Path:
@@ -82,11 +76,66 @@ def slip_rate(model: Path, rows: list[dict], samples: int, seed: int, max_new_to
     return slips / len(rows) / samples
 
 
-def scores(summary: dict, name: str) -> dict[str, float]:
-    """pass@1 and greedy (in points) of every evaluated set of a run's summary (``name``: after or before)."""
-    found = summary[name]
-    return {key.removeprefix("eval/"): round(100 * value, 2) for key, value in found.items()
-            if key.endswith(("/pass@1", "/greedy"))}
+class Evaluation:
+    """The regime's held-out sets and how every model is scored on them (the same for all models)."""
+
+    def __init__(self, sets: dict[str, list[dict]], samples: int, max_new_tokens: int) -> None:
+        self.sets, self.samples, self.max_new_tokens = sets, samples, max_new_tokens
+
+    def reports(self, eval_dir: Path, tag: str) -> dict[str, dict]:
+        """The per-set reports a run (or :meth:`cold`) kept as ``eval_dir/<tag>_<set>.json``."""
+        return {name: json.loads((eval_dir / f"{tag}_{name}.json").read_text()) for name in self.sets}
+
+    def cold(self, model: Path, eval_dir: Path) -> None:
+        """Evaluate ``model`` at temperature 0.6 (same problems, samples and evaluation seed as at temperature 1)
+        unless its reports are already in ``eval_dir``."""
+        tag, temperature = TEMPERATURES["t0.6"]
+        if all((eval_dir / f"{tag}_{name}.json").is_file() for name in self.sets):
+            return
+        tokenizer, _, engine = load_for_sampling(model)
+        evaluate_sets(engine, tokenizer, self.sets, ks=[1, self.samples], samples=self.samples,
+                      temperature=temperature, max_new_tokens=self.max_new_tokens, seed=0, report_dir=eval_dir,
+                      tag=tag)
+
+    def slip(self, model: Path, cache: Path) -> float:
+        """The slip rate on test_id (kept in ``cache``: the same weights and seed give the same samples)."""
+        if not cache.is_file():
+            cache.write_text(json.dumps(slip_rate(model, self.sets["test_id"], self.samples, 0,
+                                                  self.max_new_tokens)))
+        return json.loads(cache.read_text())
+
+    def score(self, model: Path, eval_dir: Path, at_t1: tuple[Path, str] | None = None) -> dict:
+        """pass@1 and greedy (points) per set at both temperatures, the slip, and the per-problem tables; the
+        temperature-1 reports are ``eval_dir/after_<set>.json`` unless ``at_t1`` names another (folder, tag)."""
+        self.cold(model, eval_dir)
+        scores, problems = {}, {}
+        for name, (tag, _) in TEMPERATURES.items():
+            found = self.reports(*(at_t1 or (eval_dir, tag)) if name == "t1" else (eval_dir, tag))
+            scores[name] = {f"{s}/{key}": round(100 * value, 2) for s, report in found.items()
+                            for key, value in (("pass@1", report["pass_at_k"]["1"]),
+                                               ("greedy", report["greedy_accuracy"]))}
+            problems[name] = {s: [(p["n"], p["correct"], p["distinct_paths"]) for p in report["problems"]]
+                              for s, report in found.items()}
+        return {"scores": scores, "slip": self.slip(model, eval_dir / "slip.json"), "problems": problems}
+
+
+def contrasts(runs: dict[str, dict[str, dict]], samples: int) -> dict:
+    """Paired differences a − b per temperature and set over the seeds both methods finished (crossed bootstrap)."""
+    found = {}
+    for a, b in CONTRASTS:
+        seeds = [s for s in runs.get(a, {}) if s in runs.get(b, {})]
+        if not seeds:
+            continue
+        table = lambda m, t, s: [runs[m][seed]["problems"][t][s] for seed in seeds]  # noqa: E731
+        found[f"{a} − {b}"] = {"seeds": seeds, **{t: {s: paired_diffs(table(a, t, s), table(b, t, s), [1, samples])
+                                                      for s in runs[a][seeds[0]]["problems"][t]}
+                                                  for t in TEMPERATURES}}
+    return found
+
+
+def public(run: dict) -> dict:
+    """A scored model as the result file keeps it: scores and slip (the per-problem tables stay in the runs)."""
+    return {"scores": run["scores"], "slip": run["slip"]}
 
 
 def main() -> None:
@@ -101,47 +150,59 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8, help="samples per held-out problem")
     parser.add_argument("--control-gain", type=float, default=10.0, help="points of target pass@1 the control "
                         "must add for the regime to be accepted")
+    parser.add_argument("--only-finished", action="store_true", help="train nothing: score the runs already "
+                        "finished in --out (the result of a stopped comparison)")
     add_result_options(parser, "guidance_regime")
     args = parser.parse_args()
     setup()
-    target = write_rows(target_rows(args.world, args.target_problems), args.out / "target.jsonl")
-    sets = {"target": str(target), "test_id": str(args.world / "data" / "test_id.jsonl"),
-            "test_ood": str(args.world / "data" / "test_ood.jsonl")}
-    evaluation = [f"world={args.world}", f"eval_datasets={json.dumps(sets)}", f"eval.samples={args.samples}",
-                  f"eval.ks=[1,{args.samples}]", f"eval.max_problems={args.target_problems}", "eval.every=0",
-                  f"optim.lr={args.lr}"]
-    test_id = load_rows(args.world / "data" / "test_id.jsonl")
-    max_new_tokens = 64  # the presets' rollout.max_new_tokens
+    rows = target_rows(args.world, args.target_problems)
+    if not rows:
+        raise SystemExit(f"{args.world}: its student was fine-tuned on every training operand count (no target class)")
+    target = write_rows(rows, args.out / "target.jsonl")
+    paths = {"target": target, "test_id": args.world / "data" / "test_id.jsonl",
+             "test_ood": args.world / "data" / "test_ood.jsonl"}
+    evaluation = [f"world={args.world}", f"eval_datasets={json.dumps({k: str(v) for k, v in paths.items()})}",
+                  f"eval.samples={args.samples}", f"eval.ks=[1,{args.samples}]",
+                  f"eval.max_problems={args.target_problems}", "eval.every=0", f"optim.lr={args.lr}"]
+    regime = Evaluation({k: load_rows(v)[:args.target_problems] for k, v in paths.items()}, args.samples,
+                        max_new_tokens=64)  # the presets' rollout.max_new_tokens
 
     # the positive control: SFT on the target class's verified teacher_steps solutions, at the RL rate and budget
     control_dir = args.out / "control"
-    shutil.rmtree(control_dir, ignore_errors=True)
-    train = [r for r in load_rows(args.world / "data" / "train.jsonl") if r["n_operands"] == TARGET_OPERANDS]
+    operands = {row["n_operands"] for row in load_rows(target)}
+    train = [r for r in load_rows(args.world / "data" / "train.jsonl") if r["n_operands"] in operands]
     cfg = load_config(CONFIGS / "sft.yaml", SFTRunConfig, [
         *evaluation, f"dataset={write_rows(train, args.out / 'control_train.jsonl')}", "sft.teachers=[teacher_steps]",
         "optim.micro_batch_size=16", f"steps={args.steps}", f"output_dir={control_dir}", "seed=0"])
-    summary = run_sft(cfg, Console(quiet=True))
-    before, after = scores(summary, "before"), scores(summary, "after")
-    gain = after["target/pass@1"] - before["target/pass@1"]
-    result = {"environment": environment(), "settings": settings(args), "untrained": before,
-              "control": {"scores": after, "gain": round(gain, 2), "passed": gain >= args.control_gain,
-                          "examples": len(train)},
-              "slip": {"untrained": slip_rate(args.world / "models" / "student", test_id, args.samples, 0,
-                                              max_new_tokens),
-                       "control": slip_rate(control_dir / "final", test_id, args.samples, 0, max_new_tokens)},
-              "methods": {}}
-    print(f"control: target pass@1 {before['target/pass@1']} -> {after['target/pass@1']} ({gain:+.1f}; "
-          f"{'passed' if gain >= args.control_gain else 'failed'}: the regime needs {args.control_gain:+.0f})")
-    if gain >= args.control_gain:  # the methods run only in an accepted regime
+    if not finished(control_dir, cfg) and not args.only_finished:
+        shutil.rmtree(control_dir, ignore_errors=True)
+        run_sft(cfg, Console(quiet=True))
+    untrained = regime.score(args.world / "models" / "student", control_dir / "untrained",
+                             at_t1=(control_dir / "eval", "before"))  # the control's evaluation before training
+    control = regime.score(control_dir / "final", control_dir / "eval")
+    gain = control["scores"]["t1"]["target/pass@1"] - untrained["scores"]["t1"]["target/pass@1"]
+    passed = gain >= args.control_gain
+    print(f"control: target pass@1 {untrained['scores']['t1']['target/pass@1']} -> "
+          f"{control['scores']['t1']['target/pass@1']} ({gain:+.1f}; "
+          f"{'passed' if passed else 'failed'}: the regime needs {args.control_gain:+.0f})")
+    runs: dict[str, dict[str, dict]] = {}
+
+    def save() -> None:
+        save_result({"environment": environment(), "settings": settings(args), "untrained": public(untrained),
+                     "control": {**public(control), "gain": round(gain, 2), "passed": passed, "examples": len(train)},
+                     "methods": {m: {s: public(r) for s, r in found.items()} for m, found in runs.items()},
+                     "contrasts": contrasts(runs, args.samples)}, args, "guidance_regime")
+
+    save()
+    for seed in args.seeds if passed else []:  # the methods run only in an accepted regime; seed by seed
         for method in args.methods:
-            for seed in args.seeds:
-                run = run_once(f"{method}.yaml", seed, args.steps, args.out, [*evaluation, "eval.before=false"])
-                final = args.out / method / f"seed{seed}" / "final"
-                result["methods"].setdefault(method, {})[str(seed)] = {
-                    "scores": scores(run, "after"),
-                    "slip": slip_rate(final, test_id, args.samples, 0, max_new_tokens)}
-                print(method, seed, result["methods"][method][str(seed)])
-    save_result(result, args, "guidance_regime")
+            if args.only_finished and not (args.out / method / f"seed{seed}" / "summary.json").is_file():
+                continue
+            run_once(f"{method}.yaml", seed, args.steps, args.out, [*evaluation, "eval.before=false"], reuse=True)
+            run_dir = args.out / method / f"seed{seed}"
+            runs.setdefault(method, {})[str(seed)] = regime.score(run_dir / "final", run_dir / "eval")
+            print(method, seed, public(runs[method][str(seed)]))
+            save()
 
 
 if __name__ == "__main__":

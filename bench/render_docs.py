@@ -11,6 +11,7 @@ other sources: the world's own files, the recipes' estimates, several results at
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 import sys
@@ -258,34 +259,78 @@ def summary(r: dict) -> str:
                               f"{machines}; torch {envs[0]['torch']}; measured {dates[0]} to {dates[-1]}.*")
 
 
+# the papers' claims, as the regime's protocol states them: (a − b, set, at least this many points of pass@1)
+REGIME_TARGETS = (("ampo − grpo", "target", 10.0), ("ampo − grpo", "test_id", -1.0),
+                  ("guide_grpo − grpo", "target", 5.0), ("ampo − luffy", "target", 0.0),
+                  ("ampo − luffy", "test_ood", 0.0))
+
+
+def verdict(d: list[float], bound: float) -> str:
+    """A paired difference against a target of at least ``bound`` points: met when the whole interval clears it,
+    not met when the whole interval falls short, undecided when the interval holds the bound."""
+    low, high = 100 * d[1], 100 * d[2]
+    return "met" if low >= bound else "not met" if high < bound else "undecided"
+
+
 @renders("guidance_regime")
 def guidance_regime(r: dict) -> str:
     """bench/guidance_regime.py: the untrained student, the positive control and each method (mean over its
-    seeds) on the target class and the test sets, with the slip rate on test_id."""
+    seeds) on the target class and the test sets at temperatures 1 and 0.6, with the slip rate on test_id; then
+    the paired differences and the targets."""
     s, control = r["settings"], r["control"]
-    keys = ("target/pass@1", "target/greedy", "test_id/pass@1", "test_ood/pass@1")
-    head = ["| model | seeds | target pass@1 | target greedy | test_id pass@1 | test_ood pass@1 | slip (test_id) |",
-            "|---|---|---|---|---|---|---|"]
+    cols = [("t1", "target/pass@1"), ("t1", "target/greedy"), ("t1", "test_id/pass@1"), ("t1", "test_ood/pass@1"),
+            ("t0.6", "target/pass@1"), ("t0.6", "test_id/pass@1"), ("t0.6", "test_ood/pass@1")]
+    head = ["| model | seeds | target pass@1 | target greedy | test_id pass@1 | test_ood pass@1 | target pass@1, "
+            "T 0.6 | test_id pass@1, T 0.6 | test_ood pass@1, T 0.6 | slip (test_id) |", "|---|" + "---|" * 9]
 
-    def row(name: str, seeds: str, scores: dict, slip: float) -> str:
-        return f"| {name} | {seeds} | " + " | ".join(f"{scores[k]:.1f}" for k in keys) + f" | {100 * slip:.1f} |"
+    def row(name: str, seeds: str, found: list[dict]) -> str:
+        mean = lambda get: sum(map(get, found)) / len(found)  # noqa: E731
+        return (f"| {name} | {seeds} | " + " | ".join(f"{mean(lambda f: f['scores'][t][k]):.1f}" for t, k in cols)
+                + f" | {100 * mean(lambda f: f['slip']):.1f} |")
 
-    rows = [row("untrained student", "—", r["untrained"], r["slip"]["untrained"]),
-            row(f"positive control: SFT on {control['examples']} problems' teacher_steps solutions", "0",
-                control["scores"], r["slip"]["control"])]
-    for method, runs in r["methods"].items():
-        mean = {k: sum(run["scores"][k] for run in runs.values()) / len(runs) for k in keys}
-        rows.append(row(method, ", ".join(runs), mean, sum(run["slip"] for run in runs.values()) / len(runs)))
-    verdict = "passed" if control["passed"] else "failed"
-    note = (f"\n\nThe control {verdict}: target pass@1 {control['gain']:+.1f} points (the regime needs "
-            f"{s['control_gain']:+.0f}). {s['target_problems']} held-out target problems and the first "
-            f"{min(200, s['target_problems'])} of each test set × {s['samples']} samples at temperature 1; lr "
-            f"{s['lr']:g}, {s['steps']} steps. ")
+    rows = [row("untrained student", "—", [r["untrained"]]),
+            row(f"positive control: SFT on {control['examples']} problems' teacher_steps solutions", "0", [control])]
+    rows += [row(method, ", ".join(runs), list(runs.values())) for method, runs in r["methods"].items()]
+    note = (f"\n\nThe control {'passed' if control['passed'] else 'failed'}: target pass@1 {control['gain']:+.1f} "
+            f"points (the regime needs {s['control_gain']:+.0f}). {s['target_problems']} held-out target problems and "
+            f"the first {min(200, s['target_problems'])} of each test set × {s['samples']} samples; lr {s['lr']:g}, "
+            f"{s['steps']} steps; the means are over each method's seeds. ")
     if not r["methods"]:
-        note += "No method ran: the regime was not accepted. "
-    elif len(s["seeds"]) == 1:
-        note += "One seed: no interval is claimed. "
-    return "\n".join(head + rows) + note + environment_line(r["environment"])
+        return "\n".join(head + rows) + note + "No method ran: the regime was not accepted. " + environment_line(
+            r["environment"])
+    ks = (1, s["samples"])
+    diff_cols = [("t1", "target", 1), ("t1", "target", ks[1]), ("t1", "test_id", 1), ("t1", "test_ood", 1),
+                 ("t0.6", "target", 1), ("t0.6", "test_id", 1)]
+    diffs = ["| paired difference | seeds | target pass@1 | target pass@" + str(ks[1]) + " | test_id pass@1 | test_ood "
+             "pass@1 | target pass@1, T 0.6 | test_id pass@1, T 0.6 |", "|---|" + "---|" * 7]
+    for name, c in r["contrasts"].items():
+        diffs.append(f"| {name} | {', '.join(c['seeds'])} | "
+                     + " | ".join(interval(c[t][split][f"diff_pass@{k}"]) for t, split, k in diff_cols) + " |")
+    found = [(name, split, bound, r["contrasts"][name]) for name, split, bound in REGIME_TARGETS
+             if name in r["contrasts"]]
+    targets = [f"{name} {split} pass@1 ≥ {bound:+.0f}: {verdict(c['t1'][split]['diff_pass@1'], bound)} "
+               f"({interval(c['t1'][split]['diff_pass@1'])}, seeds {', '.join(c['seeds'])})"
+               for name, split, bound, c in found]
+    return ("\n".join(head + rows) + note + environment_line(r["environment"]) + "\n\n" + "\n".join(diffs)
+            + "\n\n*Points, at temperature 1 unless marked; 95% paired crossed-bootstrap intervals over the seeds both "
+            "methods finished and the problems (with one seed, the problems' variation only).* Targets (temperature 1; "
+            "met: the whole interval clears the bound; not met: it falls short; undecided: it holds the bound): "
+            + "; ".join(targets) + ".")
+
+
+@renders("demo")
+def demo(r: dict) -> str:
+    """bench/demo.py: what ``make demo`` prints at its end (the demo's own functions), and how long it took."""
+    from rich.console import Console
+
+    from guidedrl.cli import demo_output
+
+    console = Console(record=True, width=160, file=io.StringIO())
+    for part in demo_output(r["methods"], Path(r["settings"]["world"]), r["steps"], r["target"]):
+        console.print(part, highlight=False)
+    text = "\n".join(line.rstrip() for line in console.export_text().splitlines())
+    return (f"```text\n{text}\n```\n\n`guidedrl demo` took {r['wall_s'] / 60:.1f} min, the world already built. "
+            + environment_line(r["environment"]))
 
 
 @renders("update_share")

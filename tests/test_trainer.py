@@ -27,8 +27,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ROWS = [{"prompt": f"{a}+{b}\n", "answer": str(a + b), "hint": f"first {a}+{b}={a + b}",
          "teacher_solutions": [{"teacher": "t", "text": f"{a}+{b}={a + b}\n\\boxed{{{a + b}}}"}]}
         for a, b in [(1, 2), (3, 4), (5, 1), (2, 2), (7, 1), (4, 4), (6, 2), (3, 3)]]
-TINY_WORLD = ["n_train=16", "n_test_id=6", "n_test_ood=6", "n_sft=64", "teacher_steps=2", "student_steps=2",
-              "pool_samples=1", "eval_samples=2", "batch_size=8"]
+TINY_WORLD = ["student_operands=[2]", "n_train=16", "n_test_id=6", "n_test_ood=6", "n_sft=64", "teacher_steps=2",
+              "student_steps=2", "pool_samples=1", "eval_samples=2", "batch_size=8"]
 SMALL_EVAL = ["eval.samples=2", "eval.ks=[1,2]", "eval.max_problems=4"]
 
 
@@ -204,6 +204,15 @@ def test_cli_world_build_and_demo_at_small_settings(tmp_path: Path) -> None:
     comparison = json.loads((out / "comparison.json").read_text())
     assert set(comparison) == {"grpo", "ampo"}
     assert all(comparison[m]["before"] == comparison["grpo"]["before"] for m in comparison)  # same student, same eval
+    target = [json.loads(line) for line in (out / "target.jsonl").read_text().splitlines()]
+    assert len(target) == 200 and {r["n_operands"] for r in target} == {3}  # the class the student never saw
+    runs = {m: json.loads((out / m / "eval" / "after_target.json").read_text()) for m in comparison}
+    assert all(len(r["problems"]) == 4 and r["problems"][0]["prompt"] == target[0]["prompt"] for r in runs.values())
+    after = {m: comparison[m]["after"] for m in comparison}
+    diff = 100 * (after["ampo"]["eval/target/pass@1"] - after["grpo"]["eval/target/pass@1"])
+    sentence = " ".join(result.output.split())
+    assert "The target class is 200 held-out problems with 3 operands" in sentence
+    assert f"ampo − grpo is {diff:+.1f} points of pass@1 there" in sentence
 
 
 def test_a_teachers_own_generation_limit_reaches_its_pool(world: Path) -> None:

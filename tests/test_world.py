@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 
+from guidedrl.data import write_jsonl
 from guidedrl.rewards import math_answer_reward
 from guidedrl.world.problems import Expression, evaluate, sample_expression
-from guidedrl.world.settings import world_preset
+from guidedrl.world.settings import WorldConfig, world_preset
 from guidedrl.world.splits import make_splits, rows_for
 from guidedrl.world.styles import STYLES, hint_for
+from guidedrl.world.target import target_operands, target_rows
 from guidedrl.world.tokenizer import build_tokenizer
 
 SPLIT_ARGS = dict(n_train=300, n_test_id=100, n_test_ood=100, n_sft=500)
@@ -104,3 +108,29 @@ def test_unknown_style_or_preset_is_a_clear_error() -> None:
         world_preset("default", teacher_styles=["poetry"])
     with pytest.raises(ValueError, match="unknown world size 'huge'"):
         world_preset("huge")
+
+
+def _world_files(root: Path, cfg: WorldConfig, splits: dict[str, list[Expression]]) -> Path:
+    """A world folder's manifest and data splits (no models: the target set needs neither)."""
+    (root / "data").mkdir(parents=True)
+    (root / "world.json").write_text(json.dumps({"config": cfg.model_dump(mode="json")}))
+    for split in ("train", "test_id", "test_ood"):
+        write_jsonl(root / "data" / f"{split}.jsonl", rows_for(splits[split], split))
+    return root
+
+
+def test_the_target_class_is_held_out_and_of_the_operand_counts_the_student_never_saw(tmp_path: Path) -> None:
+    cfg = world_preset("default", seed=3, **SPLIT_ARGS)
+    splits = make_splits(cfg)
+    world = _world_files(tmp_path / "w", cfg, splits)
+    assert target_operands(cfg) == [4]  # training draws 2, 3 and 4 operands; the student's SFT only 2 and 3
+    rows = target_rows(world, 50)
+    taken = {e.text for split in ("train", "test_id", "test_ood") for e in splits[split]}
+    assert len(rows) == 50 and len({r["prompt"] for r in rows}) == 50
+    assert all(r["n_operands"] == 4 and r["split"] == "target" and r["prompt"].strip() not in taken for r in rows)
+    assert math_answer_reward(prompts=[r["prompt"] for r in rows], completions=[r["solution"] for r in rows],
+                              answer=[r["answer"] for r in rows]) == [1.0] * len(rows)
+    assert target_rows(world, 50) == rows  # the same draw on every call (and machine: a str seed)
+
+    covered = _world_files(tmp_path / "all", cfg.model_copy(update={"student_operands": [2, 3, 4]}), splits)
+    assert target_rows(covered, 5) == []  # a student fine-tuned on every class: no target class
