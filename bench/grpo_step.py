@@ -42,6 +42,10 @@ from guidedrl.trainer.loop import Trainer
 from publish import add_result_options, save_result
 
 GROUP, LR = 8, 1e-4
+# TRL's vLLM on a CPU: its share of host memory counts what the process already holds (guidedrl's model and engine),
+# so TRL's default 0.3 leaves its KV cache nothing ("requested memory for kv (-0.09/5.31 GiB)")
+TRL_VLLM_MEMORY = 0.6
+CORRECTION = {"level": "sequence", "mode": "mask", "threshold": 3.0}  # TRL's default with vLLM: sequence_mask, C_max 3
 TRL_PHASES = {"generate": "_generate", "reward": "_calculate_rewards", "loss_forward": "compute_loss"}
 
 
@@ -98,7 +102,12 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--no-recompute", action="store_true",
                         help="guidedrl takes the engine's behaviour log-probs (rollout.recompute_behaviour_logp=false)")
+    parser.add_argument("--rollout-correction", action="store_true", help="guidedrl weights its tokens by "
+                        "pi_old / pi_sampler as TRL does by default with vLLM (algorithm.rollout_correction: "
+                        "sequence level, masked above 3)")
     parser.add_argument("--trl-bf16", action="store_true", help="TRL's default bf16 autocast (guidedrl runs fp32)")
+    parser.add_argument("--trl-vllm", action="store_true", help="TRL generates with its own vLLM in the same "
+                        "process (use_vllm=True, vllm_mode='colocate'; run with .venv-vllm)")
     add_result_options(parser, "grpo_step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -116,6 +125,7 @@ def main() -> None:
         rewards=[{"name": reward_name, "weight": 1.0}],
         rollout={"prompts_per_step": prompts, "group_size": GROUP, "max_new_tokens": new_tokens,
                  "engine": args.engine, **({"recompute_behaviour_logp": False} if args.no_recompute else {})},
+        algorithm={"rollout_correction": CORRECTION} if args.rollout_correction else {},
         optim={"lr": LR, "micro_batch_size": prompts * GROUP}), console=Console(quiet=True),
         engine=full_length_engine(args.engine) if random else None)
 
@@ -126,7 +136,10 @@ def main() -> None:
         logging_steps=10**6, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
         gradient_checkpointing=False,  # TRL turns it on by default; it only costs time at this size
         bf16=args.trl_bf16,  # TRL's default is bf16 autocast, also on a CPU: emulated (slow) without bf16 units
-        generation_kwargs={"min_new_tokens": new_tokens} if random else None)
+        # a random model's rows run to the limit: transformers' and vLLM's names for the same floor
+        generation_kwargs={"min_tokens" if args.trl_vllm else "min_new_tokens": new_tokens} if random else None,
+        **({"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": TRL_VLLM_MEMORY}
+           if args.trl_vllm else {}))
     timer = Interleave(ours)
     trl = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model), reward_funcs=reward,
                       args=trl_args, processing_class=tokenizer, callbacks=[timer],
@@ -143,7 +156,9 @@ def main() -> None:
         "environment": env, "settings": {"prompts": prompts, "group": GROUP, "new_tokens": new_tokens, "lr": LR,
                                          "steps": args.steps, "warmup": args.warmup, "trl_bf16": args.trl_bf16,
                                          "model": args.model, "engine": args.engine,
-                                         "recompute": not args.no_recompute},
+                                         "recompute": not args.no_recompute,
+                                         "rollout_correction": CORRECTION if args.rollout_correction else None,
+                                         "trl_generation": "vllm colocate" if args.trl_vllm else "transformers"},
         "parameters": sum(p.numel() for p in ours.policy.parameters()),
         "trl": {"median_step_s": trl_s, **{k: median(trl_steps, k) for k in [*TRL_PHASES, "other"]}},
         "guidedrl": {"median_step_s": our_s, **{k.removeprefix("time/"): median(our_steps, k) for k in
@@ -161,7 +176,8 @@ def main() -> None:
                         f"{result['parameters'] / 1e6:.2f}M-parameter Llama")
     for col in ("trainer", "median step (s)", "phases (median s)"):
         table.add_column(col)
-    table.add_row(f"TRL GRPOTrainer ({'bf16 autocast' if args.trl_bf16 else 'fp32'})", f"{trl_s:.3f}",
+    table.add_row(f"TRL GRPOTrainer ({'bf16 autocast' if args.trl_bf16 else 'fp32'}, "
+                  f"{result['settings']['trl_generation']})", f"{trl_s:.3f}",
                   ", ".join(f"{k} {result['trl'][k]:.3f}" for k in [*TRL_PHASES, "other"]))
     table.add_row(f"guidedrl ({args.engine})", f"{our_s:.3f}", ", ".join(f"{k} {result['guidedrl'][k]:.3f}"
                                                         for k in ("rollout", "reward", "signals", "update",

@@ -47,9 +47,13 @@ def grpo_step(r: dict) -> str:
     """bench/grpo_step.py: one GRPO step of TRL's GRPOTrainer and of guidedrl, interleaved, with their phases."""
     t, g, s = r["trl"], r["guidedrl"], r["settings"]
     label = "bf16 autocast (its default)" if s.get("trl_bf16") else "fp32"
+    label += ", generating with its colocated vLLM" if s.get("trl_generation") == "vllm colocate" else ""
     ours = ", ".join(f"{k} {g[k]:.3f}" for k in ("rollout", "reward", "signals", "update", "sync") if k in g)
     recompute = ("" if s.get("engine", "hf") == "hf" else
                  ", behaviour log-probs " + ("recomputed" if s.get("recompute", True) else "from vLLM"))
+    if s.get("rollout_correction"):
+        c = s["rollout_correction"]
+        recompute += f", rollout correction ({c['level']} level, {c['mode']} above {c['threshold']:g})"
     rows = ["| trainer | median step (s) | where the step goes (median s) |", "|---|---|---|",
             f"| TRL GRPOTrainer, {label} | {t['median_step_s']:.3f} | generate {t['generate']:.3f}, rewards "
             f"{t['reward']:.3f}, loss forward {t['loss_forward']:.3f}, backward + optimizer + rest {t['other']:.3f} |",
@@ -61,7 +65,8 @@ def grpo_step(r: dict) -> str:
                               f"free, at most {bound:.2f}×. ") + environment_line(r["environment"])
 
 
-for _name in ("grpo_step", "grpo_step_50m", "grpo_step_50m_norecompute"):
+for _name in ("grpo_step", "grpo_step_50m", "grpo_step_50m_norecompute", "grpo_step_50m_correction",
+              "grpo_step_50m_trl_vllm"):
     renders(_name)(grpo_step)
 
 
