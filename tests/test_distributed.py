@@ -1,8 +1,9 @@
 """Several processes on the CPU over gloo (``accelerate launch --config_file configs/accelerate/{ddp_cpu,fsdp}.yaml
 --num_processes 2``): two processes with half the prompts each end with the same parameters as one process with the
 whole batch, under DDP and FSDP2, in mini-batches where one rank has no rows, for GRPO and for AMPO (guidance on
-some ranks only); a 2-process run killed with SIGKILL resumes exactly. Without processes: every collective's
-tensors on the rank's device, and the launches guidedrl does not run refused at start."""
+some ranks only); DAPO's refill fills each rank's share; a 2-process run killed with SIGKILL resumes exactly.
+Without processes: every collective's tensors on the rank's device, and the launches guidedrl does not run refused
+at start."""
 
 from __future__ import annotations
 
@@ -115,6 +116,20 @@ def test_ampo_with_guidance_on_some_ranks_only(micro_world: Path, tmp_path: Path
     rates = [r["guidance/teacher/rate"] for r in steps(two)]
     assert rates == [r["guidance/teacher/rate"] for r in steps(one)]
     assert any(0 < rate < 1 for rate in rates)  # some groups guided, not all: some ranks only
+
+
+def test_refill_with_two_processes(micro_world: Path, tmp_path: Path) -> None:
+    """DAPO's refill on 2 ranks: every rank draws every round until each holds its share of kept groups (2 of the
+    step's 4), so a step that stopped before its last round keeps exactly 4 groups, counted over both ranks."""
+    launch(2, "grpo.yaml", tmp_path, "steps=3", "save_every=0", "algorithm.batch_filters=[flat_groups]",
+           "algorithm.refill={max_generation_rounds: 3}", world=micro_world)
+    records = steps(tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert any(r["refill/rounds"] > 1 for r in records)  # the refill ran: some step needed a second round
+    for r in records:
+        assert r["refill/rounds"] in (1.0, 2.0, 3.0) and r["refill/groups"] in (0.0, 1.0, 2.0, 3.0, 4.0)
+        if r["refill/rounds"] < 3:  # stopped early: both ranks held their share
+            assert r["refill/groups"] == 4.0
 
 
 def test_a_killed_two_process_run_resumes_exactly(two_processes: tuple[str, Path, str], micro_world: Path,

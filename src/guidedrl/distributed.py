@@ -34,7 +34,7 @@ from guidedrl.errors import RunError
 T = TypeVar("T")
 Sharding = Literal["none", "optimizer", "full"]
 ADDITIVE = ("loss", "pg_loss", "reg/", "entropy", "clip_frac", "ratio_mean", "teacher_prob_mean", "hint_ratio_mean",
-            "rollout_correction/")
+            "rollout_correction/", "refill/groups")
 FSDP_ADVICE = "(configs/accelerate/fsdp.yaml shows a launch guidedrl runs)"
 
 

@@ -276,7 +276,7 @@ class Trainer:
                 break
         if refill is None:
             return (parts[0] if parts else None), rows, first, metrics, rollouts
-        metrics |= {"refill/rounds": float(len(sampled)), "refill/groups": float(groups)}
+        metrics |= {"refill/rounds": float(len(sampled)), "refill/groups": float(min(groups, len(ids)))}  # trained
         pad = self.tokenizer.pad_token_id
         generated = Rollouts.concat(sampled, pad)
         if not parts:
