@@ -39,11 +39,13 @@ from compare import CONFIGS, finished, setup
 from compare import run as run_once
 from guidedrl.data import encode_prompts, load_rows, write_jsonl
 from guidedrl.eval.evaluate import evaluate_sets
+from guidedrl.files import read_json, write_json
 from guidedrl.rewards import extract_boxed
 from guidedrl.rollout.engine import SamplingParams
 from guidedrl.rollout.loading import load_for_sampling
 from guidedrl.seeding import derive_seed
 from guidedrl.sft import SFTRunConfig, run_sft
+from guidedrl.world.splits import EVAL_SPLITS
 from guidedrl.world.target import target_rows
 from guidedrl.yaml_config import load_config
 from paired import paired_diffs
@@ -84,7 +86,7 @@ class Evaluation:
 
     def reports(self, eval_dir: Path, tag: str) -> dict[str, dict]:
         """The per-set reports a run (or :meth:`cold`) kept as ``eval_dir/<tag>_<set>.json``."""
-        return {name: json.loads((eval_dir / f"{tag}_{name}.json").read_text()) for name in self.sets}
+        return {name: read_json(eval_dir / f"{tag}_{name}.json") for name in self.sets}
 
     def cold(self, model: Path, eval_dir: Path) -> None:
         """Evaluate ``model`` at temperature 0.6 (same problems, samples and evaluation seed as at temperature 1)
@@ -100,9 +102,8 @@ class Evaluation:
     def slip(self, model: Path, cache: Path) -> float:
         """The slip rate on test_id (kept in ``cache``: the same weights and seed give the same samples)."""
         if not cache.is_file():
-            cache.write_text(json.dumps(slip_rate(model, self.sets["test_id"], self.samples, 0,
-                                                  self.max_new_tokens)))
-        return json.loads(cache.read_text())
+            write_json(cache, {"slip": slip_rate(model, self.sets["test_id"], self.samples, 0, self.max_new_tokens)})
+        return read_json(cache)["slip"]
 
     def score(self, model: Path, eval_dir: Path, at_t1: tuple[Path, str] | None = None) -> dict:
         """pass@1 and greedy (points) per set at both temperatures, the slip, and the per-problem tables; the
@@ -159,8 +160,7 @@ def main() -> None:
     if not rows:
         raise SystemExit(f"{args.world}: its student was fine-tuned on every training operand count (no target class)")
     target = write_rows(rows, args.out / "target.jsonl")
-    paths = {"target": target, "test_id": args.world / "data" / "test_id.jsonl",
-             "test_ood": args.world / "data" / "test_ood.jsonl"}
+    paths = {"target": target, **{split: args.world / "data" / f"{split}.jsonl" for split in EVAL_SPLITS}}
     evaluation = [f"world={args.world}", f"eval_datasets={json.dumps({k: str(v) for k, v in paths.items()})}",
                   f"eval.samples={args.samples}", f"eval.ks=[1,{args.samples}]",
                   f"eval.max_problems={args.target_problems}", "eval.every=0", f"optim.lr={args.lr}"]
@@ -196,10 +196,12 @@ def main() -> None:
     save()
     for seed in args.seeds if passed else []:  # the methods run only in an accepted regime; seed by seed
         for method in args.methods:
-            if args.only_finished and not (args.out / method / f"seed{seed}" / "summary.json").is_file():
-                continue
-            run_once(f"{method}.yaml", seed, args.steps, args.out, [*evaluation, "eval.before=false"], reuse=True)
             run_dir = args.out / method / f"seed{seed}"
+            if args.only_finished:  # score what is there, train nothing
+                if not (run_dir / "summary.json").is_file():
+                    continue
+            else:
+                run_once(f"{method}.yaml", seed, args.steps, args.out, [*evaluation, "eval.before=false"], reuse=True)
             runs.setdefault(method, {})[str(seed)] = regime.score(run_dir / "final", run_dir / "eval")
             print(method, seed, public(runs[method][str(seed)]))
             save()

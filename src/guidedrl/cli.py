@@ -77,20 +77,21 @@ def _build_world(out: Path, size: str, sets: list[str], force: bool, option: str
 def world_table(world_dir: Path) -> Table:
     """Student and teachers side by side: greedy accuracy, pass@1 and pass@k on test_id and test_ood."""
     from guidedrl.files import read_json
+    from guidedrl.world.splits import EVAL_SPLITS
 
     results = read_json(world_dir / "eval.json")
     any_report = next(iter(next(iter(results.values())).values()))
     ks = sorted(int(k) for k in any_report["pass_at_k"])
     table = Table(title=f"world {escape(str(world_dir))}: held-out evaluation")
     table.add_column("model")
-    for split in ("test_id", "test_ood"):
+    for split in EVAL_SPLITS:
         table.add_column(f"{split} greedy", justify="right")
         for k in ks:
             table.add_column(f"{split} pass@{k}", justify="right")
     table.add_column("all-wrong@8 (id)", justify="right")
     for name, by_split in results.items():
         cells = []
-        for split in ("test_id", "test_ood"):
+        for split in EVAL_SPLITS:
             r = by_split[split]
             cells += [f"{100 * r['greedy_accuracy']:.1f}"] + [f"{100 * r['pass_at_k'][str(k)]:.1f}" for k in ks]
         table.add_row(name, *cells, f"{100 * by_split['test_id']['all_wrong_share']:.0f}%")
@@ -506,12 +507,13 @@ def demo(
     from guidedrl.data import write_jsonl
     from guidedrl.files import check_output_file, write_json
     from guidedrl.trainer.loop import Trainer
+    from guidedrl.world.splits import EVAL_SPLITS
     from guidedrl.world.target import target_rows
     from guidedrl.yaml_config import load_config
 
     def method_configs(target: bool) -> dict[str, TrainConfig]:
         sets = {**({"target": str(out / "target.jsonl")} if target else {}),
-                **{split: str(world / "data" / f"{split}.jsonl") for split in ("test_id", "test_ood")}}
+                **{split: str(world / "data" / f"{split}.jsonl") for split in EVAL_SPLITS}}
         return {method: load_config(configs / f"{method}.yaml", TrainConfig, [
             f"world={world}", f"steps={steps}", f"output_dir={out / method}", "save_every=0", "eval.every=0",
             f"eval_datasets={json.dumps(sets)}", *set_]) for method in methods}

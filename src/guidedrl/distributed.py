@@ -210,8 +210,9 @@ class Ranks:
         load_fsdp_optimizer(self.accelerator.state.fsdp_plugin, self.accelerator, optimizer, model, str(folder))
 
     def combine(self, metrics: dict[str, float]) -> dict[str, float]:
-        """One step's metrics over ranks: loss-like sums (each rank's share of the global normalization),
-        times the slowest rank's, everything else the mean over ranks (each holds as many groups)."""
+        """One step's metrics over ranks: loss-like sums (each rank's share of the global normalization) and counts
+        (``refill/groups``) summed, times the slowest rank's, everything else the mean over ranks (each holds as many
+        groups)."""
         if self.world == 1:
             return metrics
         every = self.gather(metrics)

@@ -9,6 +9,7 @@ from typing import Any
 
 from guidedrl.config import TrainConfig
 from guidedrl.trainer.checkpoint import safetensors_complete
+from guidedrl.world.splits import EVAL_SPLITS
 from guidedrl.yaml_config import ConfigError
 
 # the files one of which every tokenizer transformers loads from a folder has
@@ -45,7 +46,7 @@ class RunPaths:
             evals = {k: take(f"eval_datasets.{k}", v, Path(v)) for k, v in cfg.eval_datasets.items()}
         elif cfg.dataset is None:  # the world's data: its held-out sets (never for a user's own data)
             evals = {s: take(f"eval_datasets.{s}", None, world / "data" / f"{s}.jsonl")
-                     for s in ("test_id", "test_ood")}
+                     for s in EVAL_SPLITS}
         else:
             evals = {}
         teachers = {name: world_model(spec.path, world) for name, spec in cfg.teacher_signal.scoring_teachers().items()

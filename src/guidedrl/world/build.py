@@ -31,13 +31,12 @@ from guidedrl.rollout.hf_engine import HFEngine
 from guidedrl.seeding import derive_seed
 from guidedrl.world.problems import Expression
 from guidedrl.world.settings import WorldConfig
-from guidedrl.world.splits import make_splits, prompt_for, rows_for
+from guidedrl.world.splits import EVAL_SPLITS, make_splits, prompt_for, rows_for
 from guidedrl.world.styles import STYLES, hint_for, slip_final_answer
 from guidedrl.world.tokenizer import build_tokenizer
 from guidedrl.world.zoo import encode_pairs, make_model, sft
 
 STUDENT = "student"
-EVAL_SPLITS = ("test_id", "test_ood")
 
 
 def teacher_name(style: str) -> str:

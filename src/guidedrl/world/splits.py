@@ -9,6 +9,7 @@ from guidedrl.world.problems import Expression, evaluate, sample_expression
 from guidedrl.world.settings import WorldConfig
 from guidedrl.world.styles import STYLES, hint_for
 
+EVAL_SPLITS = ("test_id", "test_ood")  # the world's held-out sets, in distribution and out of it
 PROMPT_TEMPLATE = "{problem}\n"
 REFERENCE_STYLE = "steps"
 
