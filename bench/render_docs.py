@@ -279,30 +279,46 @@ def verdict(d: list[float], bound: float) -> str:
 
 @renders("guidance_regime")
 def guidance_regime(r: dict) -> str:
-    """bench/guidance_regime.py: the untrained student, the positive control and each method (mean over its
-    seeds) on the target class and the test sets at temperatures 1 and 0.6, with the slip rate on test_id; then
-    the paired differences and the targets."""
+    """bench/guidance_regime.py: the untrained student, the positive control and each method at its chosen rate
+    (mean over its seeds) on the target class and the test sets at temperatures 1 and 0.6, with the slip rate on
+    test_id; the rate sweep on the first seed; then the paired differences and the targets."""
     s, control = r["settings"], r["control"]
     cols = [("t1", "target/pass@1"), ("t1", "target/greedy"), ("t1", "test_id/pass@1"), ("t1", "test_ood/pass@1"),
             ("t0.6", "target/pass@1"), ("t0.6", "test_id/pass@1"), ("t0.6", "test_ood/pass@1")]
-    head = ["| model | seeds | target pass@1 | target greedy | test_id pass@1 | test_ood pass@1 | target pass@1, "
-            "T 0.6 | test_id pass@1, T 0.6 | test_ood pass@1, T 0.6 | slip (test_id) |", "|---|" + "---|" * 9]
+    head = ["| model | lr | seeds | target pass@1 | target greedy | test_id pass@1 | test_ood pass@1 | target pass@1, "
+            "T 0.6 | test_id pass@1, T 0.6 | test_ood pass@1, T 0.6 | slip (test_id) |", "|---|" + "---|" * 10]
 
-    def row(name: str, seeds: str, found: list[dict]) -> str:
+    def row(name: str, lr: str, seeds: str, found: list[dict]) -> str:
         mean = lambda get: sum(map(get, found)) / len(found)  # noqa: E731
-        return (f"| {name} | {seeds} | " + " | ".join(f"{mean(lambda f: f['scores'][t][k]):.1f}" for t, k in cols)
+        return (f"| {name} | {lr} | {seeds} | " + " | ".join(f"{mean(lambda f: f['scores'][t][k]):.1f}"
+                                                             for t, k in cols)
                 + f" | {100 * mean(lambda f: f['slip']):.1f} |")
 
-    rows = [row("untrained student", "—", [r["untrained"]]),
-            row(f"positive control: SFT on {control['examples']} problems' teacher_steps solutions", "0", [control])]
-    rows += [row(method, ", ".join(runs), list(runs.values())) for method, runs in r["methods"].items()]
+    rows = [row("untrained student", "—", "—", [r["untrained"]]),
+            row(f"positive control: SFT on {control['examples']} problems' teacher_steps solutions", f"{s['lr']:g}",
+                "0", [control])]
+    rows += [row(method, r["chosen_lr"][method], ", ".join(runs), list(runs.values()))
+             for method, runs in r["methods"].items()]
     note = (f"\n\nThe control {'passed' if control['passed'] else 'failed'}: target pass@1 {control['gain']:+.1f} "
             f"points (the regime needs {s['control_gain']:+.0f}). {s['target_problems']} held-out target problems and "
-            f"the first {min(200, s['target_problems'])} of each test set × {s['samples']} samples; lr {s['lr']:g}, "
-            f"{s['steps']} steps; the means are over each method's seeds. ")
+            f"the first {min(200, s['target_problems'])} of each test set × {s['samples']} samples; {s['steps']} "
+            f"steps; each method at the rate it chose on the validation set (below); the means are over each "
+            f"method's seeds. ")
     if not r["methods"]:
         return "\n".join(head + rows) + note + "No method ran: the regime was not accepted. " + environment_line(
             r["environment"])
+    sweep = ["| method | lr | validation pass@1 | target pass@1 | test_id pass@1 | test_ood pass@1 |",
+             "|---|" + "---|" * 5]
+    for method, rates in r["sweep"].items():
+        for lr, found in rates.items():
+            mark = " (chosen)" if lr == r["chosen_lr"].get(method) else ""
+            sweep.append(f"| {method} | {lr}{mark} | " + " | ".join(
+                f"{found[k]:.1f}" for k in ("validation/pass@1", "target/pass@1", "test_id/pass@1", "test_ood/pass@1"))
+                + " |")
+    swept = sorted({f"{float(lr):g}" for rates in r["sweep"].values() for lr in rates}, key=float)
+    sweep_note = (f"\n\n*The rate sweep, seed {s['seeds'][0]}, temperature 1: every method at every rate it was "
+                  f"tried at ({', '.join(swept)}); validation pass@1 on {s.get('validation_problems')} fresh problems "
+                  "of the training distribution chooses the rate (ties to the lower).*")
     ks = (1, s["samples"])
     diff_cols = [("t1", "target", 1), ("t1", "target", ks[1]), ("t1", "test_id", 1), ("t1", "test_ood", 1),
                  ("t0.6", "target", 1), ("t0.6", "test_id", 1)]
@@ -316,11 +332,13 @@ def guidance_regime(r: dict) -> str:
     targets = [f"{name} {split} pass@1 ≥ {bound:+.0f}: {verdict(c['t1'][split]['diff_pass@1'], bound)} "
                f"({interval(c['t1'][split]['diff_pass@1'])}, seeds {', '.join(c['seeds'])})"
                for name, split, bound, c in found]
-    return ("\n".join(head + rows) + note + environment_line(r["environment"]) + "\n\n" + "\n".join(diffs)
+    return ("\n".join(head + rows) + note + environment_line(r["environment"]) + "\n\n" + "\n".join(sweep)
+            + sweep_note + "\n\n" + "\n".join(diffs)
             + "\n\n*Points, at temperature 1 unless marked; 95% paired crossed-bootstrap intervals over the seeds both "
-            "methods finished and the problems (with one seed, the problems' variation only).* Targets (temperature 1; "
-            "met: the whole interval clears the bound; not met: it falls short; undecided: it holds the bound): "
-            + "; ".join(targets) + ".")
+            "methods finished and the problems (with one seed, the problems' variation only); each method at its "
+            "chosen rate.*" + (" Targets (temperature 1; met: the whole interval clears the bound; not met: it "
+                                "falls short; undecided: it holds the bound): " + "; ".join(targets) + "."
+                                if targets else ""))
 
 
 @renders("demo")

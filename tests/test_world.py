@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from guidedrl.world.problems import Expression, evaluate, sample_expression
 from guidedrl.world.settings import WorldConfig, world_preset
 from guidedrl.world.splits import make_splits, rows_for
 from guidedrl.world.styles import STYLES, hint_for
-from guidedrl.world.target import target_operands, target_rows
+from guidedrl.world.target import target_operands, target_rows, validation_rows
 from guidedrl.world.tokenizer import build_tokenizer
 
 SPLIT_ARGS = dict(n_train=300, n_test_id=100, n_test_ood=100, n_sft=500)
@@ -134,3 +135,23 @@ def test_the_target_class_is_held_out_and_of_the_operand_counts_the_student_neve
 
     covered = _world_files(tmp_path / "all", cfg.model_copy(update={"student_operands": [2, 3, 4]}), splits)
     assert target_rows(covered, 5) == []  # a student fine-tuned on every class: no target class
+
+
+def test_the_validation_set_follows_the_training_split_and_holds_no_other_problem(tmp_path: Path) -> None:
+    cfg = world_preset("default", seed=3, **SPLIT_ARGS)
+    splits = make_splits(cfg)
+    world = _world_files(tmp_path / "w", cfg, splits)
+    target = target_rows(world, 20)
+    rows = validation_rows(world, 31, [3, 4], target)
+    train = Counter(len(e.operands) for e in splits["train"])
+    expected = {n: 31 * train[n] / (train[3] + train[4]) for n in (3, 4)}  # each count in its training share
+    drawn = Counter(r["n_operands"] for r in rows)
+    assert sum(drawn.values()) == 31 and set(drawn) == {3, 4}
+    assert all(abs(drawn[n] - expected[n]) < 1 for n in (3, 4))  # largest remainders: within one problem
+    taken = {e.text for split in ("train", "test_id", "test_ood") for e in splits[split]}
+    taken |= {r["prompt"].strip() for r in target}
+    assert len({r["prompt"] for r in rows}) == 31
+    assert all(r["split"] == "validation" and r["prompt"].strip() not in taken for r in rows)
+    assert validation_rows(world, 31, [3, 4], target) == rows  # the same draw on every call
+    with pytest.raises(ValueError, match="no problem of \\[7\\] operands"):
+        validation_rows(world, 5, [7], target)
