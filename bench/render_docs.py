@@ -297,25 +297,27 @@ def guidance_regime(r: dict) -> str:
     rows = [row("untrained student", "—", "—", [r["untrained"]]),
             row(f"positive control: SFT on {control['examples']} problems' teacher_steps solutions", f"{s['lr']:g}",
                 "0", [control])]
-    rows += [row(method, r["chosen_lr"][method], ", ".join(runs), list(runs.values()))
+    rates = r.get("chosen_lr", {})  # a result from before rates were chosen ran every method at the control's
+    rows += [row(method, rates.get(method, f"{s['lr']:g}"), ", ".join(runs), list(runs.values()))
              for method, runs in r["methods"].items()]
+    rule = ("each method at the rate it chose on the validation set (below)" if r.get("sweep")
+            else f"every method at the control's rate, {s['lr']:g}")
     note = (f"\n\nThe control {'passed' if control['passed'] else 'failed'}: target pass@1 {control['gain']:+.1f} "
             f"points (the regime needs {s['control_gain']:+.0f}). {s['target_problems']} held-out target problems and "
             f"the first {min(200, s['target_problems'])} of each test set × {s['samples']} samples; {s['steps']} "
-            f"steps; each method at the rate it chose on the validation set (below); the means are over each "
-            f"method's seeds. ")
+            f"steps; {rule}; the means are over each method's seeds. ")
     if not r["methods"]:
         return "\n".join(head + rows) + note + "No method ran: the regime was not accepted. " + environment_line(
             r["environment"])
     sweep = ["| method | lr | validation pass@1 | target pass@1 | test_id pass@1 | test_ood pass@1 |",
              "|---|" + "---|" * 5]
-    for method, rates in r["sweep"].items():
-        for lr, found in rates.items():
-            mark = " (chosen)" if lr == r["chosen_lr"].get(method) else ""
+    for method, tried in r.get("sweep", {}).items():
+        for lr, found in tried.items():
+            mark = " (chosen)" if lr == rates.get(method) else ""
             sweep.append(f"| {method} | {lr}{mark} | " + " | ".join(
                 f"{found[k]:.1f}" for k in ("validation/pass@1", "target/pass@1", "test_id/pass@1", "test_ood/pass@1"))
                 + " |")
-    swept = sorted({f"{float(lr):g}" for rates in r["sweep"].values() for lr in rates}, key=float)
+    swept = sorted({lr for tried in r.get("sweep", {}).values() for lr in tried}, key=float)
     sweep_note = (f"\n\n*The rate sweep, seed {s['seeds'][0]}, temperature 1: every method at every rate it was "
                   f"tried at ({', '.join(swept)}); validation pass@1 on {s.get('validation_problems')} fresh problems "
                   "of the training distribution chooses the rate (ties to the lower).*")
@@ -332,8 +334,8 @@ def guidance_regime(r: dict) -> str:
     targets = [f"{name} {split} pass@1 ≥ {bound:+.0f}: {verdict(c['t1'][split]['diff_pass@1'], bound)} "
                f"({interval(c['t1'][split]['diff_pass@1'])}, seeds {', '.join(c['seeds'])})"
                for name, split, bound, c in found]
-    return ("\n".join(head + rows) + note + environment_line(r["environment"]) + "\n\n" + "\n".join(sweep)
-            + sweep_note + "\n\n" + "\n".join(diffs)
+    return ("\n".join(head + rows) + note + environment_line(r["environment"])
+            + ("\n\n" + "\n".join(sweep) + sweep_note if swept else "") + "\n\n" + "\n".join(diffs)
             + "\n\n*Points, at temperature 1 unless marked; 95% paired crossed-bootstrap intervals over the seeds both "
             "methods finished and the problems (with one seed, the problems' variation only); each method at its "
             "chosen rate.*" + (" Targets (temperature 1; met: the whole interval clears the bound; not met: it "
