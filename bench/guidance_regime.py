@@ -279,6 +279,7 @@ def main() -> None:
             if run_dir is not None:
                 sweep[method][f"{lr:g}"] = {"validation/pass@1": regime.validation(run_dir / "final", run_dir / "eval"),
                                             **t1_pass(run_dir, regime.sets)}
+                save()
         if not sweep[method]:
             del sweep[method]
             continue
