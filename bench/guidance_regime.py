@@ -236,11 +236,11 @@ def main() -> None:
     print(f"control: target pass@1 {untrained['scores']['t1']['target/pass@1']} -> "
           f"{control['scores']['t1']['target/pass@1']} ({gain:+.1f}; "
           f"{'passed' if passed else 'failed'}: the regime needs {args.control_gain:+.0f})")
-    carried = [m for m in prior.get("methods", {}) if m not in args.methods]  # methods not run now: kept whole
-    sweep = {m: prior["sweep"][m] for m in carried if m in prior.get("sweep", {})}
-    chosen = {m: prior_rate(prior, m) for m in carried}
-    methods = {m: dict(prior["methods"][m]) for m in carried}
-    tables = {m: dict(prior.get("problems", {}).get(m, {})) for m in carried}
+    # the prior's methods stay as they were until this run's sweep chooses their rate again
+    sweep = dict(prior.get("sweep", {}))
+    chosen = {m: prior_rate(prior, m) for m in prior.get("methods", {})}
+    methods = {m: dict(found) for m, found in prior.get("methods", {}).items()}
+    tables = {m: dict(prior.get("problems", {}).get(m, {})) for m in methods}
 
     def save() -> None:
         save_result({"environment": environment(), "settings": settings(args), "untrained": public(untrained),
@@ -273,26 +273,22 @@ def main() -> None:
     save()
     first, *later = args.seeds
     for method in args.methods if passed else []:  # the rate on the first seed, chosen on the validation set
-        sweep[method] = {}
+        tried = {}
         for lr in args.lrs:
             run_dir = train_at(method, first, lr)
             if run_dir is not None:
-                sweep[method][f"{lr:g}"] = {"validation/pass@1": regime.validation(run_dir / "final", run_dir / "eval"),
-                                            **t1_pass(run_dir, regime.sets)}
-                save()
-        if not sweep[method]:
-            del sweep[method]
+                tried[f"{lr:g}"] = {"validation/pass@1": regime.validation(run_dir / "final", run_dir / "eval"),
+                                    **t1_pass(run_dir, regime.sets)}
+        if not tried:
             continue
-        chosen[method] = max(sweep[method], key=lambda lr: (sweep[method][lr]["validation/pass@1"], -float(lr)))
-        print(method, "rate", chosen[method], {lr: v["validation/pass@1"] for lr, v in sweep[method].items()})
-        if chosen[method] == prior_rate(prior, method):  # the prior's seeds measured at this rate stay
-            methods[method] = dict(prior["methods"][method])
-            tables[method] = dict(prior.get("problems", {}).get(method, {}))
-        else:
+        sweep[method] = tried
+        chosen[method] = max(tried, key=lambda lr: (tried[lr]["validation/pass@1"], -float(lr)))
+        print(method, "rate", chosen[method], {lr: v["validation/pass@1"] for lr, v in tried.items()})
+        if chosen[method] != prior_rate(prior, method):  # the prior's seeds of this method were at another rate
             methods.pop(method, None)
             tables.pop(method, None)
         scored(method, first, args.out / f"lr{chosen[method]}" / method / f"seed{first}")
-    for seed in later:  # the other seeds at each method's chosen rate, seed by seed
+    for seed in later if passed else []:  # the other seeds at each method's chosen rate, seed by seed
         for method in [m for m in args.methods if m in chosen]:
             run_dir = train_at(method, seed, float(chosen[method]))
             if run_dir is not None:
