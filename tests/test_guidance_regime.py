@@ -1,0 +1,44 @@
+"""bench/guidance_regime.py's bookkeeping: the rate a prior result measured a method at, and which paired
+differences come from stored per-problem tables and which are carried over from a prior result."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from guidance_regime import contrasts, prior_rate  # noqa: E402
+from paired import paired_diffs  # noqa: E402
+
+OLD = {"settings": {"lr": 5e-5}, "methods": {"grpo": {}, "ampo": {}}}  # a result from before rates were chosen
+
+
+def tables(correct: list[int]) -> dict[str, dict[str, list[tuple[int, int, int]]]]:
+    """One seed's per-problem tables at both temperatures: 8 samples per problem, ``correct`` of them right."""
+    return {t: {"target": [(8, c, min(c, 1)) for c in correct]} for t in ("t1", "t0.6")}
+
+
+def test_a_prior_s_rate_is_its_chosen_one_or_its_single_rate() -> None:
+    assert prior_rate(OLD, "grpo") == "5e-05"
+    assert prior_rate({**OLD, "chosen_lr": {"grpo": "0.0001"}}, "grpo") == "0.0001"
+    assert prior_rate(OLD, "tgpo") is None  # never measured there
+
+
+def test_differences_come_from_the_tables_both_methods_have() -> None:
+    found = {"tgpo": {"0": tables([4, 8, 0]), "1": tables([2, 2, 2])}, "rkl_distill": {"0": tables([0, 8, 0])}}
+    out = contrasts(found, {"tgpo": "5e-05", "rkl_distill": "5e-05"}, {}, samples=8)
+    assert list(out) == ["tgpo − rkl_distill"] and out["tgpo − rkl_distill"]["seeds"] == ["0"]
+    expected = paired_diffs([found["tgpo"]["0"]["t1"]["target"]], [found["rkl_distill"]["0"]["t1"]["target"]], [1, 8])
+    assert out["tgpo − rkl_distill"]["t1"]["target"] == expected
+    assert abs(expected["diff_pass@1"][0] - 0.5 / 3) < 1e-12  # (4/8 - 0) / 3 problems
+
+
+def test_a_prior_difference_over_more_seeds_is_carried_only_at_the_same_rates() -> None:
+    carried = {"seeds": ["0", "1", "2"], "t1": {}, "t0.6": {}}
+    prior = {**OLD, "contrasts": {"ampo − grpo": carried}}
+    seed0 = {"ampo": {"0": tables([8, 0])}, "grpo": {"0": tables([0, 0])}}  # seed 0 scored again, tables kept
+    assert contrasts(seed0, {"ampo": "5e-05", "grpo": "5e-05"}, prior, 8)["ampo − grpo"] is carried
+    again = contrasts(seed0, {"ampo": "0.0001", "grpo": "5e-05"}, prior, 8)["ampo − grpo"]  # AMPO's rate moved
+    assert again["seeds"] == ["0"] and again["t1"]["target"]["diff_pass@1"][0] == 0.5
