@@ -106,7 +106,7 @@ class Evaluation:
             evaluate_sets(engine, tokenizer, {"validation": self.validation_set}, ks=[1], samples=self.samples,
                           temperature=1.0, max_new_tokens=self.max_new_tokens, seed=0, report_dir=eval_dir,
                           tag="validation")
-        return round(100 * read_json(report)["pass_at_k"]["1"], 2)
+        return pass1_points(report)
 
     def reports(self, eval_dir: Path, tag: str) -> dict[str, dict]:
         """The per-set reports a run (or :meth:`cold`) kept as ``eval_dir/<tag>_<set>.json``."""
@@ -174,10 +174,14 @@ def public(run: dict) -> dict:
     return {"scores": run["scores"], "slip": run["slip"]}
 
 
+def pass1_points(report: Path) -> float:
+    """pass@1 of an evaluation report, in points (two decimals, as the result keeps every score)."""
+    return round(100 * read_json(report)["pass_at_k"]["1"], 2)
+
+
 def t1_pass(run_dir: Path, sets: dict[str, list[dict]]) -> dict[str, float]:
     """pass@1 (points) at temperature 1 per held-out set, from a run's own final evaluation."""
-    return {f"{name}/pass@1": round(100 * read_json(run_dir / "eval" / f"after_{name}.json")["pass_at_k"]["1"], 2)
-            for name in sets}
+    return {f"{name}/pass@1": pass1_points(run_dir / "eval" / f"after_{name}.json") for name in sets}
 
 
 def main() -> None:
@@ -253,11 +257,12 @@ def main() -> None:
         """The run of ``method`` at ``seed`` and ``lr`` (trained unless finished), or None with --only-finished
         when it is not there."""
         out = args.out / f"lr{lr:g}"
+        run_dir = out / method / f"seed{seed}"  # where bench/compare.py's run puts it
         if args.only_finished:
-            return out / method / f"seed{seed}" if (out / method / f"seed{seed}" / "summary.json").is_file() else None
+            return run_dir if (run_dir / "summary.json").is_file() else None
         run_once(f"{method}.yaml", seed, args.steps, out, [*evaluation, f"optim.lr={lr}", "eval.before=false"],
                  reuse=True)
-        return out / method / f"seed{seed}"
+        return run_dir
 
     def scored(method: str, seed: int, run_dir: Path) -> None:
         """Score a run of ``method`` at its chosen rate into the result, and save it."""
@@ -273,10 +278,11 @@ def main() -> None:
     save()
     first, *later = args.seeds
     for method in args.methods if passed else []:  # the rate on the first seed, chosen on the validation set
-        tried = {}
+        tried, dirs = {}, {}
         for lr in args.lrs:
             run_dir = train_at(method, first, lr)
             if run_dir is not None:
+                dirs[f"{lr:g}"] = run_dir
                 tried[f"{lr:g}"] = {"validation/pass@1": regime.validation(run_dir / "final", run_dir / "eval"),
                                     **t1_pass(run_dir, regime.sets)}
         if not tried:
@@ -287,7 +293,7 @@ def main() -> None:
         if chosen[method] != prior_rate(prior, method):  # the prior's seeds of this method were at another rate
             methods.pop(method, None)
             tables.pop(method, None)
-        scored(method, first, args.out / f"lr{chosen[method]}" / method / f"seed{first}")
+        scored(method, first, dirs[chosen[method]])
     for seed in later if passed else []:  # the other seeds at each method's chosen rate, seed by seed
         for method in [m for m in args.methods if m in chosen]:
             run_dir = train_at(method, seed, float(chosen[method]))

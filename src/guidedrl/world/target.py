@@ -21,18 +21,19 @@ def target_operands(cfg: WorldConfig) -> list[int]:
     return sorted(set(cfg.id_operands) - set(cfg.student_operands or cfg.id_operands))
 
 
-def _world(world: Path) -> tuple[WorldConfig, set[str]]:
-    """The world's config and the prompts its training and test splits hold."""
+def _world(world: Path) -> tuple[WorldConfig, list[dict], set[str]]:
+    """The world's config, its training rows, and the prompts its training and test splits hold."""
     cfg = WorldConfig.model_validate(read_json(world / "world.json")["config"])
-    taken = {row["prompt"].strip() for split in ("train", *EVAL_SPLITS)
-             for row in load_rows(world / "data" / f"{split}.jsonl")}
-    return cfg, taken
+    train = load_rows(world / "data" / "train.jsonl")
+    taken = {row["prompt"].strip() for rows in (train, *(load_rows(world / "data" / f"{split}.jsonl")
+                                                         for split in EVAL_SPLITS)) for row in rows}
+    return cfg, train, taken
 
 
 def target_rows(world: Path, count: int) -> list[dict]:
     """``count`` held-out problems of the target class; none when the student was fine-tuned on every training
     operand count."""
-    cfg, taken = _world(world)
+    cfg, _, taken = _world(world)
     operands = target_operands(cfg)
     if not operands:
         return []
@@ -44,9 +45,8 @@ def target_rows(world: Path, count: int) -> list[dict]:
 def validation_rows(world: Path, count: int, operands: list[int], exclude: list[dict]) -> list[dict]:
     """``count`` problems of the training distribution restricted to ``operands``: each operand count in its share
     of the training split (largest remainders), none a training, test or ``exclude`` problem (the target set)."""
-    cfg, taken = _world(world)
-    shares = Counter(row["n_operands"] for row in load_rows(world / "data" / "train.jsonl")
-                     if row["n_operands"] in operands)
+    cfg, train, taken = _world(world)
+    shares = Counter(row["n_operands"] for row in train if row["n_operands"] in operands)
     if not shares:
         raise ValueError(f"{world}: its training split has no problem of {operands} operands")
     total = sum(shares.values())
@@ -56,7 +56,8 @@ def validation_rows(world: Path, count: int, operands: list[int], exclude: list[
         counts[n] += 1
     rng = random.Random(f"guidance regime validation set, world seed {cfg.seed}")  # a str seed: stable everywhere
     exprs: list[Expression] = []
+    held = taken | {r["prompt"].strip() for r in exclude}
     for n, k in sorted(counts.items()):
         exprs += sample_unique(rng, k, [n], cfg.operand_max, cfg.operators, cfg.max_value,
-                               taken | {r["prompt"].strip() for r in exclude} | {e.text for e in exprs})
+                               held | {e.text for e in exprs})
     return rows_for(exprs, "validation")
