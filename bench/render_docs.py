@@ -348,7 +348,7 @@ def demo(r: dict) -> str:
     """bench/demo.py: what ``make demo`` prints at its end (the demo's own functions), and how long it took."""
     from rich.console import Console
 
-    from guidedrl.cli import demo_output
+    from guidedrl.report.comparison import demo_output
 
     console = Console(record=True, width=160, file=io.StringIO())
     for part in demo_output(r["methods"], Path(r["settings"]["world"]), r["steps"], r["target"]):

@@ -30,8 +30,6 @@ app.add_typer(world_app, name="world")
 console = Console()
 
 DEFAULT_WORLD = Path("worlds/default")
-GUIDED = "guidance/teacher/rate"  # the demo's guided-groups column
-TARGET = "eval/target/pass@1"  # the demo's target-class column
 
 
 def _fail(message: str) -> None:
@@ -436,55 +434,6 @@ def report(
     console.print(escape(f"report written to {write_report(found, out)}"), highlight=False)
 
 
-def _run_means(run_dir: Path, keys: tuple[str, ...]) -> dict[str, float]:
-    """Means of training metrics over a run's metrics.jsonl (keys a run never logged are left out)."""
-    from guidedrl.trainer.logger import read_metrics
-
-    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if "reward" in r]
-    return {k: sum(r[k] for r in records) / len(records) for k in keys if records and all(k in r for r in records)}
-
-
-def comparison_table(results: dict[str, dict], title: str) -> Table:
-    """Methods side by side: held-out pass@1 before -> after (target class, ID, OOD), pass@k, diversity, guidance,
-    speed."""
-    table = Table(title=title)
-    any_after = next(iter(results.values()))["after"]
-    big_k = max(int(k.rsplit("@", 1)[1]) for k in any_after if k.startswith("eval/test_id/pass@"))
-    target = TARGET in any_after
-    for col in ("method", *(["target pass@1"] if target else []), "ID pass@1", f"ID pass@{big_k}", "OOD pass@1",
-                f"OOD pass@{big_k}", "ID distinct paths", "guided groups", "s/step"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for method, r in results.items():
-        b, a, t = r["before"], r["after"], r["train"]
-        cell = lambda key: f"{100 * b[key]:.1f} -> {100 * a[key]:.1f}"  # noqa: E731
-        table.add_row(method, *([cell(TARGET)] if target else []), cell("eval/test_id/pass@1"),
-                      cell(f"eval/test_id/pass@{big_k}"), cell("eval/test_ood/pass@1"),
-                      cell(f"eval/test_ood/pass@{big_k}"), f"{a['eval/test_id/distinct_paths']:.2f}",
-                      f"{100 * t[GUIDED]:.0f}%" if GUIDED in t else "-", f"{t['step_time']:.2f}")
-    return table
-
-
-def regime_sentence(results: dict[str, dict], target: list[int], steps: int) -> str:
-    """What the demo's table means, in one sentence: the target class (``target``: each held-out problem's number
-    of operands), and the last method against the first."""
-    (first, a), (last, b) = next(iter(results.items())), list(results.items())[-1]
-    operands = " or ".join(str(n) for n in sorted(set(target)))
-    diff = lambda key: 100 * (b["after"][key] - a["after"][key])  # noqa: E731
-    return (f"The target class is {len(target)} held-out problems with {operands} operands, which the student was "
-            f"never fine-tuned on and solves {100 * a['before'][TARGET]:.1f}% of the time alone; after {steps} steps "
-            f"at one seed, {last} − {first} is {diff(TARGET):+.1f} points of pass@1 there and "
-            f"{diff('eval/test_id/pass@1'):+.1f} in distribution overall, which one short run cannot tell from noise "
-            f"(the five-seed comparison and its positive control: docs/benchmarks.md, \"The guidance regime\").")
-
-
-def demo_output(results: dict[str, dict], world: Path, steps: int, target: list[int]) -> list[Table | str]:
-    """What the demo prints at its end: the comparison table, then the sentence that says what it means
-    (``target``: the number of operands of each held-out target problem; none without a target class)."""
-    title = escape(f"{', '.join(results)} on {world}: {steps} steps, seed 0, held-out")
-    sentence = [escape(regime_sentence(results, target, steps))] if target and len(results) > 1 else []
-    return [comparison_table(results, title), *sentence]
-
-
 @app.command()
 def demo(
     world: Path = typer.Option(DEFAULT_WORLD, help="world directory (built if missing)"),
@@ -506,6 +455,7 @@ def demo(
     from guidedrl.config import TrainConfig
     from guidedrl.data import write_jsonl
     from guidedrl.files import check_output_file, write_json
+    from guidedrl.report.comparison import GUIDED, demo_output, run_means
     from guidedrl.trainer.loop import Trainer
     from guidedrl.world.splits import EVAL_SPLITS
     from guidedrl.world.target import target_rows
@@ -533,7 +483,7 @@ def demo(
     for method, cfg in cfgs.items():
         console.rule(escape(f"{method}: {steps} steps"))
         summary = Trainer(cfg, console=console, overwrite=True).train()
-        results[method] = {**summary, "train": _run_means(out / method, (GUIDED, "step_time"))}
+        results[method] = {**summary, "train": run_means(out / method, (GUIDED, "step_time"))}
     for part in demo_output(results, world, steps, [row["n_operands"] for row in target]):
         console.print(part, highlight=False)
     write_json(out / "comparison.json", results)
