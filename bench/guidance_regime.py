@@ -184,6 +184,23 @@ def t1_pass(run_dir: Path, sets: dict[str, list[dict]]) -> dict[str, float]:
     return {f"{name}/pass@1": pass1_points(run_dir / "eval" / f"after_{name}.json") for name in sets}
 
 
+def held_out(world: Path, out: Path, target_problems: int, validation_problems: int, samples: int
+             ) -> tuple[list[str], Evaluation]:
+    """The regime's held-out sets (the target class written to ``out/target.jsonl``): the config overrides that
+    make a run evaluate on them at its end, and the :class:`Evaluation` that scores any model on them."""
+    rows = target_rows(world, target_problems)
+    if not rows:
+        raise SystemExit(f"{world}: its student was fine-tuned on every training operand count (no target class)")
+    paths = {"target": write_rows(rows, out / "target.jsonl"),
+             **{split: world / "data" / f"{split}.jsonl" for split in EVAL_SPLITS}}
+    overrides = [f"world={world}", f"eval_datasets={json.dumps({k: str(v) for k, v in paths.items()})}",
+                 f"eval.samples={samples}", f"eval.ks=[1,{samples}]", f"eval.max_problems={target_problems}",
+                 "eval.every=0"]
+    return overrides, Evaluation({k: load_rows(v)[:target_problems] for k, v in paths.items()},
+                                 validation_rows(world, validation_problems, VALIDATION_OPERANDS, rows),
+                                 samples, max_new_tokens=64)  # the presets' rollout.max_new_tokens
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", type=Path, default=Path("worlds/default"))
@@ -205,17 +222,8 @@ def main() -> None:
     add_result_options(parser, "guidance_regime")
     args = parser.parse_args()
     setup()
-    rows = target_rows(args.world, args.target_problems)
-    if not rows:
-        raise SystemExit(f"{args.world}: its student was fine-tuned on every training operand count (no target class)")
-    target = write_rows(rows, args.out / "target.jsonl")
-    paths = {"target": target, **{split: args.world / "data" / f"{split}.jsonl" for split in EVAL_SPLITS}}
-    evaluation = [f"world={args.world}", f"eval_datasets={json.dumps({k: str(v) for k, v in paths.items()})}",
-                  f"eval.samples={args.samples}", f"eval.ks=[1,{args.samples}]",
-                  f"eval.max_problems={args.target_problems}", "eval.every=0"]
-    regime = Evaluation({k: load_rows(v)[:args.target_problems] for k, v in paths.items()},
-                        validation_rows(args.world, args.validation_problems, VALIDATION_OPERANDS, rows),
-                        args.samples, max_new_tokens=64)  # the presets' rollout.max_new_tokens
+    evaluation, regime = held_out(args.world, args.out, args.target_problems, args.validation_problems, args.samples)
+    target = args.out / "target.jsonl"
     prior = read_json(args.prior) if args.prior else {}
     differ = [k for k in PROTOCOL if prior and prior["settings"][k] != settings(args)[k]]
     if differ:

@@ -1,5 +1,6 @@
 """bench/guidance_regime.py's bookkeeping: the rate a prior result measured a method at, and which paired
-differences come from stored per-problem tables and which are carried over from a prior result."""
+differences come from stored per-problem tables and which are carried over from a prior result; and
+bench/teacher_loss.py's pairing with the published run, as its table shows it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from guidance_regime import contrasts, prior_rate  # noqa: E402
 from paired import paired_diffs  # noqa: E402
+from render_docs import RENDERERS  # noqa: E402
+from teacher_loss import against  # noqa: E402
 
 OLD = {"settings": {"lr": 5e-5}, "methods": {"grpo": {}, "ampo": {}}}  # a result from before rates were chosen
 
@@ -42,3 +45,24 @@ def test_a_prior_difference_over_more_seeds_is_carried_only_at_the_same_rates() 
     assert contrasts(seed0, {"ampo": "5e-05", "grpo": "5e-05"}, prior, 8)["ampo − grpo"] is carried
     again = contrasts(seed0, {"ampo": "0.0001", "grpo": "5e-05"}, prior, 8)["ampo − grpo"]  # AMPO's rate moved
     assert again["seeds"] == ["0"] and again["t1"]["target"]["diff_pass@1"][0] == 0.5
+
+
+def test_the_teacher_loss_runs_are_paired_with_the_published_run_problem_by_problem() -> None:
+    def scored(correct: list[int]) -> dict:
+        sets = {f"{name}/{key}": 10.0 for name in ("target", "test_id", "test_ood") for key in ("pass@1", "greedy")}
+        return {"scores": {"t1": sets, "t0.6": sets}, "slip": 0.01, "problems": {
+            t: {name: [(8, c, min(c, 1)) for c in correct] for name in ("target", "test_id", "test_ood")}
+            for t in ("t1", "t0.6")}}
+
+    new, base = scored([8, 0, 4]), scored([0, 0, 4])
+    diff = against(new["problems"], base["problems"], samples=8)
+    assert abs(diff["t1"]["target"]["diff_pass@1"][0] - 1 / 3) < 1e-12  # (8/8 − 0) / 3 problems
+    assert diff["t0.6"]["test_ood"] == paired_diffs([new["problems"]["t0.6"]["test_ood"]],
+                                                    [base["problems"]["t0.6"]["test_ood"]], [1, 8])
+    result = {"environment": {"machine": "m", "torch": "t", "transformers": "x", "torch_threads": 2, "date": "d"},
+              "settings": {"surrogate": "logp", "seed": 0},
+              "regime": {"world": "w", "steps": 300, "target_problems": 300, "samples": 8},
+              "methods": {"ampo": {"lr": "5e-05", "shaped": base, "logp": new, "diff": diff}}}
+    lines = RENDERERS["teacher_loss"](result).splitlines()
+    assert "| ampo | shaped | 5e-05 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 1.0 |" in lines
+    assert [line for line in lines if line.startswith("| ampo | +")][0].startswith("| ampo | +33.3 [")

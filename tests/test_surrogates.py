@@ -1,4 +1,4 @@
-"""GSPO, CISPO and SAPO, the built-in surrogates beside PPO's clip: values and gradients by hand, and GSPO in a
+"""GSPO, CISPO, SAPO and logp, the built-in surrogates beside PPO's clip: values and gradients by hand, and GSPO in a
 real step of the unchanged loop."""
 
 from __future__ import annotations
@@ -51,6 +51,19 @@ def test_cispo_weights_every_tokens_log_prob_by_its_clipped_detached_ratio() -> 
     assert clipped[0].tolist() == [False, True, True]
     loss.sum().backward()  # every token keeps a gradient −w·A (PPO's clip would give the clipped ones none)
     assert logp.grad[0].tolist() == pytest.approx([-2.0, -2.4, 0.8])
+
+
+def test_logp_is_the_advantage_weighted_log_likelihood_whatever_the_ratio() -> None:
+    logp = torch.tensor([[-0.5, -3.0, -1.0]], requires_grad=True)
+    old = torch.tensor([[0.0, 0.0, -2.0]])  # teacher rows (behaviour 0) and a sampled one: no ratio enters
+    adv = torch.tensor([[0.7, 0.7, -1.0]])
+    loss, clipped = SURROGATES.get("logp")(logp, old, adv, torch.ones(1, 3), SurrogateParams())
+    assert loss[0].tolist() == pytest.approx([-0.7 * -0.5, -0.7 * -3.0, 1.0 * -1.0]) and not clipped.any()
+    loss.sum().backward()  # each token's gradient is −A, as SFT's (−1) times A, at any π_θ
+    assert logp.grad[0].tolist() == pytest.approx([-0.7, -0.7, 1.0])
+    shaped, _ = SURROGATES.get("shaped")(logp, old, adv, torch.ones(1, 3), SurrogateParams(gamma=0.1))
+    pi = math.exp(-0.5)  # shaped's gradient on the first teacher token: −A·γπ/(π+γ)², about a sixth of logp's
+    assert torch.autograd.grad(shaped[0, 0], logp)[0][0, 0].item() == pytest.approx(-0.7 * 0.1 * pi / (pi + 0.1) ** 2)
 
 
 def test_sapo_is_a_soft_gate_with_slope_one_at_ratio_one() -> None:

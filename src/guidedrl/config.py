@@ -114,8 +114,9 @@ class SurrogateSpec(StrictModel):
     """The per-token surrogate used on one kind of token (policy samples, teacher text, hinted samples)."""
 
     name: str = Field("clip", description="a key of guidedrl.registry.SURROGATES: clip (PPO's clipped ratio), "
-                      "plain (−A·ρ, LUFFY's remove-clip), shaped (−A·ρ/(ρ+γ), LUFFY/AMPO/Guide), gspo (the "
-                      "sequence's ratio, clipped), cispo (clipped detached weight × log π), sapo (a soft gate)")
+                      "plain (−A·ρ, LUFFY's remove-clip), shaped (−A·ρ/(ρ+γ), LUFFY/AMPO/Guide), logp (−A·log π, no "
+                      "ratio), gspo (the sequence's ratio, clipped), cispo (clipped detached weight × log π), sapo (a "
+                      "soft gate)")
     gamma: float = Field(0.1, gt=0, description="shaped: the constant γ")
     tau_pos: float = Field(1.0, gt=0, description="sapo: the gate's temperature where the advantage is positive")
     tau_neg: float = Field(1.05, gt=0, description="sapo: the gate's temperature elsewhere")

@@ -100,6 +100,14 @@ def shaped(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: Surroga
     return -adv * shape(ratio_of(logp, old_logp), p.gamma), torch.zeros_like(adv, dtype=torch.bool)
 
 
+@SURROGATES.register("logp")
+def logp_weighted(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, p: SurrogateParams
+                  ) -> tuple[Tensor, Tensor]:
+    """−A·log π_θ, no ratio: on teacher rows the teacher tokens' log-likelihood weighted by their advantage, so a
+    token's gradient is SFT's times A whatever π_θ (``shaped`` scales it by γπ/(π+γ)², at most 1/4)."""
+    return -adv * logp, torch.zeros_like(adv, dtype=torch.bool)
+
+
 @prepares("shaped")
 def shaped_quantile(spec: Any) -> MiniBatchHook | None:
     """Guide: with ``gamma_quantile`` q, γ = the q-quantile of the mini-batch's ratios of the kind."""

@@ -1,0 +1,66 @@
+"""Does the loss on the teacher tokens keep the guidance regime's target class from moving? AMPO and LUFFY trained
+again in the regime (bench/guidance_regime.py) at seed 0 and the rate each chose there, with one change: the
+teacher tokens' surrogate is ``logp`` (−A·log π_θ, SFT's gradient times the advantage) instead of ``shaped``
+(−A·π_θ/(π_θ + γ), whose gradient is at most a quarter of that). Each run is paired, problem by problem, with the
+method's published seed-0 run (bench/results/guidance_regime.json), which differs from it in that surrogate only.
+
+A diagnostic added after the regime's comparison was seen (docs/benchmarks.md says so); no target is attached.
+
+    python bench/teacher_loss.py --update-docs
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench_env import environment
+from compare import run as run_once
+from compare import setup
+from guidance_regime import TEMPERATURES, held_out, public
+from guidedrl.files import read_json
+from paired import paired_diffs
+from publish import add_result_options, save_result, settings
+
+
+def against(found: dict, base: dict, samples: int) -> dict:
+    """Paired differences found − base (pass@1 and pass@``samples``) per temperature and held-out set, from one
+    seed's per-problem tables each."""
+    return {t: {name: paired_diffs([found[t][name]], [base[t][name]], [1, samples]) for name in base[t]}
+            for t in TEMPERATURES}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--regime", type=Path, default=Path("bench/results/guidance_regime.json"),
+                        help="the published regime result: its settings, rates and seed-0 tables")
+    parser.add_argument("--methods", nargs="+", default=["ampo", "luffy"])
+    parser.add_argument("--surrogate", default="logp", help="the teacher tokens' surrogate in these runs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/teacher_loss"))
+    add_result_options(parser, "teacher_loss")
+    args = parser.parse_args()
+    published = read_json(args.regime)
+    s = published["settings"]
+    setup()
+    overrides, regime = held_out(Path(s["world"]), args.out, s["target_problems"], s["validation_problems"],
+                                 s["samples"])
+    result = {"environment": environment(), "settings": settings(args),
+              "regime": {k: s[k] for k in ("world", "steps", "target_problems", "samples")}, "methods": {}}
+    for method in args.methods:
+        lr, seed = published["chosen_lr"][method], str(args.seed)
+        out = args.out / args.surrogate / f"lr{lr}"
+        run_once(f"{method}.yaml", args.seed, s["steps"], out, [
+            *overrides, f"optim.lr={lr}", "eval.before=false", f"algorithm.surrogate.teacher.name={args.surrogate}"],
+            reuse=True)
+        found = regime.score(out / method / f"seed{args.seed}" / "final", out / method / f"seed{args.seed}" / "eval")
+        base = published["problems"][method][seed]
+        result["methods"][method] = {
+            "lr": lr, "shaped": published["methods"][method][seed], args.surrogate: public(found),
+            "diff": against(found["problems"], base, s["samples"])}
+        print(method, result["methods"][method])
+        save_result(result, args, "teacher_loss")
+
+
+if __name__ == "__main__":
+    main()
