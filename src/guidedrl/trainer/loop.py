@@ -6,7 +6,6 @@ it.
 
 from __future__ import annotations
 
-import random
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,27 +20,25 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from guidedrl.algorithms.advantages import estimate_advantages
 from guidedrl.batch import RolloutBatch, filter_batch, first_groups, reward_rollouts
 from guidedrl.config import MAY_CHANGE_ON_RESUME, RolloutConfig, TrainConfig, resume_changes
-from guidedrl.data import load_rows, validate_rows
 from guidedrl.distributed import Ranks
 from guidedrl.errors import RunError
 from guidedrl.eval.evaluate import evaluate_sets
 from guidedrl.files import atomic_dir, read_json, write_json
 from guidedrl.guidance.base import GuidanceContext
-from guidedrl.guidance.build import build_guidance, check_guidance_sources
+from guidedrl.guidance.build import build_guidance
 from guidedrl.memory.plan import plan, pretrained_kwargs, require_fit
 from guidedrl.precision import Precision, device_memory_gib, disable_dropout, resolve_device
-from guidedrl.prompt_length import fit_prompts
 from guidedrl.registry import ENGINES
 from guidedrl.rewards import Reward, RewardState
 from guidedrl.rollout.budget import ForwardBudget
 from guidedrl.rollout.engine import RolloutEngine, Rollouts, SamplingParams, release, with_pad_token
 from guidedrl.seeding import derive_seed
 from guidedrl.teachers.model import TokenizerMismatchError
-from guidedrl.teachers.signal import check_routes
 from guidedrl.trainer.checkpoint import OPTIMIZER_SHARDS, checkpoints, load_state, save_checkpoint
 from guidedrl.trainer.logger import MetricsLogger, PhaseTimer, check_report_to
 from guidedrl.trainer.optim import build_optimizer
 from guidedrl.trainer.paths import RunPaths, check_output_dir, load_pretrained, with_lora
+from guidedrl.trainer.run_data import load_run_data
 from guidedrl.trainer.run_dir import claim_run_dir, on_main
 from guidedrl.trainer.sampler import PromptSampler
 from guidedrl.trainer.signals import StepSignals
@@ -102,13 +99,8 @@ class Trainer:
             self.policy.gradient_checkpointing_enable()
         self.engine = (engine or ENGINES.get(cfg.rollout.engine))(self.policy, self.tokenizer, cfg.rollout, precision)
         limit = cfg.rollout.max_prompt_length or self._context_limit()
-        self.rows, self.prompt_ids = self._load(self.paths.dataset, cfg.dataset_split, limit)
-        check_guidance_sources(cfg.guidance, self.rows, str(self.paths.dataset))
-        check_routes(cfg.teacher_signal, self.rows, str(self.paths.dataset))
-        self.eval_sets = {name: self._load(path, None, limit)[0][:cfg.eval.max_problems]
-                          for name, path in self.paths.eval_sets.items()}
-        if not self.eval_sets:
-            self.eval_sets = self._hold_out(cfg.eval.holdout)
+        data = load_run_data(cfg, self.paths, self.tokenizer, limit, self.console)
+        self.rows, self.prompt_ids, self.eval_sets = data.rows, data.prompt_ids, data.eval_sets
         self.reward = Reward(cfg.rewards)
         self.optimizer, self.scheduler = build_optimizer(self.policy, cfg.optim, cfg.steps)
         self.sampler = PromptSampler(len(self.rows), cfg.rollout.prompts_per_step, cfg.seed)
@@ -172,33 +164,6 @@ class Trainer:
         context = getattr(self.policy.config, "max_position_embeddings", None)
         return None if context is None else context - self.cfg.rollout.max_new_tokens
 
-    def _hold_out(self, share: float) -> dict[str, list[dict]]:
-        """Without held-out sets: ``share`` of the training rows (seeded) become the ``holdout`` set, or there is
-        no evaluation, and the run says so."""
-        if share == 0:
-            self.console.print(escape(f"no held-out evaluation: {self.paths.dataset} is your own data and no "
-                                      "eval_datasets are set (set eval_datasets, or eval.holdout to hold out a share "
-                                      "of the rows)"))
-            return {}
-        order = list(range(len(self.rows)))
-        random.Random(derive_seed(self.cfg.seed, "holdout", 0)).shuffle(order)
-        held = set(order[:max(1, round(share * len(order)))])
-        if len(held) == len(order):
-            raise ConfigError(f"eval.holdout: {share} of {len(order)} rows leaves none to train on")
-        holdout = [self.rows[i] for i in sorted(held)][:self.cfg.eval.max_problems]
-        keep = [i for i in range(len(self.rows)) if i not in held]
-        self.rows, self.prompt_ids = [self.rows[i] for i in keep], [self.prompt_ids[i] for i in keep]
-        return {"holdout": holdout}
-
-    def _load(self, path: Path, split: str | None, limit: int | None) -> tuple[list[dict], list[list[int]]]:
-        """Validated rows of a dataset and their prompt ids, prompts over ``limit`` refused or dropped."""
-        rows = validate_rows(load_rows(path, split), str(path))
-        rows, ids, dropped = fit_prompts(self.tokenizer, rows, limit, self.cfg.rollout.long_prompts, str(path))
-        if dropped:
-            self.console.print(escape(f"{path}: dropped {dropped} prompts longer than {limit} tokens"))
-        return rows, ids
-
-    # ---- one step -------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         """sample → generate → reward → guidance ladder → batch filters → signals → advantages → update."""
         cfg, index, timer = self.cfg, self.step, PhaseTimer()
