@@ -5,6 +5,9 @@ teacher tokens' surrogate is ``logp`` (−A·log π_θ, SFT's gradient times the
 method's published seed-0 run (bench/results/guidance_regime.json), which differs from it in that surrogate only.
 
 A diagnostic added after the regime's comparison was seen (docs/benchmarks.md says so); no target is attached.
+Beside the scores, each run's training log: the student's probability of the inserted teacher tokens and its
+training reward in the first and last tenth of the steps, and which teachers' solutions were inserted (the
+published run's log is read from ``--regime-out`` when its folder is there).
 
     python bench/teacher_loss.py --update-docs
 """
@@ -19,6 +22,7 @@ from compare import run as run_once
 from compare import setup
 from guidance_regime import TEMPERATURES, held_out, public
 from guidedrl.files import read_json
+from guidedrl.trainer.logger import read_metrics
 from paired import paired_diffs
 from publish import add_result_options, save_result, settings
 
@@ -30,6 +34,26 @@ def against(found: dict, base: dict, samples: int) -> dict:
             for t in TEMPERATURES}
 
 
+def training_log(run_dir: Path) -> dict | None:
+    """Teacher-token probability and training reward, means over the first and the last tenth of the steps, and
+    each teacher's share of the inserted solutions; None when the run's log is not there."""
+    steps = [r for r in read_metrics(run_dir / "metrics.jsonl") if "reward" in r]
+    if not steps:
+        return None
+    tenth = max(len(steps) // 10, 1)
+
+    def mean(key: str, part: list[dict]) -> float:
+        found = [r[key] for r in part if key in r]
+        return sum(found) / len(found) if found else float("nan")
+
+    prefix = "guidance/teacher/selected/"
+    counts = {k[len(prefix):]: sum(r.get(k, 0.0) for r in steps) for k in {k for r in steps for k in r
+                                                                            if k.startswith(prefix)}}
+    return {**{f"{key}/{part}": mean(key, steps[:tenth] if part == "first" else steps[-tenth:])
+               for key in ("teacher_prob_mean", "reward") for part in ("first", "last")},
+            "selected": {k: v / max(sum(counts.values()), 1.0) for k, v in sorted(counts.items())}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regime", type=Path, default=Path("bench/results/guidance_regime.json"),
@@ -38,6 +62,8 @@ def main() -> None:
     parser.add_argument("--surrogate", default="logp", help="the teacher tokens' surrogate in these runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/teacher_loss"))
+    parser.add_argument("--regime-out", type=Path, default=Path("runs/guidance_regime"),
+                        help="the regime's run folders (for the published runs' training logs)")
     add_result_options(parser, "teacher_loss")
     args = parser.parse_args()
     published = read_json(args.regime)
@@ -53,11 +79,14 @@ def main() -> None:
         run_once(f"{method}.yaml", args.seed, s["steps"], out, [
             *overrides, f"optim.lr={lr}", "eval.before=false", f"algorithm.surrogate.teacher.name={args.surrogate}"],
             reuse=True)
-        found = regime.score(out / method / f"seed{args.seed}" / "final", out / method / f"seed{args.seed}" / "eval")
+        run_dir = out / method / f"seed{args.seed}"
+        found = regime.score(run_dir / "final", run_dir / "eval")
         base = published["problems"][method][seed]
         result["methods"][method] = {
             "lr": lr, "shaped": published["methods"][method][seed], args.surrogate: public(found),
-            "diff": against(found["problems"], base, s["samples"])}
+            "diff": against(found["problems"], base, s["samples"]),
+            "log": {"shaped": training_log(args.regime_out / f"lr{lr}" / method / f"seed{args.seed}"),
+                    args.surrogate: training_log(run_dir)}}
         print(method, result["methods"][method])
         save_result(result, args, "teacher_loss")
 

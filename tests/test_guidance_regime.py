@@ -4,8 +4,11 @@ bench/teacher_loss.py's pairing with the published run, as its table shows it.""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -13,7 +16,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from guidance_regime import contrasts, prior_rate  # noqa: E402
 from paired import paired_diffs  # noqa: E402
 from render_docs import RENDERERS  # noqa: E402
-from teacher_loss import against  # noqa: E402
+from teacher_loss import against, training_log  # noqa: E402
 
 OLD = {"settings": {"lr": 5e-5}, "methods": {"grpo": {}, "ampo": {}}}  # a result from before rates were chosen
 
@@ -62,7 +65,24 @@ def test_the_teacher_loss_runs_are_paired_with_the_published_run_problem_by_prob
     result = {"environment": {"machine": "m", "torch": "t", "transformers": "x", "torch_threads": 2, "date": "d"},
               "settings": {"surrogate": "logp", "seed": 0},
               "regime": {"world": "w", "steps": 300, "target_problems": 300, "samples": 8},
-              "methods": {"ampo": {"lr": "5e-05", "shaped": base, "logp": new, "diff": diff}}}
+              "methods": {"ampo": {"lr": "5e-05", "shaped": base, "logp": new, "diff": diff, "log": {
+                  "shaped": None, "logp": {"teacher_prob_mean/first": 0.58, "teacher_prob_mean/last": 0.729,
+                                           "reward/first": 0.2914, "reward/last": 0.265,
+                                           "selected": {"teacher_running": 0.75, "teacher_steps": 0.25}}}}}}
     lines = RENDERERS["teacher_loss"](result).splitlines()
     assert "| ampo | shaped | 5e-05 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 1.0 |" in lines
     assert [line for line in lines if line.startswith("| ampo | +")][0].startswith("| ampo | +33.3 [")
+    assert "| ampo | shaped | — | — | — |" in lines  # the published run's folder was not there
+    assert ("| ampo | logp | 0.58 → 0.73 | 0.291 → 0.265 | teacher_running 75%, teacher_steps 25% |") in lines
+
+
+def test_a_training_log_is_read_per_tenth_with_each_teachers_share(tmp_path: Path) -> None:
+    steps = [{"step": i, "reward": i / 20, "teacher_prob_mean": 0.5 + i / 100,
+              **({"guidance/teacher/selected/teacher_steps": 2.0} if i % 2 else
+                 {"guidance/teacher/selected/teacher_running": 1.0})} for i in range(1, 21)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*steps, {"step": 20, "eval/x": 1}]))
+    log = training_log(tmp_path)  # 20 steps: a tenth is 2 (the final evaluation's record is not a step)
+    assert log["reward/first"] == pytest.approx((1 + 2) / 40) and log["reward/last"] == pytest.approx((19 + 20) / 40)
+    assert log["teacher_prob_mean/last"] == pytest.approx(0.695)
+    assert log["selected"] == pytest.approx({"teacher_running": 10 / 30, "teacher_steps": 20 / 30})
+    assert training_log(tmp_path / "absent") is None
