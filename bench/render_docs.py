@@ -374,28 +374,30 @@ def update_share(r: dict) -> str:
             + environment_line(r["environment"]))
 
 
+@renders("teacher_loss_steps")
 @renders("teacher_loss")
 def teacher_loss(r: dict) -> str:
     """bench/teacher_loss.py: AMPO and LUFFY in the guidance regime with the teacher tokens' surrogate changed,
     beside their published seed-0 runs, the paired difference, and both runs' training logs."""
     s, g = r["settings"], r["regime"]
     new, k = s["surrogate"], g["samples"]
+    label = {"shaped": "shaped", new: new + (f", {s['pool']} only" if s.get("pool") else "")}
     cols = [("t1", "target/pass@1"), ("t1", "target/greedy"), ("t1", "test_id/pass@1"), ("t1", "test_ood/pass@1"),
             ("t0.6", "target/pass@1")]
     rows = ["| method | teacher tokens' surrogate | lr | target pass@1 | target greedy | test_id pass@1 | "
             "test_ood pass@1 | target pass@1, T 0.6 | slip (test_id) |", "|---|" + "---|" * 8]
-    diffs = [f"| {new} − shaped | target pass@1 | target pass@{k} | test_id pass@1 | test_ood pass@1 | "
+    diffs = [f"| {label[new]} − shaped | target pass@1 | target pass@{k} | test_id pass@1 | test_ood pass@1 | "
              "target pass@1, T 0.6 |", "|---|" + "---|" * 5]
     logs = ["| method | teacher tokens' surrogate | student's probability of teacher tokens, first → last tenth | "
             "training reward, first → last tenth | inserted solutions by teacher |", "|---|" + "---|" * 4]
     for method, m in r["methods"].items():
         for name in ("shaped", new):
-            rows.append(f"| {method} | {name} | {m['lr']} | " + " | ".join(f"{m[name]['scores'][t][key]:.1f}"
+            rows.append(f"| {method} | {label[name]} | {m['lr']} | " + " | ".join(f"{m[name]['scores'][t][key]:.1f}"
                                                                             for t, key in cols)
                         + f" | {100 * m[name]['slip']:.1f} |")
         for name in ("shaped", new):
             log = m.get("log", {}).get(name)
-            logs.append(f"| {method} | {name} | " + (" | ".join(
+            logs.append(f"| {method} | {label[name]} | " + (" | ".join(
                 f"{log[f'{key}/first']:{fmt}} → {log[f'{key}/last']:{fmt}}"
                 for key, fmt in (("teacher_prob_mean", ".2f"), ("reward", ".3f")))
                 + " | " + ", ".join(f"{t} {100 * v:.0f}%" for t, v in log["selected"].items()) + " |"

@@ -2,7 +2,8 @@
 again in the regime (bench/guidance_regime.py) at seed 0 and the rate each chose there, with one change: the
 teacher tokens' surrogate is ``logp`` (−A·log π_θ, SFT's gradient times the advantage) instead of ``shaped``
 (−A·π_θ/(π_θ + γ), whose gradient is at most a quarter of that). Each run is paired, problem by problem, with the
-method's published seed-0 run (bench/results/guidance_regime.json), which differs from it in that surrogate only.
+method's published seed-0 run (bench/results/guidance_regime.json), which differs from it in that surrogate only
+(and, with ``--pool``, in the teachers whose solutions are inserted).
 
 A diagnostic added after the regime's comparison was seen (docs/benchmarks.md says so); no target is attached.
 Beside the scores, each run's training log: the student's probability of the inserted teacher tokens and its
@@ -10,6 +11,7 @@ training reward in the first and last tenth of the steps, and which teachers' so
 published run's log is read from ``--regime-out`` when its folder is there).
 
     python bench/teacher_loss.py --update-docs
+    python bench/teacher_loss.py --methods ampo --pool teacher_steps --name teacher_loss_steps --update-docs
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def main() -> None:
                         help="the published regime result: its settings, rates and seed-0 tables")
     parser.add_argument("--methods", nargs="+", default=["ampo", "luffy"])
     parser.add_argument("--surrogate", default="logp", help="the teacher tokens' surrogate in these runs")
+    parser.add_argument("--pool", help="one teacher: the inserted solutions come from its stored ones only (the "
+                        "positive control's teacher is teacher_steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/teacher_loss"))
     parser.add_argument("--regime-out", type=Path, default=Path("runs/guidance_regime"),
@@ -75,10 +79,11 @@ def main() -> None:
               "regime": {k: s[k] for k in ("world", "steps", "target_problems", "samples")}, "methods": {}}
     for method in args.methods:
         lr, seed = published["chosen_lr"][method], str(args.seed)
-        out = args.out / args.surrogate / f"lr{lr}"
+        out = args.out / "_".join(filter(None, (args.surrogate, args.pool))) / f"lr{lr}"
+        pool = [f"guidance.teachers=[{{kind: offline, teachers: [{args.pool}]}}]"] if args.pool else []
         run_once(f"{method}.yaml", args.seed, s["steps"], out, [
-            *overrides, f"optim.lr={lr}", "eval.before=false", f"algorithm.surrogate.teacher.name={args.surrogate}"],
-            reuse=True)
+            *overrides, f"optim.lr={lr}", "eval.before=false", f"algorithm.surrogate.teacher.name={args.surrogate}",
+            *pool], reuse=True)
         run_dir = out / method / f"seed{args.seed}"
         found = regime.score(run_dir / "final", run_dir / "eval")
         base = published["problems"][method][seed]
