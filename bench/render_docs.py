@@ -374,38 +374,45 @@ def update_share(r: dict) -> str:
             + environment_line(r["environment"]))
 
 
-@renders("teacher_loss_steps")
+def variant_label(variant: str) -> str:
+    """bench/teacher_loss.py's ``surrogate[:teacher]`` as its table names it: ``logp, teacher_steps only``."""
+    surrogate, _, pool = variant.partition(":")
+    return surrogate + (f", {pool} only" if pool else ", the preset's teachers")
+
+
 @renders("teacher_loss")
 def teacher_loss(r: dict) -> str:
-    """bench/teacher_loss.py: AMPO and LUFFY in the guidance regime with the teacher tokens' surrogate changed,
-    beside their published seed-0 runs, the paired difference, and both runs' training logs."""
+    """bench/teacher_loss.py: AMPO and LUFFY in the guidance regime with the teacher tokens' surrogate or the
+    inserted teachers changed, beside their published seed-0 runs, the paired differences, and the training logs."""
     s, g = r["settings"], r["regime"]
-    new, k = s["surrogate"], g["samples"]
-    label = {"shaped": "shaped", new: new + (f", {s['pool']} only" if s.get("pool") else "")}
+    k = g["samples"]
     cols = [("t1", "target/pass@1"), ("t1", "target/greedy"), ("t1", "test_id/pass@1"), ("t1", "test_ood/pass@1"),
             ("t0.6", "target/pass@1")]
-    rows = ["| method | teacher tokens' surrogate | lr | target pass@1 | target greedy | test_id pass@1 | "
-            "test_ood pass@1 | target pass@1, T 0.6 | slip (test_id) |", "|---|" + "---|" * 8]
-    diffs = [f"| {label[new]} − shaped | target pass@1 | target pass@{k} | test_id pass@1 | test_ood pass@1 | "
+    rows = ["| method | teacher tokens' surrogate, inserted teachers | lr | target pass@1 | target greedy | "
+            "test_id pass@1 | test_ood pass@1 | target pass@1, T 0.6 | slip (test_id) |", "|---|" + "---|" * 8]
+    diffs = [f"| against the published run | target pass@1 | target pass@{k} | test_id pass@1 | test_ood pass@1 | "
              "target pass@1, T 0.6 |", "|---|" + "---|" * 5]
-    logs = ["| method | teacher tokens' surrogate | student's probability of teacher tokens, first → last tenth | "
-            "training reward, first → last tenth | inserted solutions by teacher |", "|---|" + "---|" * 4]
+    logs = ["| method | teacher tokens' surrogate, inserted teachers | student's probability of teacher tokens, "
+            "first → last tenth | training reward, first → last tenth | inserted solutions by teacher |",
+            "|---|" + "---|" * 4]
     for method, m in r["methods"].items():
-        for name in ("shaped", new):
-            rows.append(f"| {method} | {label[name]} | {m['lr']} | " + " | ".join(f"{m[name]['scores'][t][key]:.1f}"
-                                                                            for t, key in cols)
-                        + f" | {100 * m[name]['slip']:.1f} |")
-        for name in ("shaped", new):
-            log = m.get("log", {}).get(name)
-            logs.append(f"| {method} | {label[name]} | " + (" | ".join(
+        runs = {"shaped, the preset's teachers (published)": (m["published"], m.get("log")),
+                **{variant_label(v): (found, found["log"]) for v, found in m["variants"].items()}}
+        for label, (found, log) in runs.items():
+            rows.append(f"| {method} | {label} | {m['lr']} | " + " | ".join(f"{found['scores'][t][key]:.1f}"
+                                                                             for t, key in cols)
+                        + f" | {100 * found['slip']:.1f} |")
+            logs.append(f"| {method} | {label} | " + (" | ".join(
                 f"{log[f'{key}/first']:{fmt}} → {log[f'{key}/last']:{fmt}}"
                 for key, fmt in (("teacher_prob_mean", ".2f"), ("reward", ".3f")))
                 + " | " + ", ".join(f"{t} {100 * v:.0f}%" for t, v in log["selected"].items()) + " |"
                 if log else "— | — | — |"))
-        d = m["diff"]
-        diffs.append(f"| {method} | " + " | ".join(interval(d[t][split][f"diff_pass@{n}"]) for t, split, n in (
-            ("t1", "target", 1), ("t1", "target", k), ("t1", "test_id", 1), ("t1", "test_ood", 1),
-            ("t0.6", "target", 1))) + " |")
+        for v, found in m["variants"].items():
+            d = found["diff"]
+            diffs.append(f"| {method}: {variant_label(v)} | " + " | ".join(
+                interval(d[t][split][f"diff_pass@{n}"]) for t, split, n in (
+                    ("t1", "target", 1), ("t1", "target", k), ("t1", "test_id", 1), ("t1", "test_ood", 1),
+                    ("t0.6", "target", 1))) + " |")
     return ("\n".join(rows) + "\n\n" + "\n".join(diffs) + "\n\n" + "\n".join(logs)
             + f"\n\n*Seed {s['seed']}, {g['steps']} steps at each method's chosen rate; {g['target_problems']} "
             f"held-out target problems and the first {min(200, g['target_problems'])} of each test set × {k} samples "

@@ -1,9 +1,10 @@
-"""Does the loss on the teacher tokens keep the guidance regime's target class from moving? AMPO and LUFFY trained
-again in the regime (bench/guidance_regime.py) at seed 0 and the rate each chose there, with one change: the
-teacher tokens' surrogate is ``logp`` (−A·log π_θ, SFT's gradient times the advantage) instead of ``shaped``
-(−A·π_θ/(π_θ + γ), whose gradient is at most a quarter of that). Each run is paired, problem by problem, with the
-method's published seed-0 run (bench/results/guidance_regime.json), which differs from it in that surrogate only
-(and, with ``--pool``, in the teachers whose solutions are inserted).
+"""What keeps the guidance regime's target class from moving: the loss on the teacher tokens, or the teachers whose
+text is inserted? AMPO and LUFFY trained again in the regime (bench/guidance_regime.py) at seed 0 and the rate
+each chose there, in variants that change one or both: the teacher tokens' surrogate ``logp`` (−A·log π_θ, SFT's
+gradient times the advantage) instead of ``shaped`` (−A·π_θ/(π_θ + γ), whose gradient is at most a quarter of
+that), and the inserted solutions from one teacher's stored ones (the positive control's teacher_steps) instead of
+the method's pool. Each run is paired, problem by problem, with the method's published seed-0 run
+(bench/results/guidance_regime.json).
 
 A diagnostic added after the regime's comparison was seen (docs/benchmarks.md says so); no target is attached.
 Beside the scores, each run's training log: the student's probability of the inserted teacher tokens and its
@@ -11,7 +12,6 @@ training reward in the first and last tenth of the steps, and which teachers' so
 published run's log is read from ``--regime-out`` when its folder is there).
 
     python bench/teacher_loss.py --update-docs
-    python bench/teacher_loss.py --methods ampo --pool teacher_steps --name teacher_loss_steps --update-docs
 """
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ def main() -> None:
     parser.add_argument("--regime", type=Path, default=Path("bench/results/guidance_regime.json"),
                         help="the published regime result: its settings, rates and seed-0 tables")
     parser.add_argument("--methods", nargs="+", default=["ampo", "luffy"])
-    parser.add_argument("--surrogate", default="logp", help="the teacher tokens' surrogate in these runs")
-    parser.add_argument("--pool", help="one teacher: the inserted solutions come from its stored ones only (the "
-                        "positive control's teacher is teacher_steps)")
+    parser.add_argument("--variants", nargs="+", default=["logp", "logp:teacher_steps", "shaped:teacher_steps"],
+                        help="SURROGATE[:TEACHER]: the teacher tokens' surrogate, and with TEACHER the inserted "
+                        "solutions from that teacher's stored ones only (the positive control's is teacher_steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/teacher_loss"))
     parser.add_argument("--regime-out", type=Path, default=Path("runs/guidance_regime"),
@@ -79,21 +79,23 @@ def main() -> None:
               "regime": {k: s[k] for k in ("world", "steps", "target_problems", "samples")}, "methods": {}}
     for method in args.methods:
         lr, seed = published["chosen_lr"][method], str(args.seed)
-        out = args.out / "_".join(filter(None, (args.surrogate, args.pool))) / f"lr{lr}"
-        pool = [f"guidance.teachers=[{{kind: offline, teachers: [{args.pool}]}}]"] if args.pool else []
-        run_once(f"{method}.yaml", args.seed, s["steps"], out, [
-            *overrides, f"optim.lr={lr}", "eval.before=false", f"algorithm.surrogate.teacher.name={args.surrogate}",
-            *pool], reuse=True)
-        run_dir = out / method / f"seed{args.seed}"
-        found = regime.score(run_dir / "final", run_dir / "eval")
-        base = published["problems"][method][seed]
-        result["methods"][method] = {
-            "lr": lr, "shaped": published["methods"][method][seed], args.surrogate: public(found),
-            "diff": against(found["problems"], base, s["samples"]),
-            "log": {"shaped": training_log(args.regime_out / f"lr{lr}" / method / f"seed{args.seed}"),
-                    args.surrogate: training_log(run_dir)}}
-        print(method, result["methods"][method])
-        save_result(result, args, "teacher_loss")
+        found_here = result["methods"][method] = {
+            "lr": lr, "published": published["methods"][method][seed], "variants": {},
+            "log": training_log(args.regime_out / f"lr{lr}" / method / f"seed{args.seed}")}
+        for variant in args.variants:
+            surrogate, _, teacher = variant.partition(":")
+            out = args.out / variant.replace(":", "_") / f"lr{lr}"
+            pool = [f"guidance.teachers=[{{kind: offline, teachers: [{teacher}]}}]"] if teacher else []
+            run_once(f"{method}.yaml", args.seed, s["steps"], out, [
+                *overrides, f"optim.lr={lr}", "eval.before=false", f"algorithm.surrogate.teacher.name={surrogate}",
+                *pool], reuse=True)
+            run_dir = out / method / f"seed{args.seed}"
+            found = regime.score(run_dir / "final", run_dir / "eval")
+            found_here["variants"][variant] = {**public(found), "log": training_log(run_dir),
+                                               "diff": against(found["problems"], published["problems"][method][seed],
+                                                               s["samples"])}
+            print(method, variant, found_here["variants"][variant])
+            save_result(result, args, "teacher_loss")
 
 
 if __name__ == "__main__":

@@ -62,18 +62,20 @@ def test_the_teacher_loss_runs_are_paired_with_the_published_run_problem_by_prob
     assert abs(diff["t1"]["target"]["diff_pass@1"][0] - 1 / 3) < 1e-12  # (8/8 − 0) / 3 problems
     assert diff["t0.6"]["test_ood"] == paired_diffs([new["problems"]["t0.6"]["test_ood"]],
                                                     [base["problems"]["t0.6"]["test_ood"]], [1, 8])
+    log = {"teacher_prob_mean/first": 0.58, "teacher_prob_mean/last": 0.729, "reward/first": 0.2914,
+           "reward/last": 0.265, "selected": {"teacher_running": 0.75, "teacher_steps": 0.25}}
     result = {"environment": {"machine": "m", "torch": "t", "transformers": "x", "torch_threads": 2, "date": "d"},
-              "settings": {"surrogate": "logp", "seed": 0},
-              "regime": {"world": "w", "steps": 300, "target_problems": 300, "samples": 8},
-              "methods": {"ampo": {"lr": "5e-05", "shaped": base, "logp": new, "diff": diff, "log": {
-                  "shaped": None, "logp": {"teacher_prob_mean/first": 0.58, "teacher_prob_mean/last": 0.729,
-                                           "reward/first": 0.2914, "reward/last": 0.265,
-                                           "selected": {"teacher_running": 0.75, "teacher_steps": 0.25}}}}}}
+              "settings": {"seed": 0}, "regime": {"world": "w", "steps": 300, "target_problems": 300, "samples": 8},
+              "methods": {"ampo": {"lr": "5e-05", "published": base, "log": None, "variants": {
+                  "logp:teacher_steps": {**new, "log": log, "diff": diff}}}}}
     lines = RENDERERS["teacher_loss"](result).splitlines()
-    assert "| ampo | shaped | 5e-05 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 1.0 |" in lines
-    assert [line for line in lines if line.startswith("| ampo | +")][0].startswith("| ampo | +33.3 [")
-    assert "| ampo | shaped | — | — | — |" in lines  # the published run's folder was not there
-    assert ("| ampo | logp | 0.58 → 0.73 | 0.291 → 0.265 | teacher_running 75%, teacher_steps 25% |") in lines
+    assert ("| ampo | shaped, the preset's teachers (published) | 5e-05 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 1.0 |"
+            in lines)
+    assert [line for line in lines if line.startswith("| ampo: logp, teacher_steps only | ")][0].startswith(
+        "| ampo: logp, teacher_steps only | +33.3 [")
+    assert "| ampo | shaped, the preset's teachers (published) | — | — | — |" in lines  # its folder was not there
+    assert ("| ampo | logp, teacher_steps only | 0.58 → 0.73 | 0.291 → 0.265 | teacher_running 75%, teacher_steps "
+            "25% |") in lines
 
 
 def test_a_training_log_is_read_per_tenth_with_each_teachers_share(tmp_path: Path) -> None:
