@@ -79,7 +79,7 @@ def main() -> None:
               "regime": {k: s[k] for k in ("world", "steps", "target_problems", "samples")}, "methods": {}}
     for method in args.methods:
         lr, seed = published["chosen_lr"][method], str(args.seed)
-        found_here = result["methods"][method] = {
+        entry = result["methods"][method] = {
             "lr": lr, "published": published["methods"][method][seed], "variants": {},
             "log": training_log(args.regime_out / f"lr{lr}" / method / f"seed{args.seed}")}
         for variant in args.variants:
@@ -91,10 +91,10 @@ def main() -> None:
                 *pool], reuse=True)
             run_dir = out / method / f"seed{args.seed}"
             found = regime.score(run_dir / "final", run_dir / "eval")
-            found_here["variants"][variant] = {**public(found), "log": training_log(run_dir),
+            entry["variants"][variant] = {**public(found), "log": training_log(run_dir),
                                                "diff": against(found["problems"], published["problems"][method][seed],
                                                                s["samples"])}
-            print(method, variant, found_here["variants"][variant])
+            print(method, variant, entry["variants"][variant])
             save_result(result, args, "teacher_loss")
 
 
