@@ -155,10 +155,16 @@ def contrasts(tables: dict[str, dict[str, dict]], rates: dict[str, str], prior: 
         if kept and len(kept["seeds"]) > len(seeds) and all(prior_rate(prior, m) == rates.get(m) for m in (a, b)):
             found[name] = kept
         elif seeds:
-            table = lambda m, t, s: [tables[m][seed][t][s] for seed in seeds]  # noqa: E731
-            found[name] = {"seeds": seeds, **{t: {s: paired_diffs(table(a, t, s), table(b, t, s), [1, samples])
-                                                  for s in tables[a][seeds[0]][t]} for t in TEMPERATURES}}
+            found[name] = {"seeds": seeds, **paired_by_set([tables[a][seed] for seed in seeds],
+                                                           [tables[b][seed] for seed in seeds], samples)}
     return found
+
+
+def paired_by_set(a: list[dict], b: list[dict], samples: int) -> dict:
+    """Paired differences a − b (pass@1 and pass@``samples``, crossed bootstrap) per temperature and held-out set;
+    ``a`` and ``b`` hold the same seeds' per-problem tables, in the same order."""
+    return {t: {s: paired_diffs([seed[t][s] for seed in a], [seed[t][s] for seed in b], [1, samples])
+                for s in a[0][t]} for t in TEMPERATURES}
 
 
 def prior_rate(prior: dict, method: str) -> str | None:

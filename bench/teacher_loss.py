@@ -22,18 +22,10 @@ from pathlib import Path
 from bench_env import environment
 from compare import run as run_once
 from compare import setup
-from guidance_regime import TEMPERATURES, held_out, public
+from guidance_regime import held_out, paired_by_set, public
 from guidedrl.files import read_json
 from guidedrl.trainer.logger import read_metrics
-from paired import paired_diffs
 from publish import add_result_options, save_result, settings
-
-
-def against(found: dict, base: dict, samples: int) -> dict:
-    """Paired differences found − base (pass@1 and pass@``samples``) per temperature and held-out set, from one
-    seed's per-problem tables each."""
-    return {t: {name: paired_diffs([found[t][name]], [base[t][name]], [1, samples]) for name in base[t]}
-            for t in TEMPERATURES}
 
 
 def training_log(run_dir: Path) -> dict | None:
@@ -92,8 +84,9 @@ def main() -> None:
             run_dir = out / method / f"seed{args.seed}"
             found = regime.score(run_dir / "final", run_dir / "eval")
             entry["variants"][variant] = {**public(found), "log": training_log(run_dir),
-                                               "diff": against(found["problems"], published["problems"][method][seed],
-                                                               s["samples"])}
+                                               "diff": paired_by_set([found["problems"]],
+                                                                     [published["problems"][method][seed]],
+                                                                     s["samples"])}
             print(method, variant, entry["variants"][variant])
             save_result(result, args, "teacher_loss")
 

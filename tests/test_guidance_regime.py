@@ -13,10 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from guidance_regime import contrasts, prior_rate  # noqa: E402
+from guidance_regime import contrasts, paired_by_set, prior_rate  # noqa: E402
 from paired import paired_diffs  # noqa: E402
 from render_docs import RENDERERS  # noqa: E402
-from teacher_loss import against, training_log  # noqa: E402
+from teacher_loss import training_log  # noqa: E402
 
 OLD = {"settings": {"lr": 5e-5}, "methods": {"grpo": {}, "ampo": {}}}  # a result from before rates were chosen
 
@@ -58,7 +58,7 @@ def test_the_teacher_loss_runs_are_paired_with_the_published_run_problem_by_prob
             for t in ("t1", "t0.6")}}
 
     new, base = scored([8, 0, 4]), scored([0, 0, 4])
-    diff = against(new["problems"], base["problems"], samples=8)
+    diff = paired_by_set([new["problems"]], [base["problems"]], samples=8)
     assert abs(diff["t1"]["target"]["diff_pass@1"][0] - 1 / 3) < 1e-12  # (8/8 − 0) / 3 problems
     assert diff["t0.6"]["test_ood"] == paired_diffs([new["problems"]["t0.6"]["test_ood"]],
                                                     [base["problems"]["t0.6"]["test_ood"]], [1, 8])

@@ -164,6 +164,7 @@ class Trainer:
         context = getattr(self.policy.config, "max_position_embeddings", None)
         return None if context is None else context - self.cfg.rollout.max_new_tokens
 
+    # ---- one step -------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         """sample → generate → reward → guidance ladder → batch filters → signals → advantages → update."""
         cfg, index, timer = self.cfg, self.step, PhaseTimer()
